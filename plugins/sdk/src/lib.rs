@@ -1,0 +1,206 @@
+//! Helpers for writing offramp step plugins in Rust.
+//!
+//! ```ignore
+//! use offramp_plugin_sdk::{export_plugin, Guest, Invocation, Outcome, PluginInfo, TaskError};
+//!
+//! struct Hello;
+//! impl Guest for Hello {
+//!     fn run(inv: Invocation) -> Result<Outcome, TaskError> {
+//!         let input: serde_json::Value = offramp_plugin_sdk::input(&inv)?;
+//!         offramp_plugin_sdk::changed(&input)
+//!     }
+//!     fn describe() -> PluginInfo { offramp_plugin_sdk::info("hello", "0.1.0", "Says hello", &[]) }
+//! }
+//! export_plugin!(Hello);
+//! ```
+//!
+//! HTTP goes through the host: build a [`Request`], call [`Request::send`]. The host checks the
+//! URL against the step's `allow:` list and adds credentials; the plugin never sees them.
+
+#[allow(missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "task",
+        pub_export_macro: true,
+        export_macro_name: "export_plugin",
+        default_bindings_module: "offramp_plugin_sdk::bindings",
+        generate_all,
+    });
+}
+
+pub use bindings::Guest;
+pub use bindings::export_plugin;
+pub use bindings::offramp::plugin::http::{HttpError, Request as RawRequest, Response as RawResponse};
+pub use bindings::offramp::plugin::log::Level;
+pub use bindings::offramp::plugin::types::{
+    Change, ErrorKind, InputSpec, Invocation, Outcome, PluginInfo, TaskError,
+};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Parses the step's `with:` input into `T`; a mismatch is a permanent error naming the problem.
+pub fn input<T: DeserializeOwned>(inv: &Invocation) -> Result<T, TaskError> {
+    serde_json::from_str(&inv.input).map_err(|e| permanent(format!("invalid step input: {e}")))
+}
+
+/// A successful outcome that changed something.
+pub fn changed<T: Serialize>(output: &T) -> Result<Outcome, TaskError> {
+    outcome(output, Change::Changed)
+}
+
+/// A successful outcome where nothing needed doing.
+pub fn unchanged<T: Serialize>(output: &T) -> Result<Outcome, TaskError> {
+    outcome(output, Change::Unchanged)
+}
+
+fn outcome<T: Serialize>(output: &T, change: Change) -> Result<Outcome, TaskError> {
+    let output = serde_json::to_string(output)
+        .map_err(|e| permanent(format!("cannot encode output: {e}")))?;
+    Ok(Outcome { output, change })
+}
+
+/// A failure worth retrying.
+pub fn transient(message: impl Into<String>) -> TaskError {
+    TaskError { kind: ErrorKind::Transient, message: message.into(), retry_after_ms: None }
+}
+
+/// A failure retrying will not fix.
+pub fn permanent(message: impl Into<String>) -> TaskError {
+    TaskError { kind: ErrorKind::Permanent, message: message.into(), retry_after_ms: None }
+}
+
+/// A failure a person must decide about; the run pauses.
+pub fn needs_human(message: impl Into<String>) -> TaskError {
+    TaskError { kind: ErrorKind::NeedsHuman, message: message.into(), retry_after_ms: None }
+}
+
+/// A rate-limit failure: transient, retried no sooner than `wait_ms` from now.
+pub fn rate_limited(message: impl Into<String>, wait_ms: u64) -> TaskError {
+    TaskError { kind: ErrorKind::Transient, message: message.into(), retry_after_ms: Some(wait_ms) }
+}
+
+/// Builds `describe()`'s answer. Each input is `(name, type, required, description)`.
+pub fn info(name: &str, version: &str, description: &str, inputs: &[(&str, &str, bool, &str)]) -> PluginInfo {
+    PluginInfo {
+        name: name.into(),
+        version: version.into(),
+        description: description.into(),
+        inputs: inputs
+            .iter()
+            .map(|(n, t, r, d)| InputSpec {
+                name: (*n).into(),
+                type_name: (*t).into(),
+                required: *r,
+                description: (*d).into(),
+            })
+            .collect(),
+    }
+}
+
+/// Writes a line to the step's log.
+pub fn log(level: Level, message: &str) {
+    bindings::offramp::plugin::log::log(level, message);
+}
+
+/// An outgoing HTTP request, sent through the host.
+#[derive(Debug, Clone)]
+pub struct Request {
+    raw: RawRequest,
+}
+
+impl Request {
+    pub fn new(method: &str, url: impl Into<String>) -> Self {
+        Self {
+            raw: RawRequest { method: method.into(), url: url.into(), headers: Vec::new(), body: None },
+        }
+    }
+    pub fn get(url: impl Into<String>) -> Self {
+        Self::new("GET", url)
+    }
+    pub fn post(url: impl Into<String>) -> Self {
+        Self::new("POST", url)
+    }
+    pub fn put(url: impl Into<String>) -> Self {
+        Self::new("PUT", url)
+    }
+    pub fn delete(url: impl Into<String>) -> Self {
+        Self::new("DELETE", url)
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.raw.headers.push((name.into(), value.into()));
+        self
+    }
+    /// Sets a JSON body and `content-type: application/json`.
+    pub fn json<T: Serialize>(mut self, body: &T) -> Self {
+        self.raw.body = serde_json::to_vec(body).ok();
+        self.header("content-type", "application/json")
+    }
+    pub fn body(mut self, body: Vec<u8>) -> Self {
+        self.raw.body = Some(body);
+        self
+    }
+    /// Sends the request. 4xx/5xx come back as `Ok(response)`; only transport problems are errors.
+    pub fn send(self) -> Result<Response, HttpError> {
+        bindings::offramp::plugin::http::send(&self.raw).map(|raw| Response { raw })
+    }
+}
+
+/// A buffered response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub raw: RawResponse,
+}
+
+impl Response {
+    pub fn status(&self) -> u16 {
+        self.raw.status
+    }
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.raw.status)
+    }
+    /// The first value of a header (names are matched case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.raw
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.raw.body).into_owned()
+    }
+    /// Parses the body as JSON; a bad body is a transient error (a proxy's HTML error page, say).
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, TaskError> {
+        serde_json::from_slice(&self.raw.body).map_err(|e| {
+            transient(format!("HTTP {}: response is not the JSON expected: {e}", self.raw.status))
+        })
+    }
+}
+
+/// The usual mapping of a transport error to a task error; `dry-run` is the caller's to handle.
+pub fn http_error(e: HttpError) -> TaskError {
+    match e {
+        HttpError::Denied(why) => permanent(format!("request denied by the host: {why}")),
+        HttpError::InvalidRequest(why) => permanent(format!("invalid request: {why}")),
+        HttpError::Timeout => transient("request timed out"),
+        HttpError::Transport(why) => transient(format!("connection failed: {why}")),
+        HttpError::ResponseTooLarge(limit) => {
+            permanent(format!("response larger than the host's {limit}-byte cap"))
+        }
+        HttpError::DryRun => permanent("mutating request not sent (dry run)"),
+    }
+}
+
+/// Percent-encodes one URL path segment (e.g. an Okta login `alice@example.com`).
+pub fn encode_path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

@@ -1,0 +1,478 @@
+//! The `offramp` command line.
+
+mod demo;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::{Decision, DecisionOutcome, Engine, EngineConfig, StartRequest};
+use crate::pipeline::{self, LoadOptions};
+use crate::report;
+use crate::sandbox::Sandbox;
+use crate::secrets::SecretSource;
+use crate::store::{self, RunStatus, StepStatus};
+
+/// Exit codes: 0 succeeded, 1 failed or aborted (or an error), 2 invalid input, 3 paused.
+const EXIT_FAILED: u8 = 1;
+const EXIT_INVALID: u8 = 2;
+const EXIT_PAUSED: u8 = 3;
+
+#[derive(Parser, Debug)]
+#[command(name = "offramp", version, about = "Employee offboarding as YAML pipelines of sandboxed WebAssembly steps")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Global {
+    /// Results database: sqlite://PATH (default sqlite://offramp.db).
+    #[arg(long, global = true, env = "DATABASE_URL", default_value = "sqlite://offramp.db")]
+    database_url: String,
+    /// Where `uses: NAME` finds NAME.wasm (default: the plugins built with offramp).
+    #[arg(long, global = true, env = "OFFRAMP_PLUGINS_DIR")]
+    plugins_dir: Option<PathBuf>,
+    /// A file of NAME=value secrets, read before the environment.
+    #[arg(long, global = true, env = "OFFRAMP_SECRETS_FILE")]
+    secrets_file: Option<PathBuf>,
+    /// Where compiled plugins are cached (default ~/.cache/offramp/components).
+    #[arg(long, global = true, env = "OFFRAMP_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a pipeline: live progress, then the results table.
+    /// Exit 0 succeeded, 1 failed or aborted, 3 paused.
+    Run(RunArgs),
+    /// Check pipeline files; print every error with its line. Exit 0 valid, 2 invalid.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Override a pipeline var (operator setting) for the check.
+        #[arg(long = "var", value_parser = key_value)]
+        vars: Vec<(String, String)>,
+    },
+    /// Inspect past and current runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Continue a paused run: retry, skip or abort its paused step.
+    Resume(ResumeArgs),
+    /// Work with plugin components.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Run the offboarding pipeline against a built-in mock Okta, end to end, with no credentials.
+    Demo {
+        /// The pipeline to run (default: pipelines/offboarding.yaml of this checkout).
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+    },
+    /// Print the pipeline format's JSON Schema.
+    Schema,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    pipeline: PathBuf,
+    /// A pipeline input, `--input email=alice@example.com`; repeat for more.
+    #[arg(long = "input", short = 'i', value_parser = key_value)]
+    inputs: Vec<(String, String)>,
+    /// Override a pipeline var (operator setting), `--var okta_url=https://acme.okta.com`.
+    #[arg(long = "var", value_parser = key_value)]
+    vars: Vec<(String, String)>,
+    /// Send no mutating request (only GET/HEAD); record what would have been sent.
+    #[arg(long)]
+    dry_run: bool,
+    /// Who asked for the run, for the event log (default: $USER).
+    #[arg(long)]
+    requested_by: Option<String>,
+    /// Print the final run as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum RunsCommand {
+    /// The newest runs.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: its steps, and with --events its event log.
+    Show {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        events: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("decision").required(true).args(["retry", "skip", "abort"])))]
+struct ResumeArgs {
+    run_id: String,
+    /// Run the paused step again.
+    #[arg(long)]
+    retry: bool,
+    /// Mark the paused step skipped and carry on.
+    #[arg(long)]
+    skip: bool,
+    /// End the run.
+    #[arg(long)]
+    abort: bool,
+    /// Which paused step (needed when several are paused).
+    #[arg(long)]
+    step: Option<String>,
+    /// Who decided, for the event log (default: $USER).
+    #[arg(long = "as")]
+    actor: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginCommand {
+    /// Print what a plugin says about itself (`describe`), its digest and its interface.
+    Inspect { plugin: PathBuf },
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))?;
+    let k = k.trim();
+    if k.is_empty() {
+        return Err(format!("empty key in `{s}`"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OFFRAMP_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let g = cli.global;
+    match cli.command {
+        Command::Validate { files, vars } => Ok(validate(&g, &files, vars)),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&pipeline::json_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => run(&g, args).await,
+        Command::Runs(cmd) => runs(&g, cmd).await,
+        Command::Resume(args) => resume(&g, args).await,
+        Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&g, &plugin).await,
+        Command::Demo { pipeline } => demo::run(pipeline).await,
+    }
+}
+
+fn plugins_dir(g: &Global) -> PathBuf {
+    g.plugins_dir.clone().unwrap_or_else(|| PathBuf::from(crate::BUILTIN_PLUGINS_DIR))
+}
+
+fn load_options(g: &Global, vars: Vec<(String, String)>) -> LoadOptions {
+    LoadOptions { plugins_dir: plugins_dir(g), vars: vars.into_iter().collect() }
+}
+
+fn validate(g: &Global, files: &[PathBuf], vars: Vec<(String, String)>) -> ExitCode {
+    let opts = load_options(g, vars);
+    let mut bad = 0;
+    for file in files {
+        match pipeline::load(file, &opts) {
+            Ok(plan) => println!("{}: ok ({} steps)", file.display(), plan.steps.len()),
+            Err(e) => {
+                bad += 1;
+                eprint!("{e}");
+                if matches!(e, pipeline::LoadError::Read { .. }) {
+                    eprintln!();
+                }
+            }
+        }
+    }
+    if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INVALID) }
+}
+
+fn secrets(g: &Global) -> Result<SecretSource> {
+    match &g.secrets_file {
+        Some(path) => Ok(SecretSource::from_file(path)?),
+        None => Ok(SecretSource::from_env()),
+    }
+}
+
+async fn engine(g: &Global) -> Result<Engine> {
+    let store = store::open(&g.database_url).await.context("opening the results database")?;
+    let cache = g.cache_dir.clone().or_else(Sandbox::default_cache_dir);
+    let sandbox = Arc::new(Sandbox::new(cache)?);
+    Ok(Engine::new(store, sandbox, secrets(g)?, EngineConfig::default()))
+}
+
+fn whoami() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("USERNAME")).map_or_else(|_| "cli".into(), |u| format!("cli:{u}"))
+}
+
+async fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
+    let opts = load_options(g, args.vars);
+    let plan = match pipeline::load(&args.pipeline, &opts) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprint!("{e}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let engine = engine(g).await?;
+    let inputs: BTreeMap<String, String> = args.inputs.into_iter().collect();
+    let req = StartRequest { inputs, requested_by: args.requested_by.unwrap_or_else(whoami), dry_run: args.dry_run };
+    let run_id = match engine.start(&plan, req).await {
+        Ok(id) => id,
+        Err(crate::engine::EngineError::Inputs(errors)) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !args.json {
+        println!("run {run_id}: {} for {}{}", plan.name, engine.store().run(&run_id).await?.subject, if args.dry_run { " (dry run)" } else { "" });
+    }
+    drive_and_report(&engine, &run_id, plan.steps.len(), args.json).await
+}
+
+/// Drives a run with live progress, prints the results, and maps its status to an exit code.
+pub(crate) async fn drive_and_report(engine: &Engine, run_id: &str, steps: usize, json: bool) -> Result<ExitCode> {
+    let watcher = (!json).then(|| watch(engine, steps));
+    let status = engine.drive(run_id).await?;
+    if let Some(w) = watcher {
+        w.abort();
+        let _ = w.await;
+    }
+    print_run(engine.store().as_ref(), run_id, json, false).await?;
+    Ok(exit_for(engine, run_id, status).await)
+}
+
+/// Prints progress lines (and a bar on a terminal) until aborted.
+fn watch(engine: &Engine, steps: usize) -> tokio::task::JoinHandle<()> {
+    let mut rx = engine.progress().subscribe();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(steps as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] {bar:30} {pos}/{len} steps") {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    tokio::spawn(async move {
+        let mut done = 0u64;
+        let finish = |bar: &Option<indicatif::ProgressBar>| {
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+        };
+        loop {
+            match rx.recv().await {
+                Ok(event) => {
+                    if let crate::engine::ProgressEvent::Step { status, .. } = &event
+                        && status.is_finished()
+                    {
+                        done += 1;
+                        if let Some(b) = &bar {
+                            b.set_position(done);
+                        }
+                    }
+                    if let Some(line) = report::progress_line(&event) {
+                        match &bar {
+                            Some(b) => b.println(format!("  {line}")),
+                            None => println!("  {line}"),
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+        finish(&bar);
+    })
+}
+
+async fn exit_for(engine: &Engine, run_id: &str, status: RunStatus) -> ExitCode {
+    match status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::Paused => {
+            let paused: Vec<String> = engine
+                .store()
+                .steps(run_id)
+                .await
+                .map(|s| s.into_iter().filter(|s| s.status == StepStatus::Paused).map(|s| s.step_id).collect())
+                .unwrap_or_default();
+            eprintln!("\nThe run is paused at {}. Decide with one of:", paused.join(", "));
+            let step = if paused.len() > 1 { format!(" --step {}", paused[0]) } else { String::new() };
+            for d in ["--retry", "--skip", "--abort"] {
+                eprintln!("  offramp resume {run_id} {d}{step}");
+            }
+            ExitCode::from(EXIT_PAUSED)
+        }
+        _ => ExitCode::from(EXIT_FAILED),
+    }
+}
+
+async fn print_run(store: &dyn store::Store, run_id: &str, json: bool, events: bool) -> Result<()> {
+    let run = store.run(run_id).await?;
+    let steps = store.steps(run_id).await?;
+    if json {
+        let mut v = serde_json::json!({ "run": run, "steps": steps });
+        if events {
+            v["events"] = serde_json::to_value(store.events(run_id).await?)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("\n{}", report::run_header(&run));
+    println!("{}", report::steps_table(&steps));
+    if events {
+        println!("\nevents:");
+        for e in store.events(run_id).await? {
+            println!("  {}  {:<14} {:<16} {:<16} {}", e.at, e.actor, e.kind, e.step_id.unwrap_or_default(), e.detail);
+        }
+    }
+    Ok(())
+}
+
+async fn runs(g: &Global, cmd: RunsCommand) -> Result<ExitCode> {
+    let store = store::open(&g.database_url).await.context("opening the results database")?;
+    match cmd {
+        RunsCommand::List { limit, json } => {
+            let runs = store.runs(limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else if runs.is_empty() {
+                println!("no runs yet");
+            } else {
+                println!("{}", report::runs_table(&runs));
+            }
+        }
+        RunsCommand::Show { run_id, json, events } => match print_run(store.as_ref(), &run_id, json, events).await {
+            Err(e) if matches!(e.downcast_ref::<store::StoreError>(), Some(store::StoreError::NotFound(_))) => {
+                bail!("no run {run_id} in {}", redact_url(&g.database_url))
+            }
+            other => other?,
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn resume(g: &Global, args: ResumeArgs) -> Result<ExitCode> {
+    let engine = engine(g).await?;
+    let run = match engine.store().run(&args.run_id).await {
+        Ok(r) => r,
+        Err(store::StoreError::NotFound(_)) => bail!("no run {} in {}", args.run_id, redact_url(&g.database_url)),
+        Err(e) => return Err(e.into()),
+    };
+    let decision = if args.retry {
+        Decision::Retry
+    } else if args.skip {
+        Decision::Skip
+    } else {
+        Decision::Abort
+    };
+    let steps = engine.store().steps(&run.id).await?;
+    let paused: Vec<&str> = steps.iter().filter(|s| s.status == StepStatus::Paused).map(|s| s.step_id.as_str()).collect();
+    let step = match (&args.step, paused.as_slice()) {
+        (Some(s), _) => s.clone(),
+        (None, [one]) => (*one).to_string(),
+        (None, []) => {
+            if run.status.is_finished() {
+                bail!("run {} is already {}: nothing to resume", run.id, run.status);
+            }
+            // Interrupted while running (the process died): pick it up where it was.
+            eprintln!("run {} has no paused step; continuing it", run.id);
+            return drive_and_report(&engine, &run.id, steps.len(), args.json).await;
+        }
+        (None, many) => bail!("several steps are paused ({}): say which with --step", many.join(", ")),
+    };
+    let actor = args.actor.unwrap_or_else(whoami);
+    match engine.decide(&run.id, &step, None, decision, &actor).await? {
+        DecisionOutcome::Applied => {
+            if !args.json {
+                println!("{step}: {decision} (decided by {actor})");
+            }
+        }
+        DecisionOutcome::AlreadyHandled { by, status } => {
+            eprintln!(
+                "{step} is no longer paused (it is {status}){}: nothing to do",
+                by.map(|b| format!("; last decided by {b}")).unwrap_or_default()
+            );
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+    }
+    drive_and_report(&engine, &run.id, steps.len(), args.json).await
+}
+
+async fn inspect(g: &Global, path: &Path) -> Result<ExitCode> {
+    let cache = g.cache_dir.clone().or_else(Sandbox::default_cache_dir);
+    let sandbox = Sandbox::new(cache)?;
+    let plugin = sandbox.plugin(path)?;
+    let info = sandbox.describe(&plugin).await.map_err(|e| anyhow::anyhow!("describe() failed: {e}"))?;
+    println!("{} {}", info.name, info.version);
+    println!("{}", info.description);
+    println!("file    {}", path.display());
+    println!("sha256  {}", plugin.digest);
+    println!("world   offramp:plugin/task@0.1.0");
+    if info.inputs.is_empty() {
+        println!("inputs  (none declared)");
+    } else {
+        println!("inputs:");
+        let width = info.inputs.iter().map(|i| i.name.len()).max().unwrap_or(0);
+        for i in &info.inputs {
+            println!(
+                "  {:<width$}  {:<8} {:<9} {}",
+                i.name,
+                i.type_name,
+                if i.required { "required" } else { "optional" },
+                i.description
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,632 @@
+//! The engine: a run's state machine over the step DAG.
+//!
+//! Every transition is written to the [`Store`] before it is acted on: a step is `running`
+//! (with its attempt number) before its plugin starts, and `paused` before anyone is asked.
+//! [`Engine::decide`] is the one entry point for a person's Retry / Skip / Abort, whether it
+//! comes from `offramp resume` or a Slack button.
+
+mod progress;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+pub use progress::{Progress, ProgressEvent};
+
+use crate::http::{Gate, HttpLimits, Injection};
+use crate::pipeline::{OnFailure, Plan, StepPlan, coerce_input, template};
+use crate::sandbox::{AttemptReport, AttemptResult, AttemptSpec, FailureKind, Sandbox};
+use crate::secrets::SecretSource;
+use crate::store::{Event, NewRun, RunRecord, RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError};
+
+/// Engine failures callers act on.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("invalid inputs: {}", .0.join("; "))]
+    Inputs(Vec<String>),
+    #[error("run {run} is {status}; only a paused run can be resumed")]
+    NotPaused { run: String, status: RunStatus },
+    #[error("{0}")]
+    Decision(String),
+    #[error("the run's stored plan is unreadable: {0}")]
+    Plan(String),
+}
+
+/// What a person decided about a paused step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Retry,
+    Skip,
+    Abort,
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Decision::Retry => "retry",
+            Decision::Skip => "skip",
+            Decision::Abort => "abort",
+        })
+    }
+}
+
+/// The result of [`Engine::decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecisionOutcome {
+    /// The decision took effect.
+    Applied,
+    /// The step had already moved on (someone else decided, or the click was stale).
+    AlreadyHandled { by: Option<String>, status: StepStatus },
+}
+
+/// Settings of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Steps of one run that may run at once.
+    pub max_parallel_steps: usize,
+    pub http_limits: HttpLimits,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { max_parallel_steps: 4, http_limits: HttpLimits::default() }
+    }
+}
+
+/// What starting a run needs.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    /// Raw `key=value` inputs; checked and converted against the pipeline's `inputs:`.
+    pub inputs: BTreeMap<String, String>,
+    pub requested_by: String,
+    pub dry_run: bool,
+}
+
+/// Runs pipelines.
+#[derive(Clone)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    sandbox: Arc<Sandbox>,
+    secrets: SecretSource,
+    client: reqwest::Client,
+    config: EngineConfig,
+    progress: Progress,
+}
+
+struct StepDone {
+    id: String,
+    pause: bool,
+    abort: bool,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, sandbox: Arc<Sandbox>, secrets: SecretSource, config: EngineConfig) -> Self {
+        Engine { store, sandbox, secrets, client: Gate::client(), config, progress: Progress::default() }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Subscribe to step transitions (for the CLI's live output and Slack's message).
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// Checks inputs and records a new `pending` run. Nothing runs until [`Engine::drive`].
+    pub async fn start(&self, plan: &Plan, req: StartRequest) -> Result<String, EngineError> {
+        let inputs = check_inputs(plan, &req.inputs)?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let subject = pick_subject(plan, &inputs);
+        let steps = plan.steps.iter().map(|s| (s.id.clone(), idempotency_key(&id, &s.id))).collect();
+        let plan_json = serde_json::to_value(plan).map_err(|e| EngineError::Plan(e.to_string()))?;
+        let run = NewRun {
+            id: id.clone(),
+            pipeline_name: plan.name.clone(),
+            pipeline_hash: plan.content_hash.clone(),
+            plan: plan_json,
+            subject: subject.clone(),
+            inputs: Value::Object(inputs.into_iter().collect()),
+            requested_by: req.requested_by.clone(),
+            dry_run: req.dry_run,
+            steps,
+        };
+        self.store
+            .create_run(&run, Event::new(&req.requested_by, "run_created", json!({ "pipeline": plan.name, "subject": subject, "dry_run": req.dry_run })))
+            .await?;
+        Ok(id)
+    }
+
+    /// Runs a run until it finishes or pauses; returns its status then.
+    pub async fn drive(&self, run_id: &str) -> Result<RunStatus, EngineError> {
+        let run = self.store.run(run_id).await?;
+        if run.status.is_finished() || run.status == RunStatus::Paused {
+            return Ok(run.status);
+        }
+        let plan: Plan = serde_json::from_value(run.plan.clone()).map_err(|e| EngineError::Plan(e.to_string()))?;
+        if run.status == RunStatus::Pending {
+            self.store.set_run_status(run_id, &[RunStatus::Pending], RunStatus::Running, Event::new("engine", "run_started", json!({}))).await?;
+            self.progress.emit(ProgressEvent::RunStatus { run_id: run_id.to_string(), status: RunStatus::Running });
+        }
+        let mut tasks: JoinSet<Result<StepDone, EngineError>> = JoinSet::new();
+        let mut active: HashSet<String> = HashSet::new();
+        let mut pausing = false;
+        let mut aborting = false;
+        loop {
+            let steps = self.store.steps(run_id).await?;
+            let status: HashMap<&str, &StepRecord> = steps.iter().map(|s| (s.step_id.as_str(), s)).collect();
+            // Skips and failures found in this pass can unblock (or skip) later steps: look again.
+            let mut settled_some = false;
+            for step in &plan.steps {
+                if pausing || aborting || tasks.len() >= self.config.max_parallel_steps.max(1) {
+                    break;
+                }
+                let Some(rec) = status.get(step.id.as_str()) else { continue };
+                // A step `running` with no task here was interrupted (the process died): run it
+                // again with the same idempotency key and the next attempt number.
+                let orphaned = rec.status == StepStatus::Running && !active.contains(&step.id);
+                if rec.status != StepStatus::Pending && !orphaned {
+                    continue;
+                }
+                match self.readiness(step, &status) {
+                    Ready::Wait => continue,
+                    Ready::Skip(reason) => {
+                        self.skip(run_id, &step.id, &reason, "dependency").await?;
+                        settled_some = true;
+                        continue;
+                    }
+                    Ready::Go => {}
+                }
+                let ctx = context(&run, &steps);
+                if let Some(cond) = &step.condition {
+                    match template::eval_condition(cond, &ctx) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            self.skip(run_id, &step.id, &format!("condition `{cond}` was false"), "condition").await?;
+                            settled_some = true;
+                            continue;
+                        }
+                        Err(e) => {
+                            let done = self.fail_without_running(run_id, step, rec.attempts, &e.0).await?;
+                            pausing |= done.pause;
+                            aborting |= done.abort;
+                            settled_some = true;
+                            continue;
+                        }
+                    }
+                }
+                // Claim the step before starting it: a concurrent driver's claim fails.
+                let claimed = self
+                    .store
+                    .change_step(
+                        run_id,
+                        &step.id,
+                        &[StepStatus::Pending, StepStatus::Running],
+                        Some(rec.attempts),
+                        StepChange { status: Some(StepStatus::Running), started: true, ..Default::default() },
+                        Event::new("engine", "step_started", json!({ "attempt": rec.attempts + 1 })),
+                    )
+                    .await?;
+                if !claimed {
+                    continue;
+                }
+                self.progress.emit(ProgressEvent::Step {
+                    run_id: run_id.to_string(),
+                    step_id: step.id.clone(),
+                    status: StepStatus::Running,
+                    attempt: rec.attempts + 1,
+                    detail: None,
+                });
+                active.insert(step.id.clone());
+                let (engine, step, run, start_attempt) = (self.clone(), step.clone(), run.clone(), rec.attempts);
+                tasks.spawn(async move { engine.run_step(&run, &step, start_attempt, ctx).await });
+            }
+            if settled_some {
+                continue;
+            }
+            let Some(joined) = tasks.join_next().await else { break };
+            let done = joined.map_err(|e| EngineError::Decision(format!("step task failed: {e}")))??;
+            active.remove(&done.id);
+            pausing |= done.pause;
+            aborting |= done.abort;
+        }
+        self.settle(run_id, aborting).await
+    }
+
+    /// Decides the run's status once nothing is running.
+    async fn settle(&self, run_id: &str, aborting: bool) -> Result<RunStatus, EngineError> {
+        let steps = self.store.steps(run_id).await?;
+        let to = if steps.iter().any(|s| s.status == StepStatus::Paused) {
+            RunStatus::Paused
+        } else if aborting {
+            for s in steps.iter().filter(|s| s.status == StepStatus::Pending) {
+                self.skip(run_id, &s.step_id, "the run was aborted", "abort").await?;
+            }
+            RunStatus::Failed
+        } else if steps.iter().any(|s| !s.status.is_finished()) {
+            // Not reachable with a valid plan; keep the run resumable rather than lie.
+            RunStatus::Paused
+        } else if steps.iter().any(|s| s.status == StepStatus::Failed) {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        };
+        let summary = json!({
+            "steps": steps.iter().map(|s| (s.step_id.clone(), s.status.as_str())).collect::<BTreeMap<_, _>>(),
+        });
+        let kind = match to {
+            RunStatus::Paused => "run_paused",
+            RunStatus::Succeeded => "run_succeeded",
+            _ => "run_failed",
+        };
+        self.store.set_run_status(run_id, &[RunStatus::Running], to, Event::new("engine", kind, summary)).await?;
+        self.progress.emit(ProgressEvent::RunStatus { run_id: run_id.to_string(), status: to });
+        Ok(to)
+    }
+
+    fn readiness(&self, step: &StepPlan, status: &HashMap<&str, &StepRecord>) -> Ready {
+        for need in &step.needs {
+            let Some(rec) = status.get(need.as_str()) else { return Ready::Skip(format!("needs unknown step `{need}`")) };
+            match rec.status {
+                StepStatus::Succeeded | StepStatus::Unchanged => {}
+                // A person chose to skip it: carry on as if it were done.
+                StepStatus::Skipped if rec.resolution.as_deref() == Some("decision") => {}
+                StepStatus::Skipped => return Ready::Skip(format!("needs `{need}`, which was skipped")),
+                StepStatus::Failed => return Ready::Skip(format!("needs `{need}`, which failed")),
+                StepStatus::Pending | StepStatus::Running | StepStatus::Paused => return Ready::Wait,
+            }
+        }
+        Ready::Go
+    }
+
+    async fn skip(&self, run_id: &str, step_id: &str, reason: &str, resolution: &str) -> Result<(), EngineError> {
+        let changed = self
+            .store
+            .change_step(
+                run_id,
+                step_id,
+                &[StepStatus::Pending],
+                None,
+                StepChange {
+                    status: Some(StepStatus::Skipped),
+                    error: Some(Some(reason.to_string())),
+                    resolution: Some(Some(resolution.to_string())),
+                    finished: true,
+                    ..Default::default()
+                },
+                Event::new("engine", "step_skipped", json!({ "reason": reason })),
+            )
+            .await?;
+        if changed {
+            self.progress.emit(ProgressEvent::Step {
+                run_id: run_id.to_string(),
+                step_id: step_id.to_string(),
+                status: StepStatus::Skipped,
+                attempt: 0,
+                detail: Some(reason.to_string()),
+            });
+        }
+        Ok(())
+    }
+
+    /// A step that cannot even start (its input or condition fails to render): a permanent failure.
+    async fn fail_without_running(&self, run_id: &str, step: &StepPlan, attempts: u32, message: &str) -> Result<StepDone, EngineError> {
+        self.finish_failed(run_id, step, attempts, FailureKind::Permanent, message, vec![], json!([])).await
+    }
+
+    async fn finish_failed(
+        &self,
+        run_id: &str,
+        step: &StepPlan,
+        attempts: u32,
+        kind: FailureKind,
+        message: &str,
+        log: Vec<String>,
+        requests: Value,
+    ) -> Result<StepDone, EngineError> {
+        let pause = kind == FailureKind::NeedsHuman || step.on_failure == OnFailure::Pause;
+        let to = if pause { StepStatus::Paused } else { StepStatus::Failed };
+        self.store
+            .change_step(
+                run_id,
+                &step.id,
+                &[StepStatus::Pending, StepStatus::Running],
+                None,
+                StepChange {
+                    status: Some(to),
+                    attempts: Some(attempts),
+                    error: Some(Some(message.to_string())),
+                    resolution: Some((!pause).then(|| "failure".to_string())),
+                    log: Some(log),
+                    requests: Some(requests),
+                    finished: !pause,
+                    ..Default::default()
+                },
+                Event::new("engine", if pause { "step_paused" } else { "step_failed" }, json!({ "error": message, "kind": kind, "attempts": attempts })),
+            )
+            .await?;
+        self.progress.emit(ProgressEvent::Step {
+            run_id: run_id.to_string(),
+            step_id: step.id.clone(),
+            status: to,
+            attempt: attempts,
+            detail: Some(message.to_string()),
+        });
+        Ok(StepDone { id: step.id.clone(), pause, abort: !pause && step.on_failure == OnFailure::Abort })
+    }
+
+    /// Runs a step's attempts (retrying transient failures) and records the outcome.
+    async fn run_step(&self, run: &RunRecord, step: &StepPlan, mut attempts: u32, ctx: minijinja::Value) -> Result<StepDone, EngineError> {
+        let input = match template::render_json(&step.with, &ctx) {
+            Ok(v) => v,
+            Err(e) => return self.finish_failed(&run.id, step, attempts, FailureKind::Permanent, &format!("cannot render `with`: {e}"), vec![], json!([])).await,
+        };
+        let plugin = match self.sandbox.plugin(&step.plugin) {
+            Ok(p) => p,
+            Err(e) => return self.finish_failed(&run.id, step, attempts, FailureKind::Permanent, &e.to_string(), vec![], json!([])).await,
+        };
+        let mut injections = Vec::new();
+        for rule in &step.credentials {
+            match self.secrets.get(&rule.secret) {
+                Ok(value) => injections.push(Injection { rule: rule.clone(), value }),
+                // A missing secret will not appear by retrying: a person must set it.
+                Err(e) => return self.finish_failed(&run.id, step, attempts, FailureKind::NeedsHuman, &e.to_string(), vec![], json!([])).await,
+            }
+        }
+        let key = idempotency_key(&run.id, &step.id);
+        let first_of_this_drive = attempts + 1;
+        loop {
+            attempts += 1;
+            // Write-ahead: the attempt number is recorded before the plugin runs.
+            self.store
+                .change_step(
+                    &run.id,
+                    &step.id,
+                    &[StepStatus::Running],
+                    None,
+                    StepChange { attempts: Some(attempts), ..Default::default() },
+                    Event::new("engine", "attempt_started", json!({ "attempt": attempts })),
+                )
+                .await?;
+            let gate = Arc::new(Gate::new(
+                self.client.clone(),
+                step.allow.clone(),
+                injections.clone(),
+                run.dry_run,
+                tokio::time::Instant::now() + step.timeout,
+                self.config.http_limits,
+            ));
+            let report: AttemptReport = self
+                .sandbox
+                .run_attempt(
+                    &plugin,
+                    AttemptSpec {
+                        input: input.clone(),
+                        run_id: run.id.clone(),
+                        step_id: step.id.clone(),
+                        attempt: attempts,
+                        idempotency_key: key.clone(),
+                        dry_run: run.dry_run,
+                        timeout: step.timeout,
+                        memory_bytes: step.memory_bytes,
+                        gate,
+                    },
+                )
+                .await;
+            let requests = serde_json::to_value(&report.requests).unwrap_or_default();
+            match report.result {
+                AttemptResult::Done { output, changed } => {
+                    let to = if changed { StepStatus::Succeeded } else { StepStatus::Unchanged };
+                    self.store
+                        .change_step(
+                            &run.id,
+                            &step.id,
+                            &[StepStatus::Running],
+                            None,
+                            StepChange {
+                                status: Some(to),
+                                attempts: Some(attempts),
+                                output: Some(output),
+                                error: Some(None),
+                                log: Some(report.log),
+                                requests: Some(requests),
+                                finished: true,
+                                ..Default::default()
+                            },
+                            Event::new("engine", "step_finished", json!({ "status": to.as_str(), "attempts": attempts })),
+                        )
+                        .await?;
+                    self.progress.emit(ProgressEvent::Step {
+                        run_id: run.id.clone(),
+                        step_id: step.id.clone(),
+                        status: to,
+                        attempt: attempts,
+                        detail: None,
+                    });
+                    return Ok(StepDone { id: step.id.clone(), pause: false, abort: false });
+                }
+                AttemptResult::Failed { kind, message, retry_after } => {
+                    let budget_left = attempts < first_of_this_drive - 1 + step.retry.attempts;
+                    if kind == FailureKind::Transient && budget_left {
+                        let wait = step.retry.delay_before(attempts + 1).max(retry_after.unwrap_or_default()).min(Duration::from_secs(15 * 60));
+                        self.store
+                            .change_step(
+                                &run.id,
+                                &step.id,
+                                &[StepStatus::Running],
+                                None,
+                                StepChange { error: Some(Some(message.clone())), log: Some(report.log), requests: Some(requests), ..Default::default() },
+                                Event::new("engine", "attempt_failed", json!({ "attempt": attempts, "error": message, "retry_in_ms": wait.as_millis() as u64 })),
+                            )
+                            .await?;
+                        self.progress.emit(ProgressEvent::Retrying {
+                            run_id: run.id.clone(),
+                            step_id: step.id.clone(),
+                            attempt: attempts,
+                            error: message,
+                            wait,
+                        });
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    return self.finish_failed(&run.id, step, attempts, kind, &message, report.log, requests).await;
+                }
+            }
+        }
+    }
+
+    /// Applies a person's decision to a paused step. Exactly one of several concurrent
+    /// decisions on the same step and attempt wins (enforced by the store). Returns
+    /// `AlreadyHandled` for a stale or repeated decision. Call [`Engine::drive`] afterwards.
+    pub async fn decide(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: Option<u32>,
+        decision: Decision,
+        actor: &str,
+    ) -> Result<DecisionOutcome, EngineError> {
+        let run = self.store.run(run_id).await?;
+        let steps = self.store.steps(run_id).await?;
+        let Some(step) = steps.iter().find(|s| s.step_id == step_id) else {
+            return Err(EngineError::Decision(format!("run {run_id} has no step `{step_id}`")));
+        };
+        let event = Event::new(actor, "decision", json!({ "decision": decision, "attempt": step.attempts }));
+        let change = match decision {
+            Decision::Retry => StepChange {
+                status: Some(StepStatus::Pending),
+                error: Some(None),
+                resolution: Some(None),
+                ..Default::default()
+            },
+            Decision::Skip => StepChange {
+                status: Some(StepStatus::Skipped),
+                resolution: Some(Some("decision".into())),
+                error: Some(Some(format!("skipped by {actor} after: {}", step.error.clone().unwrap_or_default()))),
+                finished: true,
+                ..Default::default()
+            },
+            Decision::Abort => StepChange {
+                status: Some(StepStatus::Failed),
+                resolution: Some(Some("abort".into())),
+                error: Some(Some(format!("aborted by {actor} after: {}", step.error.clone().unwrap_or_default()))),
+                finished: true,
+                ..Default::default()
+            },
+        };
+        let applied = self
+            .store
+            .change_step(run_id, step_id, &[StepStatus::Paused], attempt.or(Some(step.attempts)), change, event)
+            .await?;
+        if !applied {
+            let events = self.store.events(run_id).await?;
+            let by = events
+                .iter()
+                .rev()
+                .find(|e| e.kind == "decision" && e.step_id.as_deref() == Some(step_id))
+                .map(|e| format!("{} ({})", e.actor, e.detail.get("decision").and_then(Value::as_str).unwrap_or("?")));
+            let now = self.store.steps(run_id).await?.into_iter().find(|s| s.step_id == step_id).map_or(step.status, |s| s.status);
+            return Ok(DecisionOutcome::AlreadyHandled { by, status: now });
+        }
+        self.progress.emit(ProgressEvent::Decided {
+            run_id: run_id.to_string(),
+            step_id: step_id.to_string(),
+            decision,
+            actor: actor.to_string(),
+        });
+        if decision == Decision::Abort {
+            for s in steps.iter().filter(|s| s.status == StepStatus::Pending) {
+                self.skip(run_id, &s.step_id, "the run was aborted", "abort").await?;
+            }
+        }
+        // The run goes back to running unless other steps are still paused (then it waits for them).
+        let still_paused = self.store.steps(run_id).await?.iter().any(|s| s.status == StepStatus::Paused);
+        if run.status == RunStatus::Paused && !still_paused {
+            let to = if decision == Decision::Abort { RunStatus::Aborted } else { RunStatus::Running };
+            self.store
+                .set_run_status(run_id, &[RunStatus::Paused], to, Event::new(actor, if to == RunStatus::Aborted { "run_aborted" } else { "run_resumed" }, json!({})))
+                .await?;
+            self.progress.emit(ProgressEvent::RunStatus { run_id: run_id.to_string(), status: to });
+        }
+        Ok(DecisionOutcome::Applied)
+    }
+}
+
+enum Ready {
+    Go,
+    Wait,
+    Skip(String),
+}
+
+/// `sha256(run:step)`, 32 hex chars: the same for every attempt and restart of the step.
+pub fn idempotency_key(run_id: &str, step_id: &str) -> String {
+    let full = crate::pipeline::validate::sha256_hex(format!("offramp:{run_id}:{step_id}").as_bytes());
+    full[..32].to_string()
+}
+
+/// The template context of a run: inputs, vars, finished steps' outputs, run id.
+fn context(run: &RunRecord, steps: &[StepRecord]) -> minijinja::Value {
+    let vars = run.plan.get("vars").cloned().unwrap_or(json!({}));
+    let steps: serde_json::Map<String, Value> = steps
+        .iter()
+        .filter(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Unchanged | StepStatus::Skipped | StepStatus::Failed))
+        .map(|s| {
+            (s.step_id.clone(), json!({ "output": s.output.clone().unwrap_or(Value::Null), "status": s.status.as_str() }))
+        })
+        .collect();
+    crate::pipeline::template::to_value(json!({
+        "inputs": run.inputs,
+        "vars": vars,
+        "steps": steps,
+        "run": { "id": run.id, "requested_by": run.requested_by, "dry_run": run.dry_run },
+    }))
+}
+
+fn check_inputs(plan: &Plan, given: &BTreeMap<String, String>) -> Result<serde_json::Map<String, Value>, EngineError> {
+    let mut errors = Vec::new();
+    let mut out = serde_json::Map::new();
+    for key in given.keys() {
+        if !plan.inputs.contains_key(key) {
+            let known: Vec<&str> = plan.inputs.keys().map(String::as_str).collect();
+            errors.push(format!("unknown input `{key}` (inputs: {})", known.join(", ")));
+        }
+    }
+    for (name, spec) in &plan.inputs {
+        let value = match (given.get(name), &spec.default) {
+            (Some(v), _) => Value::String(v.clone()),
+            (None, Some(d)) => d.clone(),
+            (None, None) if spec.required => {
+                errors.push(format!("missing required input `{name}` ({})", spec.kind));
+                continue;
+            }
+            (None, None) => Value::Null,
+        };
+        if value.is_null() {
+            out.insert(name.clone(), value);
+            continue;
+        }
+        match coerce_input(spec.kind, &value) {
+            Ok(v) => {
+                out.insert(name.clone(), v);
+            }
+            Err(e) => errors.push(format!("input `{name}`: {e}")),
+        }
+    }
+    if errors.is_empty() { Ok(out) } else { Err(EngineError::Inputs(errors)) }
+}
+
+/// The run's subject: the first email input, else the first required input, else the name.
+fn pick_subject(plan: &Plan, inputs: &serde_json::Map<String, Value>) -> String {
+    let pick = |pred: &dyn Fn(&crate::pipeline::model::InputSpec) -> bool| {
+        plan.inputs.iter().filter(|(_, s)| pred(s)).find_map(|(n, _)| inputs.get(n).and_then(Value::as_str).map(str::to_string))
+    };
+    pick(&|s| s.kind == crate::pipeline::InputType::Email)
+        .or_else(|| pick(&|s| s.required))
+        .unwrap_or_else(|| plan.name.clone())
+}

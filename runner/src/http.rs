@@ -1,0 +1,331 @@
+//! The plugin's only door out: every HTTP request a plugin makes, through `offramp:plugin/http`
+//! or through `wasi:http/outgoing-handler`, is checked and sent here, in [`Gate::send`].
+//!
+//! Policy, in order: request count cap → URL parses, http(s) only → origin is in the step's
+//! `allow:` → dry run holds back mutating methods → plugin headers for credential hosts are
+//! scrubbed and the credential injected → sent with a timeout inside the step's deadline, no
+//! redirects followed (3xx goes back to the plugin) → response body capped → secrets scrubbed
+//! from the response.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::pipeline::{CredentialPlan, Origin};
+use crate::secrets::{Redactor, Secret};
+
+/// A request as the plugin wrote it.
+#[derive(Debug, Clone)]
+pub(crate) struct OutgoingRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+/// A buffered response.
+#[derive(Debug, Clone)]
+pub(crate) struct IncomingResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Why a request got no response.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum HttpFailure {
+    #[error("denied: {0}")]
+    Denied(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("response larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("not sent (dry run)")]
+    DryRun,
+}
+
+/// Per-step caps on HTTP use.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub max_requests: u32,
+    pub max_response_bytes: u64,
+    pub max_request_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_requests: 100,
+            max_response_bytes: 4 * 1024 * 1024,
+            max_request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the step did on the network, for the results table and `--dry-run` plans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub method: String,
+    /// Scheme, host, port and path; the query string is left out (it can hold identifiers).
+    pub url: String,
+    /// The status, or why there was none.
+    pub outcome: String,
+    /// Which secret the host injected, if any (its name, never its value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub dry_run: bool,
+}
+
+/// A credential resolved for this step.
+#[derive(Clone, Debug)]
+pub(crate) struct Injection {
+    pub rule: CredentialPlan,
+    pub value: Secret,
+}
+
+/// The checkpoint for one step attempt.
+pub(crate) struct Gate {
+    client: reqwest::Client,
+    allow: Vec<Origin>,
+    injections: Vec<Injection>,
+    redactor: Redactor,
+    dry_run: bool,
+    deadline: Instant,
+    limits: HttpLimits,
+    journal: Mutex<Vec<RequestRecord>>,
+}
+
+impl Gate {
+    pub(crate) fn new(
+        client: reqwest::Client,
+        allow: Vec<Origin>,
+        injections: Vec<Injection>,
+        dry_run: bool,
+        deadline: Instant,
+        limits: HttpLimits,
+    ) -> Self {
+        let redactor = Redactor::new(injections.iter().map(|i| i.value.clone()));
+        Gate { client, allow, injections, redactor, dry_run, deadline, limits, journal: Mutex::new(Vec::new()) }
+    }
+
+    /// The shared client: no redirects, no cookies, no proxy from the environment.
+    pub(crate) fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("offramp/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new())
+    }
+
+    pub(crate) fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// Requests made so far.
+    pub(crate) fn journal(&self) -> Vec<RequestRecord> {
+        self.journal.lock().map(|j| j.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, rec: RequestRecord) {
+        if let Ok(mut j) = self.journal.lock() {
+            j.push(rec);
+        }
+    }
+
+    /// Checks and sends one request. This is the only place plugin traffic leaves the host.
+    pub(crate) async fn send(&self, req: OutgoingRequest) -> Result<IncomingResponse, HttpFailure> {
+        let method = req.method.trim().to_ascii_uppercase();
+        let url = url::Url::parse(req.url.trim());
+        let shown = url.as_ref().map_or_else(|_| req.url.chars().take(200).collect(), display_url);
+        let mut rec = RequestRecord { method: method.clone(), url: shown, outcome: String::new(), credential: None, dry_run: false };
+        let result = self.check_and_send(&method, url, req, &mut rec).await;
+        rec.outcome = match &result {
+            Ok(resp) => resp.status.to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.record(rec);
+        result
+    }
+
+    async fn check_and_send(
+        &self,
+        method: &str,
+        url: Result<url::Url, url::ParseError>,
+        req: OutgoingRequest,
+        rec: &mut RequestRecord,
+    ) -> Result<IncomingResponse, HttpFailure> {
+        let count = self.journal.lock().map(|j| j.len()).unwrap_or(usize::MAX);
+        if count >= self.limits.max_requests as usize {
+            return Err(HttpFailure::Denied(format!("the step's limit of {} requests is used up", self.limits.max_requests)));
+        }
+        let url = url.map_err(|e| HttpFailure::Invalid(format!("bad URL: {e}")))?;
+        if url.scheme() != "https" && url.scheme() != "http" {
+            return Err(HttpFailure::Denied(format!("scheme `{}` is not allowed", url.scheme())));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(HttpFailure::Invalid("credentials in the URL are not allowed".into()));
+        }
+        if !self.allow.iter().any(|o| o.matches(&url)) {
+            let origin = format!(
+                "{}://{}:{}",
+                url.scheme(),
+                url.host_str().unwrap_or(""),
+                url.port_or_known_default().unwrap_or(0)
+            );
+            return Err(HttpFailure::Denied(format!("{origin} is not in this step's `allow:` list")));
+        }
+        let method_v = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| HttpFailure::Invalid(format!("bad method `{method}`")))?;
+        let injection = self.injections.iter().find(|i| i.rule.origin.matches(&url));
+        rec.credential = injection.map(|i| i.rule.secret.clone());
+        if self.dry_run && !matches!(method, "GET" | "HEAD" | "OPTIONS") {
+            rec.dry_run = true;
+            return Err(HttpFailure::DryRun);
+        }
+
+        let mut headers = HeaderMap::new();
+        for (name, value) in &req.headers {
+            let name = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| HttpFailure::Invalid(format!("bad header name `{name}`")))?;
+            if is_hop_by_hop(&name) {
+                continue;
+            }
+            // The plugin may not supply (or override) a credential for a host we inject into.
+            if let Some(inj) = injection
+                && (name.as_str() == inj.rule.header || is_credential_header(&name))
+            {
+                continue;
+            }
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| HttpFailure::Invalid(format!("bad value for header `{name}`")))?;
+            headers.append(name, value);
+        }
+        if let Some(inj) = injection {
+            let name = HeaderName::from_bytes(inj.rule.header.as_bytes())
+                .map_err(|_| HttpFailure::Invalid("bad credential header".into()))?;
+            let mut value = HeaderValue::from_str(&inj.rule.format.replace("{secret}", inj.value.expose()))
+                .map_err(|_| HttpFailure::Invalid("the secret cannot be used in a header".into()))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(HttpFailure::Timeout);
+        }
+        let timeout = remaining.min(self.limits.max_request_timeout);
+        let mut builder = self.client.request(method_v, url).headers(headers).timeout(timeout);
+        if let Some(body) = req.body {
+            builder = builder.body(body);
+        }
+        let send = async {
+            let mut resp = builder.send().await.map_err(transport)?;
+            let status = resp.status().as_u16();
+            let headers: Vec<(String, String)> = resp
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), self.redactor.text(&String::from_utf8_lossy(v.as_bytes()))))
+                .collect();
+            let cap = self.limits.max_response_bytes;
+            if resp.content_length().is_some_and(|n| n > cap) {
+                return Err(HttpFailure::TooLarge(cap));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+                if (body.len() + chunk.len()) as u64 > cap {
+                    return Err(HttpFailure::TooLarge(cap));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let body = if self.redactor.is_empty() { body } else { self.redactor.bytes(&body) };
+            Ok(IncomingResponse { status, headers, body })
+        };
+        tokio::time::timeout(timeout, send).await.map_err(|_| HttpFailure::Timeout)?
+    }
+}
+
+fn transport(e: reqwest::Error) -> HttpFailure {
+    if e.is_timeout() {
+        return HttpFailure::Timeout;
+    }
+    // reqwest's Display includes the URL; keep the chain's innermost cause instead.
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    HttpFailure::Transport(cause.to_string())
+}
+
+fn display_url(url: &url::Url) -> String {
+    format!(
+        "{}://{}{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+        url.path()
+    )
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host" | "connection" | "content-length" | "transfer-encoding" | "te" | "trailer" | "upgrade" | "keep-alive"
+            | "proxy-connection"
+    )
+}
+
+/// Headers that carry credentials; dropped from plugin requests to hosts we inject into.
+fn is_credential_header(name: &HeaderName) -> bool {
+    matches!(name.as_str(), "authorization" | "proxy-authorization" | "cookie" | "x-api-key" | "api-key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(allow: &[&str], dry_run: bool) -> Gate {
+        Gate::new(
+            Gate::client(),
+            allow.iter().map(|a| Origin::parse(a).unwrap()).collect(),
+            vec![],
+            dry_run,
+            Instant::now() + Duration::from_secs(5),
+            HttpLimits::default(),
+        )
+    }
+
+    fn get(url: &str) -> OutgoingRequest {
+        OutgoingRequest { method: "GET".into(), url: url.into(), headers: vec![], body: None }
+    }
+
+    #[tokio::test]
+    async fn hosts_outside_the_allow_list_are_denied_and_recorded() {
+        let g = gate(&["https://example.okta.com"], false);
+        let err = g.send(get("https://evil.example.net/x?token=1")).await.unwrap_err();
+        assert_eq!(err, HttpFailure::Denied("https://evil.example.net:443 is not in this step's `allow:` list".into()));
+        // Same host, other port: denied too.
+        assert!(matches!(g.send(get("https://example.okta.com:8443/")).await, Err(HttpFailure::Denied(_))));
+        assert!(matches!(g.send(get("file:///etc/passwd")).await, Err(HttpFailure::Denied(_))));
+        let j = g.journal();
+        assert_eq!(j.len(), 3);
+        assert_eq!(j[0].url, "https://evil.example.net/x", "query strings are not recorded");
+    }
+
+    #[tokio::test]
+    async fn dry_run_holds_back_mutations() {
+        let g = gate(&["https://example.okta.com"], true);
+        let req = OutgoingRequest { method: "post".into(), ..get("https://example.okta.com/api/v1/users/x/lifecycle/suspend") };
+        assert_eq!(g.send(req).await.unwrap_err(), HttpFailure::DryRun);
+        assert!(g.journal()[0].dry_run);
+    }
+}

@@ -1,0 +1,19 @@
+//! offramp: employee offboarding as YAML pipelines of sandboxed WebAssembly steps.
+//!
+//! The modules follow the data flow: a request ([`cli`], later Slack) starts a run in the
+//! [`engine`], which runs each step's plugin in the [`sandbox`]; the plugin's HTTP goes through
+//! [`http`] (the one place requests are checked); every transition lands in the [`store`].
+//! [`pipeline`] is the YAML model and its validation.
+
+pub mod cli;
+pub mod engine;
+pub mod http;
+pub mod mock;
+pub mod pipeline;
+pub mod report;
+pub mod sandbox;
+pub mod secrets;
+pub mod store;
+
+/// Where `cargo build` put the bundled plugins (set by build.rs).
+pub const BUILTIN_PLUGINS_DIR: &str = env!("OFFRAMP_BUILTIN_PLUGINS_DIR");

@@ -1,0 +1,208 @@
+//! A mock SaaS on loopback for tests and the demo: a router per vendor that copies the real
+//! API's shapes (status codes, error bodies, rate-limit headers), a request log, and
+//! failure injection.
+//!
+//! Routes: `/api/v1/...` (Okta), `/__echo/...` (returns the request it got, like httpbin's
+//! `/anything`), `/__mock/requests` (the log), `/__mock/faults` (POST a [`Fault`]),
+//! `/__mock/redirect?to=URL` (a 302).
+
+pub mod okta;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// One request the mock received.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoggedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    /// The `Authorization` header as received (tests check injection with it).
+    pub authorization: Option<String>,
+    pub status: u16,
+}
+
+/// A failure to inject: the next `times` requests whose method and path match get `status`
+/// (or, with `status: 0`, a `delay_ms` pause before the normal answer).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Fault {
+    #[serde(default)]
+    pub method: Option<String>,
+    /// A substring of the path, e.g. `/lifecycle/suspend`.
+    pub path_contains: String,
+    /// 429, 500, 503... or 0 for "answer normally after `delay_ms`".
+    pub status: u16,
+    #[serde(default = "one")]
+    pub times: u32,
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Shared state of the mock.
+#[derive(Clone, Default)]
+pub struct MockState {
+    pub okta: okta::Directory,
+    log: Arc<Mutex<Vec<LoggedRequest>>>,
+    faults: Arc<Mutex<Vec<Fault>>>,
+}
+
+impl MockState {
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        if let Ok(mut f) = self.faults.lock() {
+            f.push(fault);
+        }
+    }
+
+    /// Takes the first matching fault (decrementing its count).
+    fn take_fault(&self, method: &Method, path: &str) -> Option<Fault> {
+        let mut faults = self.faults.lock().ok()?;
+        let idx = faults.iter().position(|f| {
+            path.contains(&f.path_contains)
+                && f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+        })?;
+        let fault = faults[idx].clone();
+        if faults[idx].times <= 1 {
+            faults.remove(idx);
+        } else {
+            faults[idx].times -= 1;
+        }
+        Some(fault)
+    }
+}
+
+/// A running mock server.
+pub struct MockServer {
+    pub addr: SocketAddr,
+    pub state: MockState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl MockServer {
+    /// Starts on `127.0.0.1:0` with the sample directory and the given Okta API token.
+    pub async fn start(okta_token: &str) -> std::io::Result<MockServer> {
+        let state = MockState { okta: okta::Directory::sample(okta_token), ..Default::default() };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = app(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(MockServer { addr, state, shutdown: Some(tx) })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The mock's router.
+pub fn app(state: MockState) -> Router {
+    Router::new()
+        .nest("/api/v1", okta::router())
+        .route("/__echo", any(echo))
+        .route("/__echo/{*rest}", any(echo))
+        .route("/__mock/requests", get(requests))
+        .route("/__mock/faults", axum::routing::post(add_fault))
+        .route("/__mock/redirect", get(redirect))
+        .route("/__mock/big", get(big))
+        .layer(middleware::from_fn_with_state(state.clone(), log_and_inject))
+        .with_state(state)
+}
+
+async fn log_and_inject(State(state): State<MockState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let fault = if path.starts_with("/__mock") { None } else { state.take_fault(&method, &path) };
+    let response = match fault {
+        Some(f) if f.status == 0 => {
+            tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
+            next.run(req).await
+        }
+        Some(f) => {
+            if f.delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
+            }
+            okta::error_response(StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        }
+        None => next.run(req).await,
+    };
+    if !path.starts_with("/__mock") {
+        let status = response.status().as_u16();
+        if let Ok(mut log) = state.log.lock() {
+            log.push(LoggedRequest { method: method.to_string(), path, query, authorization, status });
+        }
+    }
+    response
+}
+
+async fn echo(method: Method, headers: HeaderMap, uri: axum::http::Uri, body: Bytes) -> impl IntoResponse {
+    let headers: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
+        .collect();
+    axum::Json(json!({
+        "method": method.as_str(),
+        "path": uri.path(),
+        "query": uri.query(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    }))
+}
+
+async fn requests(State(state): State<MockState>) -> impl IntoResponse {
+    axum::Json(state.requests())
+}
+
+async fn add_fault(State(state): State<MockState>, axum::Json(fault): axum::Json<Fault>) -> impl IntoResponse {
+    state.inject(fault);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct RedirectTo {
+    to: String,
+}
+
+async fn redirect(Query(q): Query<RedirectTo>) -> impl IntoResponse {
+    (StatusCode::FOUND, [("location", q.to)])
+}
+
+/// 8 MiB of bytes, for response-size caps.
+async fn big() -> impl IntoResponse {
+    vec![b'x'; 8 * 1024 * 1024]
+}

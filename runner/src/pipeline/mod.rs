@@ -1,0 +1,39 @@
+//! The pipeline file: its YAML model, templating, and validation with located errors.
+
+pub mod diag;
+pub mod model;
+pub mod template;
+pub mod validate;
+pub mod yaml;
+
+use std::path::Path;
+
+pub use diag::Diagnostic;
+pub use model::{InputType, OnFailure, Pipeline};
+pub use validate::{CredentialPlan, LoadOptions, Origin, Plan, RetryPlan, StepPlan, coerce_input};
+
+/// A pipeline file that failed to load: every problem, ready to print.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{}", diag::render(.path, .source_text, .diagnostics))]
+    Invalid { path: String, source_text: String, diagnostics: Vec<Diagnostic> },
+}
+
+/// Reads and validates a pipeline file.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<Plan, LoadError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: shown.clone(), source })?;
+    validate::validate(&text, path, opts).map_err(|diagnostics| LoadError::Invalid {
+        path: shown,
+        source_text: text,
+        diagnostics,
+    })
+}
+
+/// The JSON Schema of the pipeline format, generated from the Rust types.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(validate::Document);
+    serde_json::to_value(schema).unwrap_or_default()
+}

@@ -1,0 +1,687 @@
+//! Validation: from YAML text to a [`Plan`] the engine can run, or every error at once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::IgnoredAny;
+use serde_json::json;
+
+use super::diag::Diagnostic;
+use super::model::{
+    self, Credential, InputSpec, InputType, OnFailure, PipelineDoc, Pipeline, Step,
+};
+use super::template;
+use super::yaml::{self, Loc, Node, NodeKind, Spanned};
+
+/// Where to find things the pipeline names, and the operator's `--var` overrides.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Where `uses: NAME` looks for `NAME.wasm`.
+    pub plugins_dir: PathBuf,
+    /// Operator overrides of `vars:`.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// `scheme://host:port`, the unit of `allow:` and `credentials:`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Origin {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Origin {
+    /// Parses `https://example.okta.com`, `http://127.0.0.1:8080`; no path, user or query.
+    pub fn parse(text: &str) -> Result<Origin, String> {
+        let t = text.trim();
+        if !t.contains("://") {
+            return Err(format!(
+                "malformed host `{t}`: write it with its scheme, e.g. `https://{t}`"
+            ));
+        }
+        let url = url::Url::parse(t).map_err(|e| format!("malformed host `{t}`: {e}"))?;
+        let scheme = url.scheme().to_string();
+        if scheme != "https" && scheme != "http" {
+            return Err(format!("malformed host `{t}`: only http and https are allowed"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!("malformed host `{t}`: no user or password in hosts; use `credentials:`"));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(format!(
+                "malformed host `{t}`: give only scheme, host and port (no path, query or fragment)"
+            ));
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("malformed host `{t}`: no host name"))?
+            .to_ascii_lowercase();
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| format!("malformed host `{t}`: no port"))?;
+        Ok(Origin { scheme, host, port })
+    }
+
+    /// Whether a request URL goes to this origin.
+    pub fn matches(&self, url: &url::Url) -> bool {
+        url.scheme() == self.scheme
+            && url.host_str().map(str::to_ascii_lowercase).as_deref() == Some(self.host.as_str())
+            && url.port_or_known_default() == Some(self.port)
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// A credential rule after validation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CredentialPlan {
+    pub origin: Origin,
+    /// The secret's name; the value is looked up when the step runs.
+    pub secret: String,
+    pub header: String,
+    pub format: String,
+}
+
+/// Retry policy with parsed durations.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RetryPlan {
+    pub attempts: u32,
+    pub initial: Duration,
+    pub max: Duration,
+    pub factor: f64,
+}
+
+impl RetryPlan {
+    /// The wait before attempt `next` (2 = first retry).
+    pub fn delay_before(&self, next: u32) -> Duration {
+        let exp = i32::try_from(next.saturating_sub(2)).unwrap_or(i32::MAX);
+        let secs = self.initial.as_secs_f64() * self.factor.powi(exp);
+        Duration::from_secs_f64(secs.min(self.max.as_secs_f64()))
+    }
+}
+
+/// One step, ready to run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepPlan {
+    pub id: String,
+    pub plugin: PathBuf,
+    pub needs: Vec<String>,
+    pub condition: Option<String>,
+    pub with: serde_json::Value,
+    pub timeout: Duration,
+    pub memory_bytes: u64,
+    pub retry: RetryPlan,
+    pub on_failure: OnFailure,
+    pub allow: Vec<Origin>,
+    pub credentials: Vec<CredentialPlan>,
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Plan {
+    pub name: String,
+    pub description: String,
+    pub inputs: BTreeMap<String, InputSpec>,
+    pub vars: BTreeMap<String, String>,
+    pub steps: Vec<StepPlan>,
+    /// SHA-256 of the file's text, recorded with every run.
+    pub content_hash: String,
+    /// The file's text, kept so a paused run resumes with exactly what it started with.
+    pub source: String,
+}
+
+/// Validates pipeline text. `file` is only used to resolve relative plugin paths.
+pub fn validate(text: &str, file: &Path, opts: &LoadOptions) -> Result<Plan, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let root = match yaml::parse(text) {
+        Ok(root) => root,
+        Err((loc, message)) => return Err(vec![Diagnostic::new(loc, message)]),
+    };
+    if !matches!(root.kind, NodeKind::Map(_)) {
+        return Err(vec![Diagnostic::new(root.loc, "a pipeline is a mapping that starts with `version: 1`")]);
+    }
+
+    // The outer shape: unknown top-level keys, version, name. Inputs and steps are kept as
+    // nodes and deserialized one by one, so an error in one does not hide errors in the next.
+    let shell: Option<PipelineDoc<IgnoredAny, IgnoredAny>> = match yaml::from_node(&root) {
+        Ok(shell) => Some(shell),
+        Err(e) => {
+            diags.push(Diagnostic::from_de(e, root.loc));
+            None
+        }
+    };
+    if let Some(shell) = &shell {
+        if *shell.version != 1 {
+            diags.push(Diagnostic::new(
+                shell.version.loc,
+                format!("unsupported version {}; this offramp reads `version: 1`", *shell.version),
+            ));
+        }
+        if shell.name.trim().is_empty() {
+            diags.push(Diagnostic::new(shell.name.loc, "`name` must not be empty"));
+        }
+    }
+
+    let mut vars: BTreeMap<String, String> = shell.as_ref().map(|s| s.vars.clone()).unwrap_or_default();
+    for (k, v) in &opts.vars {
+        if !vars.contains_key(k) {
+            diags.push(Diagnostic::new(
+                root.get("vars").map_or(root.loc, |n| n.loc),
+                format!("--var {k}: the pipeline declares no var `{k}` (declared: {})", list(vars.keys())),
+            ));
+        }
+        vars.insert(k.clone(), v.clone());
+    }
+
+    let inputs = check_inputs(&root, &mut diags);
+    let steps_node = root.get("steps");
+    let mut steps: Vec<(Step, &Node)> = Vec::new();
+    match steps_node.map(|n| (&n.kind, n)) {
+        Some((NodeKind::Seq(items), _)) => {
+            if items.is_empty() {
+                diags.push(Diagnostic::new(steps_node.map_or(root.loc, |n| n.loc), "a pipeline needs at least one step"));
+            }
+            for item in items {
+                match yaml::from_node::<Step>(item) {
+                    Ok(step) => steps.push((step, item)),
+                    Err(e) => diags.push(Diagnostic::from_de(e, item.loc)),
+                }
+            }
+        }
+        Some((_, node)) if shell.is_none() => {
+            let _ = node; // the shell error already says `steps` has the wrong type
+        }
+        _ => {}
+    }
+
+    let step_plans = check_steps(&steps, &inputs, &vars, file, opts, &mut diags);
+
+    if !diags.is_empty() {
+        diags.sort_by_key(|d| d.loc);
+        diags.dedup();
+        return Err(diags);
+    }
+    let (Some(shell), Some(step_plans)) = (shell, step_plans) else {
+        return Err(vec![Diagnostic::new(root.loc, "invalid pipeline")]);
+    };
+    Ok(Plan {
+        name: shell.name.value.clone(),
+        description: shell.description.clone(),
+        inputs: inputs.into_iter().map(|(k, (spec, _))| (k, spec)).collect(),
+        vars,
+        steps: step_plans,
+        content_hash: sha256_hex(text.as_bytes()),
+        source: text.to_string(),
+    })
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn list<'a>(items: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = items.map(String::as_str).collect();
+    if v.is_empty() { "none".into() } else { v.join(", ") }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn identifier_hint(s: &str) -> String {
+    let fixed: String = s
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let fixed = fixed.trim_start_matches(|c: char| c.is_ascii_digit() || c == '_');
+    if fixed.is_empty() { "e.g. `suspend_user`".into() } else { format!("e.g. `{fixed}`") }
+}
+
+fn check_inputs(root: &Node, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, (InputSpec, Loc)> {
+    let mut out = BTreeMap::new();
+    let Some(NodeKind::Map(entries)) = root.get("inputs").map(|n| &n.kind) else {
+        return out;
+    };
+    for (key, value) in entries {
+        let Some(name) = key.as_str() else { continue };
+        if !is_identifier(name) {
+            diags.push(Diagnostic::new(
+                key.loc,
+                format!("input name `{name}` must be lower-case letters, digits and `_` ({})", identifier_hint(name)),
+            ));
+        }
+        let spec: InputSpec = match yaml::from_node(value) {
+            Ok(spec) => spec,
+            Err(e) => {
+                diags.push(Diagnostic::from_de(e, value.loc));
+                continue;
+            }
+        };
+        if let Some(default) = &spec.default {
+            let loc = value.get("default").map_or(value.loc, |n| n.loc);
+            if spec.required {
+                diags.push(Diagnostic::new(loc, format!("input `{name}` has a default, so it cannot be `required: true`; remove one")));
+            }
+            if let Err(why) = coerce_input(spec.kind, default) {
+                diags.push(Diagnostic::new(loc, format!("default of input `{name}`: {why}")));
+            }
+        }
+        out.insert(name.to_string(), (spec, key.loc));
+    }
+    out
+}
+
+/// Checks (and normalises) an input value against its type.
+pub fn coerce_input(kind: InputType, value: &serde_json::Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    match (kind, value) {
+        (InputType::String, J::String(_)) => Ok(value.clone()),
+        (InputType::Email, J::String(s)) => {
+            let s = s.trim();
+            let valid = s.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+                    && !s.contains(char::is_whitespace) && s.matches('@').count() == 1
+            });
+            if valid { Ok(J::String(s.to_string())) } else { Err(format!("`{s}` is not an email address")) }
+        }
+        (InputType::Bool, J::Bool(_)) => Ok(value.clone()),
+        (InputType::Bool, J::String(s)) => match s.as_str() {
+            "true" | "yes" => Ok(J::Bool(true)),
+            "false" | "no" => Ok(J::Bool(false)),
+            _ => Err(format!("`{s}` is not a bool (true or false)")),
+        },
+        (InputType::Int, J::Number(n)) if n.is_i64() => Ok(value.clone()),
+        (InputType::Int, J::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(J::from)
+            .map_err(|_| format!("`{s}` is not an integer")),
+        (kind, other) => Err(format!("expected {kind}, got {other}")),
+    }
+}
+
+fn check_steps(
+    steps: &[(Step, &Node)],
+    inputs: &BTreeMap<String, (InputSpec, Loc)>,
+    vars: &BTreeMap<String, String>,
+    file: &Path,
+    opts: &LoadOptions,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Vec<StepPlan>> {
+    let start = diags.len();
+    let mut seen: HashMap<&str, Loc> = HashMap::new();
+    for (step, _) in steps {
+        let id = step.id.as_str();
+        if !is_identifier(id) {
+            diags.push(Diagnostic::new(
+                step.id.loc,
+                format!("step id `{id}` must be lower-case letters, digits and `_` so templates can name it ({})", identifier_hint(id)),
+            ));
+        }
+        if let Some(first) = seen.get(id) {
+            diags.push(Diagnostic::new(step.id.loc, format!("duplicate step id `{id}` (first used on line {})", first.line)));
+        } else {
+            seen.insert(id, step.id.loc);
+        }
+    }
+    let ids: Vec<&str> = seen.keys().copied().collect();
+    let mut sorted_ids = ids.clone();
+    sorted_ids.sort_unstable();
+
+    // needs: known, not self.
+    for (step, _) in steps {
+        for need in &step.needs {
+            if need.as_str() == step.id.as_str() {
+                diags.push(Diagnostic::new(need.loc, format!("step `{}` cannot need itself", *step.id)));
+            } else if !seen.contains_key(need.as_str()) {
+                let hint = yaml::closest(need, &sorted_ids).map_or_else(
+                    || format!("steps are: {}", sorted_ids.join(", ")),
+                    |b| format!("did you mean `{b}`?"),
+                );
+                diags.push(Diagnostic::new(need.loc, format!("`needs` names unknown step `{}` ({hint})", need.as_str())));
+            }
+        }
+    }
+    let ancestors = check_cycles(steps, diags);
+
+    let var_ctx = crate::pipeline::template::to_value(json!({ "vars": vars }));
+    let mut plans = Vec::new();
+    for (step, node) in steps {
+        let id = step.id.as_str();
+        let deps = ancestors.get(id).cloned().unwrap_or_default();
+        let refs = RefCheck { step: id, inputs, vars, deps: &deps, all: &seen };
+
+        // with: walk the raw nodes so each template error points at its own string.
+        if let Some(with) = node.get("with") {
+            if !matches!(with.kind, NodeKind::Map(_)) {
+                diags.push(Diagnostic::new(with.loc, "`with` must be a mapping of the plugin's inputs"));
+            }
+            check_templates(with, &refs, diags);
+        }
+        if let Some(cond) = &step.condition {
+            match template::expression_references(cond) {
+                Ok(found) => refs.check(&found, cond.loc, "if", diags),
+                Err(e) => diags.push(Diagnostic::new(cond.loc, format!("invalid `if` expression: {e}"))),
+            }
+        }
+
+        let plugin = resolve_plugin(&step.uses, file, opts, diags);
+        let timeout = parse_spanned(step.timeout.as_ref(), model::DEFAULT_TIMEOUT, model::parse_duration, diags);
+        if timeout.is_zero() {
+            diags.push(Diagnostic::new(step.timeout.as_ref().map_or(step.id.loc, |t| t.loc), "`timeout` must be more than zero"));
+        }
+        let memory_bytes =
+            parse_spanned(step.memory.as_ref(), model::DEFAULT_MEMORY_BYTES, model::parse_bytes, diags);
+        if let Some(m) = &step.memory
+            && !(1024 * 1024..=model::MAX_MEMORY_BYTES).contains(&memory_bytes)
+        {
+            diags.push(Diagnostic::new(m.loc, "`memory` must be between 1MiB and 1GiB"));
+        }
+        let r = &step.retry;
+        if *r.attempts == 0 || *r.attempts > 100 {
+            diags.push(Diagnostic::new(r.attempts.loc, "`attempts` counts the first attempt too: use 1 (no retry) to 100"));
+        }
+        let initial = parse_spanned(Some(&r.backoff.initial), Duration::from_secs(1), model::parse_duration, diags);
+        let max = parse_spanned(Some(&r.backoff.max), Duration::from_secs(30), model::parse_duration, diags);
+        if !(1.0..=10.0).contains(&*r.backoff.factor) {
+            diags.push(Diagnostic::new(r.backoff.factor.loc, "`factor` must be between 1 and 10"));
+        }
+        if max < initial {
+            diags.push(Diagnostic::new(r.backoff.max.loc, "`max` is shorter than `initial`"));
+        }
+
+        let allow: Vec<Origin> = step
+            .allow
+            .iter()
+            .filter_map(|entry| origin(entry, &var_ctx, diags))
+            .collect();
+        let credentials = step
+            .credentials
+            .iter()
+            .filter_map(|c| check_credential(c, &allow, &var_ctx, diags))
+            .collect();
+
+        plans.push(StepPlan {
+            id: id.to_string(),
+            plugin,
+            needs: step.needs.iter().map(|n| n.value.clone()).collect(),
+            condition: step.condition.as_ref().map(|c| c.value.clone()),
+            with: node.get("with").map_or(json!({}), Node::to_json),
+            timeout,
+            memory_bytes,
+            retry: RetryPlan { attempts: *r.attempts, initial, max, factor: *r.backoff.factor },
+            on_failure: step.on_failure,
+            allow,
+            credentials,
+        });
+    }
+    (diags.len() == start).then_some(plans)
+}
+
+/// The transitive `needs` of every step; reports each cycle once, naming it.
+fn check_cycles(steps: &[(Step, &Node)], diags: &mut Vec<Diagnostic>) -> HashMap<String, BTreeSet<String>> {
+    let graph: BTreeMap<&str, Vec<&str>> = steps
+        .iter()
+        .map(|(s, _)| (s.id.as_str(), s.needs.iter().map(|n| n.as_str()).collect()))
+        .collect();
+    let locs: HashMap<&str, Loc> = steps.iter().map(|(s, _)| (s.id.as_str(), s.id.loc)).collect();
+    let mut state: HashMap<&str, u8> = HashMap::new(); // 1 = on stack, 2 = done
+    let mut reported: BTreeSet<Vec<&str>> = BTreeSet::new();
+    fn visit<'a>(
+        n: &'a str,
+        graph: &BTreeMap<&'a str, Vec<&'a str>>,
+        state: &mut HashMap<&'a str, u8>,
+        stack: &mut Vec<&'a str>,
+        cycles: &mut Vec<Vec<&'a str>>,
+    ) {
+        state.insert(n, 1);
+        stack.push(n);
+        for &m in graph.get(n).into_iter().flatten() {
+            match state.get(m) {
+                Some(1) => {
+                    if let Some(pos) = stack.iter().position(|s| *s == m) {
+                        cycles.push(stack[pos..].to_vec());
+                    }
+                }
+                Some(_) => {}
+                None if graph.contains_key(m) => visit(m, graph, state, stack, cycles),
+                None => {}
+            }
+        }
+        stack.pop();
+        state.insert(n, 2);
+    }
+    let mut cycles = Vec::new();
+    for &n in graph.keys() {
+        if !state.contains_key(n) {
+            visit(n, &graph, &mut state, &mut Vec::new(), &mut cycles);
+        }
+    }
+    for cycle in cycles {
+        // Report each cycle once, starting from its first step in file order.
+        let start = cycle.iter().min_by_key(|s| locs.get(*s)).copied().unwrap_or(cycle[0]);
+        let pos = cycle.iter().position(|s| *s == start).unwrap_or(0);
+        let rotated: Vec<&str> = cycle[pos..].iter().chain(&cycle[..pos]).copied().collect();
+        if !reported.insert(rotated.clone()) {
+            continue;
+        }
+        let mut names = rotated.clone();
+        names.push(rotated[0]);
+        diags.push(Diagnostic::new(
+            locs.get(start).copied().unwrap_or_default(),
+            format!("`needs` forms a cycle: {} (read → as \"needs\")", names.join(" → ")),
+        ));
+    }
+    // Ancestors (only meaningful without cycles; with one, the sets are partial but finite).
+    let mut out: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for &n in graph.keys() {
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<&str> = graph.get(n).cloned().unwrap_or_default();
+        while let Some(m) = todo.pop() {
+            if seen.insert(m.to_string()) {
+                todo.extend(graph.get(m).into_iter().flatten());
+            }
+        }
+        out.insert(n.to_string(), seen);
+    }
+    out
+}
+
+struct RefCheck<'a> {
+    step: &'a str,
+    inputs: &'a BTreeMap<String, (InputSpec, Loc)>,
+    vars: &'a BTreeMap<String, String>,
+    deps: &'a BTreeSet<String>,
+    all: &'a HashMap<&'a str, Loc>,
+}
+
+impl RefCheck<'_> {
+    fn check(&self, refs: &BTreeSet<String>, loc: Loc, field: &str, diags: &mut Vec<Diagnostic>) {
+        for r in refs {
+            let mut parts = r.split('.');
+            let root = parts.next().unwrap_or_default();
+            let name = parts.next();
+            let msg = match (root, name) {
+                (r, _) if template::SECRET_ROOTS.contains(&r) => Some(format!(
+                    "secrets cannot be templated into `{field}` (found `{r}`); declare the secret under `credentials:` so the host injects it into requests"
+                )),
+                ("inputs", Some(n)) if !self.inputs.contains_key(n) => Some(format!(
+                    "unknown input `{n}` in `{field}` (inputs: {})",
+                    list(self.inputs.keys())
+                )),
+                ("vars", Some(n)) if !self.vars.contains_key(n) => {
+                    Some(format!("unknown var `{n}` in `{field}` (vars: {})", list(self.vars.keys())))
+                }
+                ("steps", Some(n)) if n == self.step => {
+                    Some(format!("step `{n}` cannot read its own output"))
+                }
+                ("steps", Some(n)) if !self.all.contains_key(n) => {
+                    let known: Vec<&str> = self.all.keys().copied().collect();
+                    let hint = yaml::closest(n, &known).map(|b| format!(" (did you mean `{b}`?)")).unwrap_or_default();
+                    Some(format!("unknown step `{n}` in `{field}`{hint}"))
+                }
+                ("steps", Some(n)) if !self.deps.contains(n) => Some(format!(
+                    "`{field}` reads step `{n}`, which may not have run yet: add `needs: [{n}]`"
+                )),
+                ("inputs" | "vars" | "steps" | "run", _) => None,
+                (other, _) => Some(format!(
+                    "unknown name `{other}` in `{field}`; templates can use {}",
+                    template::ROOTS.join(", ")
+                )),
+            };
+            if let Some(msg) = msg {
+                diags.push(Diagnostic::new(loc, msg));
+            }
+        }
+    }
+}
+
+fn check_templates(node: &Node, refs: &RefCheck<'_>, diags: &mut Vec<Diagnostic>) {
+    match &node.kind {
+        NodeKind::Str(s) => match template::references(s) {
+            Ok(found) => refs.check(&found, node.loc, "with", diags),
+            Err(e) => diags.push(Diagnostic::new(node.loc, format!("invalid template: {e}"))),
+        },
+        NodeKind::Seq(items) => items.iter().for_each(|n| check_templates(n, refs, diags)),
+        NodeKind::Map(entries) => entries.iter().for_each(|(_, v)| check_templates(v, refs, diags)),
+        _ => {}
+    }
+}
+
+fn parse_spanned<T>(
+    value: Option<&Spanned<String>>,
+    default: T,
+    parse: impl Fn(&str) -> Result<T, String>,
+    diags: &mut Vec<Diagnostic>,
+) -> T {
+    match value {
+        None => default,
+        Some(v) => parse(v).unwrap_or_else(|e| {
+            diags.push(Diagnostic::new(v.loc, e));
+            default
+        }),
+    }
+}
+
+fn resolve_plugin(uses: &Spanned<String>, file: &Path, opts: &LoadOptions, diags: &mut Vec<Diagnostic>) -> PathBuf {
+    let name = uses.trim();
+    let is_path = name.contains('/') || name.ends_with(".wasm");
+    let path = if is_path {
+        file.parent().unwrap_or(Path::new(".")).join(name)
+    } else {
+        if !is_identifier(name) && !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            diags.push(Diagnostic::new(uses.loc, format!("`uses: {name}` is neither a plugin name nor a path ending in .wasm")));
+            return PathBuf::new();
+        }
+        opts.plugins_dir.join(format!("{name}.wasm"))
+    };
+    if !path.is_file() {
+        let mut msg = format!("plugin `{name}` not found: no file {}", path.display());
+        if !is_path {
+            let available = available_plugins(&opts.plugins_dir);
+            let refs: Vec<&str> = available.iter().map(String::as_str).collect();
+            if let Some(best) = yaml::closest(name, &refs) {
+                msg.push_str(&format!(" (did you mean `{best}`?)"));
+            } else if !available.is_empty() {
+                msg.push_str(&format!(" (available: {})", available.join(", ")));
+            } else {
+                msg.push_str(" (is --plugins-dir right? `cargo build` builds the bundled plugins)");
+            }
+        }
+        diags.push(Diagnostic::new(uses.loc, msg));
+    }
+    path
+}
+
+/// Plugin names (`*.wasm` stems) in a directory, sorted.
+pub fn available_plugins(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            (p.extension()? == "wasm").then(|| p.file_stem()?.to_str().map(str::to_string))?
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn origin(entry: &Spanned<String>, var_ctx: &minijinja::Value, diags: &mut Vec<Diagnostic>) -> Option<Origin> {
+    let text = render_host(entry, var_ctx, diags)?;
+    Origin::parse(&text).map_err(|e| diags.push(Diagnostic::new(entry.loc, e))).ok()
+}
+
+/// Hosts may use `vars` (operator-controlled) but nothing a requester controls.
+fn render_host(entry: &Spanned<String>, var_ctx: &minijinja::Value, diags: &mut Vec<Diagnostic>) -> Option<String> {
+    match template::references(entry) {
+        Err(e) => {
+            diags.push(Diagnostic::new(entry.loc, format!("invalid template: {e}")));
+            return None;
+        }
+        Ok(refs) => {
+            if let Some(bad) = refs.iter().find(|r| !r.starts_with("vars.") && *r != "vars") {
+                diags.push(Diagnostic::new(
+                    entry.loc,
+                    format!("hosts may only use `vars` (found `{bad}`): a requester must not choose where credentials go"),
+                ));
+                return None;
+            }
+        }
+    }
+    template::render_text(entry, var_ctx)
+        .map_err(|e| diags.push(Diagnostic::new(entry.loc, e.0)))
+        .ok()
+}
+
+fn check_credential(
+    c: &Credential,
+    allow: &[Origin],
+    var_ctx: &minijinja::Value,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<CredentialPlan> {
+    let origin = origin(&c.host, var_ctx, diags)?;
+    let mut ok = true;
+    if !allow.contains(&origin) {
+        diags.push(Diagnostic::new(c.host.loc, format!("credential host {origin} is not in this step's `allow:`; add it there")));
+        ok = false;
+    }
+    let secret = c.secret.as_str();
+    let valid_secret = secret.chars().next().is_some_and(|ch| ch.is_ascii_uppercase())
+        && secret.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '_');
+    if !valid_secret {
+        diags.push(Diagnostic::new(
+            c.secret.loc,
+            format!("secret name `{secret}` must be upper-case letters, digits and `_`, like an environment variable (e.g. `OKTA_API_TOKEN`)"),
+        ));
+        ok = false;
+    }
+    if http::HeaderName::from_bytes(c.header.as_bytes()).is_err() {
+        diags.push(Diagnostic::new(c.header.loc, format!("`{}` is not a valid header name", c.header.as_str())));
+        ok = false;
+    }
+    if !c.format.contains("{secret}") {
+        diags.push(Diagnostic::new(c.format.loc, "`format` must contain `{secret}` where the secret goes, e.g. `SSWS {secret}`"));
+        ok = false;
+    }
+    ok.then(|| CredentialPlan {
+        origin,
+        secret: secret.to_string(),
+        header: c.header.to_ascii_lowercase(),
+        format: c.format.value.clone(),
+    })
+}
+
+/// The typed pipeline, for `offramp schema` and tooling.
+pub type Document = Pipeline;

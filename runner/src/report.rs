@@ -1,0 +1,108 @@
+//! Human-readable output: the results table, run lists, and live progress lines.
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+
+use crate::engine::ProgressEvent;
+use crate::store::{RunRecord, StepRecord, StepStatus};
+
+fn squeeze(s: &str, max: usize) -> String {
+    let one_line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        return one_line;
+    }
+    let cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
+    format!("{cut}…")
+}
+
+/// A step's result in a few words: the error, the skip reason or the output.
+pub fn step_summary(s: &StepRecord) -> String {
+    match s.status {
+        StepStatus::Failed | StepStatus::Paused | StepStatus::Skipped => s.error.clone().unwrap_or_default(),
+        StepStatus::Running if s.error.is_some() => format!("retrying after: {}", s.error.clone().unwrap_or_default()),
+        _ => s.output.as_ref().map(|o| o.to_string()).filter(|o| o != "null").unwrap_or_default(),
+    }
+}
+
+/// The results table of one run.
+pub fn steps_table(steps: &[StepRecord]) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["step", "status", "attempts", "result"]);
+    for s in steps {
+        table.add_row([
+            s.step_id.clone(),
+            status_word(s.status).to_string(),
+            s.attempts.to_string(),
+            squeeze(&step_summary(s), 90),
+        ]);
+    }
+    table.to_string()
+}
+
+/// `offramp runs list`.
+pub fn runs_table(runs: &[RunRecord]) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["run", "pipeline", "subject", "status", "requested by", "created"]);
+    for r in runs {
+        table.add_row([
+            r.id.clone(),
+            r.pipeline_name.clone(),
+            r.subject.clone(),
+            format!("{}{}", r.status, if r.dry_run { " (dry run)" } else { "" }),
+            r.requested_by.clone(),
+            r.created_at.clone(),
+        ]);
+    }
+    table.to_string()
+}
+
+/// A run's header lines for `runs show`.
+pub fn run_header(r: &RunRecord) -> String {
+    format!(
+        "run {}\npipeline {} ({})\nsubject {}\nrequested by {}\nstatus {}{}\ncreated {}  updated {}{}\n",
+        r.id,
+        r.pipeline_name,
+        &r.pipeline_hash[..r.pipeline_hash.len().min(12)],
+        r.subject,
+        r.requested_by,
+        r.status,
+        if r.dry_run { " (dry run)" } else { "" },
+        r.created_at,
+        r.updated_at,
+        r.finished_at.as_ref().map(|f| format!("  finished {f}")).unwrap_or_default(),
+    )
+}
+
+fn status_word(s: StepStatus) -> &'static str {
+    match s {
+        StepStatus::Pending => "pending",
+        StepStatus::Running => "running",
+        StepStatus::Succeeded => "✔ succeeded",
+        StepStatus::Unchanged => "✔ unchanged",
+        StepStatus::Failed => "✘ failed",
+        StepStatus::Skipped => "– skipped",
+        StepStatus::Paused => "⏸ paused",
+    }
+}
+
+/// One line per transition, for the live view.
+pub fn progress_line(e: &ProgressEvent) -> Option<String> {
+    match e {
+        ProgressEvent::RunStatus { .. } => None,
+        ProgressEvent::Step { step_id, status, attempt, detail, .. } => Some(match status {
+            StepStatus::Running if *attempt > 1 => format!("{step_id:<20} running (attempt {attempt})"),
+            StepStatus::Running => format!("{step_id:<20} running"),
+            other => match detail {
+                Some(d) => format!("{step_id:<20} {} — {}", status_word(*other), squeeze(d, 100)),
+                None => format!("{step_id:<20} {}", status_word(*other)),
+            },
+        }),
+        ProgressEvent::Retrying { step_id, attempt, error, wait, .. } => Some(format!(
+            "{step_id:<20} attempt {attempt} failed: {} — retrying in {}",
+            squeeze(error, 80),
+            humantime::format_duration(std::time::Duration::from_millis(wait.as_millis() as u64))
+        )),
+        ProgressEvent::Decided { step_id, decision, actor, .. } => Some(format!("{step_id:<20} {decision} (decided by {actor})")),
+    }
+}

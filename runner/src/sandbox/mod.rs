@@ -1,0 +1,386 @@
+//! The wasmtime sandbox: one engine per process, one `InstancePre` per plugin, a fresh store and
+//! instance for every attempt, limits on time and memory, compiled code cached on disk.
+
+mod bindings;
+mod host;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use bindings::{TaskPre, wit_types};
+use host::StepState;
+
+use crate::http::{Gate, RequestRecord};
+
+/// How often the epoch ticks; timeouts are enforced to this granularity.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Problems loading a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot read plugin {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not a valid WebAssembly component: {reason}")]
+    Compile { path: String, reason: String },
+    #[error("{path} does not fit offramp's plugin interface (offramp:plugin/task@0.1.0): {reason}")]
+    Link { path: String, reason: String },
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+}
+
+/// How a plugin's attempt ended, from the engine's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    Transient,
+    Permanent,
+    NeedsHuman,
+}
+
+/// A step attempt's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AttemptResult {
+    Done { output: serde_json::Value, changed: bool },
+    Failed { kind: FailureKind, message: String, retry_after: Option<Duration> },
+}
+
+/// A finished attempt: result, log and the requests it made.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    pub result: AttemptResult,
+    pub log: Vec<String>,
+    pub requests: Vec<RequestRecord>,
+}
+
+/// What one attempt is given.
+pub(crate) struct AttemptSpec {
+    pub input: serde_json::Value,
+    pub run_id: String,
+    pub step_id: String,
+    pub attempt: u32,
+    pub idempotency_key: String,
+    pub dry_run: bool,
+    pub timeout: Duration,
+    pub memory_bytes: u64,
+    pub gate: Arc<Gate>,
+}
+
+/// A one-off plugin call, see [`Sandbox::invoke`].
+pub struct Invoke {
+    pub input: serde_json::Value,
+    pub allow: Vec<crate::pipeline::Origin>,
+    pub timeout: Duration,
+    pub memory_bytes: u64,
+    pub dry_run: bool,
+}
+
+/// `describe()`'s answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginDescription {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub inputs: Vec<PluginInput>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInput {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub required: bool,
+    pub description: String,
+}
+
+/// A compiled, linked plugin, ready to instantiate.
+pub struct Plugin {
+    pre: TaskPre<StepState>,
+    /// SHA-256 of the component bytes.
+    pub digest: String,
+    pub path: PathBuf,
+}
+
+/// The process-wide WebAssembly engine and its plugin cache.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<StepState>,
+    cache_dir: Option<PathBuf>,
+    plugins: Mutex<HashMap<PathBuf, Arc<Plugin>>>,
+    _ticker: EpochTicker,
+}
+
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Sandbox {
+    /// Builds the engine. `cache_dir`: where compiled components are kept between processes.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, SandboxError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(64);
+        pool.total_core_instances(256);
+        pool.total_memories(128);
+        pool.total_tables(256);
+        pool.total_stacks(64);
+        pool.max_memory_size(crate::pipeline::model::MAX_MEMORY_BYTES as usize);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+
+        let mut linker: Linker<StepState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        bindings::Task::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let engine = engine.weak();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("offramp-epoch".into())
+                .spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        match engine.upgrade() {
+                            Some(e) => e.increment_epoch(),
+                            None => break,
+                        }
+                    }
+                })
+                .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        }
+        if let Some(dir) = &cache_dir {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        Ok(Sandbox { engine, linker, cache_dir, plugins: Mutex::new(HashMap::new()), _ticker: EpochTicker { stop } })
+    }
+
+    /// The default cache directory: `$XDG_CACHE_HOME/offramp` or `~/.cache/offramp`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("offramp").join("components"))
+    }
+
+    /// Loads (or returns the already loaded) plugin at `path`.
+    pub fn plugin(&self, path: &Path) -> Result<Arc<Plugin>, SandboxError> {
+        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        if let Some(p) = self.plugins.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(p);
+        }
+        let plugin = Arc::new(self.load(path)?);
+        if let Ok(mut m) = self.plugins.lock() {
+            m.insert(key, plugin.clone());
+        }
+        Ok(plugin)
+    }
+
+    /// Reads, compiles (or loads from the disk cache) and links a plugin, bypassing the
+    /// in-memory map. `plugin()` is what the engine uses; this is for tools and benchmarks.
+    pub fn load(&self, path: &Path) -> Result<Plugin, SandboxError> {
+        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| SandboxError::Read { path: shown.clone(), source })?;
+        let digest = crate::pipeline::validate::sha256_hex(&bytes);
+        let component = self.compile_cached(&bytes, &digest, &shown)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| SandboxError::Link { path: shown.clone(), reason: format!("{e:#}") })?;
+        let pre = TaskPre::new(pre).map_err(|e| SandboxError::Link { path: shown.clone(), reason: format!("{e:#}") })?;
+        Ok(Plugin { pre, digest, path: key })
+    }
+
+    /// Compiles a component, or loads its compiled form from the disk cache.
+    fn compile_cached(&self, bytes: &[u8], digest: &str, shown: &str) -> Result<Component, SandboxError> {
+        let compile_err = |e: wasmtime::Error| SandboxError::Compile { path: shown.to_string(), reason: format!("{e:#}") };
+        let Some(dir) = &self.cache_dir else {
+            return Component::new(&self.engine, bytes).map_err(compile_err);
+        };
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let file = dir.join(format!("{digest}-{:016x}.cwasm", h.finish()));
+        if file.is_file() {
+            // SAFETY: the file was written by `Component::serialize` of this same engine
+            // configuration (the name carries the compatibility hash) into our own cache
+            // directory; wasmtime still checks its header and version before using it.
+            if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, &file) } {
+                return Ok(c);
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(compile_err)?;
+        if let Ok(serialized) = component.serialize() {
+            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, serialized).is_ok() {
+                let _ = std::fs::rename(&tmp, &file);
+            }
+        }
+        Ok(component)
+    }
+
+    /// Calls `describe()` on a plugin.
+    pub async fn describe(&self, plugin: &Plugin) -> Result<PluginDescription, String> {
+        let gate = Arc::new(Gate::new(
+            Gate::client(),
+            vec![],
+            vec![],
+            true,
+            tokio::time::Instant::now() + Duration::from_secs(5),
+            Default::default(),
+        ));
+        let mut store = self.store(gate, 64 * 1024 * 1024, Duration::from_secs(5));
+        let task = plugin.pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
+        let info = task.call_describe(&mut store).await.map_err(|e| format!("{e:#}"))?;
+        Ok(PluginDescription {
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            inputs: info
+                .inputs
+                .into_iter()
+                .map(|i| PluginInput { name: i.name, type_name: i.type_name, required: i.required, description: i.description })
+                .collect(),
+        })
+    }
+
+    fn store(&self, gate: Arc<Gate>, memory_bytes: u64, timeout: Duration) -> Store<StepState> {
+        let mut store = Store::new(&self.engine, StepState::new(gate, usize::try_from(memory_bytes).unwrap_or(usize::MAX)));
+        store.limiter(|s| &mut s.memory);
+        let ticks = (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Runs a plugin once outside any pipeline (for `offramp plugin run`-style tools and
+    /// benchmarks): a fresh instance, the given input, HTTP limited to `allow`, no credentials.
+    pub async fn invoke(&self, plugin: &Plugin, client: &reqwest::Client, inv: Invoke) -> AttemptReport {
+        let gate = Arc::new(Gate::new(
+            client.clone(),
+            inv.allow,
+            vec![],
+            inv.dry_run,
+            tokio::time::Instant::now() + inv.timeout,
+            Default::default(),
+        ));
+        let spec = AttemptSpec {
+            input: inv.input,
+            run_id: "adhoc".into(),
+            step_id: "adhoc".into(),
+            attempt: 1,
+            idempotency_key: "adhoc".into(),
+            dry_run: inv.dry_run,
+            timeout: inv.timeout,
+            memory_bytes: inv.memory_bytes,
+            gate,
+        };
+        self.run_attempt(plugin, spec).await
+    }
+
+    /// Runs one attempt of a step in a fresh instance. Never panics on plugin misbehaviour:
+    /// traps, timeouts and memory exhaustion become failures with a readable message.
+    pub(crate) async fn run_attempt(&self, plugin: &Plugin, spec: AttemptSpec) -> AttemptReport {
+        let gate = spec.gate.clone();
+        let mut store = self.store(gate.clone(), spec.memory_bytes, spec.timeout);
+        let inv = wit_types::Invocation {
+            input: spec.input.to_string(),
+            run_id: spec.run_id,
+            step_id: spec.step_id,
+            attempt: spec.attempt,
+            idempotency_key: spec.idempotency_key,
+            dry_run: spec.dry_run,
+        };
+        let call = async {
+            let task = plugin.pre.instantiate_async(&mut store).await?;
+            task.call_run(&mut store, &inv).await
+        };
+        // The epoch deadline stops a spinning guest; this stops one blocked in a host call.
+        let outcome = tokio::time::timeout(spec.timeout + EPOCH_TICK * 5, call).await;
+        let redactor = gate.redactor().clone();
+        let result = match outcome {
+            Err(_) => timeout_failure(spec.timeout),
+            Ok(Ok(Ok(out))) => match serde_json::from_str::<serde_json::Value>(&redactor.text(&out.output)) {
+                Ok(output) => AttemptResult::Done { output, changed: matches!(out.change, wit_types::Change::Changed) },
+                Err(e) => AttemptResult::Failed {
+                    kind: FailureKind::Permanent,
+                    message: format!("the plugin's output is not JSON: {e}"),
+                    retry_after: None,
+                },
+            },
+            Ok(Ok(Err(err))) => AttemptResult::Failed {
+                kind: match err.kind {
+                    wit_types::ErrorKind::Transient => FailureKind::Transient,
+                    wit_types::ErrorKind::Permanent => FailureKind::Permanent,
+                    wit_types::ErrorKind::NeedsHuman => FailureKind::NeedsHuman,
+                },
+                message: redactor.text(&err.message),
+                retry_after: err.retry_after_ms.map(Duration::from_millis),
+            },
+            Ok(Err(trap)) => {
+                if store.data().memory.hit {
+                    AttemptResult::Failed {
+                        kind: FailureKind::Permanent,
+                        message: format!(
+                            "the plugin ran out of memory: it tried to grow past its {} MiB limit (raise `memory:` if it really needs more)",
+                            spec.memory_bytes / (1024 * 1024)
+                        ),
+                        retry_after: None,
+                    }
+                } else if matches!(trap.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+                    timeout_failure(spec.timeout)
+                } else {
+                    AttemptResult::Failed {
+                        kind: FailureKind::Permanent,
+                        message: redactor.text(&format!("the plugin crashed: {}", trap_summary(&trap))),
+                        retry_after: None,
+                    }
+                }
+            }
+        };
+        let state = store.data();
+        let mut log = state.log.take();
+        for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
+            let text = String::from_utf8_lossy(&pipe.contents()).into_owned();
+            for line in text.lines() {
+                log.push(format!("[{stream}] {}", redactor.text(line)));
+            }
+        }
+        AttemptReport { result, log, requests: state.gate().journal() }
+    }
+}
+
+fn timeout_failure(timeout: Duration) -> AttemptResult {
+    AttemptResult::Failed {
+        kind: FailureKind::Transient,
+        message: format!("timed out after {} (the step's `timeout:`)", humantime::format_duration(timeout)),
+        retry_after: None,
+    }
+}
+
+/// The first line of a trap's message plus its kind, without a multi-page backtrace.
+fn trap_summary(e: &wasmtime::Error) -> String {
+    let kind = e.downcast_ref::<wasmtime::Trap>().map(|t| t.to_string());
+    let first = format!("{e}");
+    match kind {
+        Some(k) if !first.contains(&k) => format!("{first} ({k})"),
+        _ => first,
+    }
+}

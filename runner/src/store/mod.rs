@@ -1,0 +1,226 @@
+//! The results table: runs, step results and an append-only event log, behind [`Store`].
+//!
+//! SQLite is the default (`sqlite://offramp.db`, WAL). The engine only sees the trait, so a
+//! PostgreSQL implementation slots in beside [`sqlite::SqliteStore`].
+
+mod sqlite;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteStore;
+
+/// Store failures. Callers match on `NotFound`; the rest are reported.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no run {0}")]
+    NotFound(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL `{0}`: use sqlite://PATH (PostgreSQL support is planned)")]
+    Unsupported(String),
+}
+
+/// A run's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Pending,
+    Running,
+    Paused,
+    Succeeded,
+    Failed,
+    Aborted,
+}
+
+/// A step's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Unchanged,
+    Failed,
+    Skipped,
+    Paused,
+}
+
+macro_rules! text_enum {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+        impl FromStr for $t {
+            type Err = StoreError;
+            fn from_str(s: &str) -> Result<Self, StoreError> {
+                match s { $($s => Ok(Self::$v),)* other => Err(StoreError::Corrupt(format!("unknown status `{other}`"))) }
+            }
+        }
+    };
+}
+
+text_enum!(RunStatus { Pending => "pending", Running => "running", Paused => "paused", Succeeded => "succeeded", Failed => "failed", Aborted => "aborted" });
+text_enum!(StepStatus { Pending => "pending", Running => "running", Succeeded => "succeeded", Unchanged => "unchanged", Failed => "failed", Skipped => "skipped", Paused => "paused" });
+
+impl RunStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Aborted)
+    }
+}
+
+impl StepStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(self, StepStatus::Succeeded | StepStatus::Unchanged | StepStatus::Failed | StepStatus::Skipped)
+    }
+}
+
+/// A new run, as the engine creates it.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub pipeline_name: String,
+    pub pipeline_hash: String,
+    pub plan: serde_json::Value,
+    pub subject: String,
+    pub inputs: serde_json::Value,
+    pub requested_by: String,
+    pub dry_run: bool,
+    /// `(step id, idempotency key)` in file order.
+    pub steps: Vec<(String, String)>,
+}
+
+/// A run row.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub pipeline_name: String,
+    pub pipeline_hash: String,
+    #[serde(skip)]
+    pub plan: serde_json::Value,
+    pub subject: String,
+    pub inputs: serde_json::Value,
+    pub requested_by: String,
+    pub dry_run: bool,
+    pub status: RunStatus,
+    pub created_at: String,
+    pub updated_at: String,
+    pub finished_at: Option<String>,
+}
+
+/// A step result row.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub run_id: String,
+    pub step_id: String,
+    pub position: i64,
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub idempotency_key: String,
+    pub output: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub resolution: Option<String>,
+    pub log: Vec<String>,
+    pub requests: serde_json::Value,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub updated_at: String,
+}
+
+/// An event log entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    pub id: i64,
+    pub run_id: Option<String>,
+    pub step_id: Option<String>,
+    pub at: String,
+    pub actor: String,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+/// Something that happened, to append to the event log in the same transaction as the change.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub actor: String,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+impl Event {
+    pub fn new(actor: &str, kind: &str, detail: serde_json::Value) -> Self {
+        Event { actor: actor.to_string(), kind: kind.to_string(), detail }
+    }
+}
+
+/// A change to one step row. `None` fields are left as they are.
+#[derive(Debug, Clone, Default)]
+pub struct StepChange {
+    pub status: Option<StepStatus>,
+    pub attempts: Option<u32>,
+    pub output: Option<serde_json::Value>,
+    /// `Some(None)` clears the error.
+    pub error: Option<Option<String>>,
+    pub resolution: Option<Option<String>>,
+    pub log: Option<Vec<String>>,
+    pub requests: Option<serde_json::Value>,
+    pub started: bool,
+    pub finished: bool,
+}
+
+/// The results table.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Inserts a run with a `pending` row per step.
+    async fn create_run(&self, run: &NewRun, event: Event) -> Result<(), StoreError>;
+    async fn run(&self, id: &str) -> Result<RunRecord, StoreError>;
+    /// Newest first.
+    async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
+    /// In pipeline order.
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError>;
+    async fn events(&self, run_id: &str) -> Result<Vec<EventRecord>, StoreError>;
+    /// Sets a run's status if it is currently one of `from` (empty: any). Returns whether it did.
+    async fn set_run_status(&self, id: &str, from: &[RunStatus], to: RunStatus, event: Event) -> Result<bool, StoreError>;
+    /// Applies `change` to a step if its status is one of `from` (and, when given, its attempt
+    /// count is `attempt`). Returns whether it did: two racing decisions cannot both win.
+    async fn change_step(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        from: &[StepStatus],
+        attempt: Option<u32>,
+        change: StepChange,
+        event: Event,
+    ) -> Result<bool, StoreError>;
+    /// Appends an event not tied to a state change (e.g. a refused request).
+    async fn append_event(&self, run_id: Option<&str>, step_id: Option<&str>, event: Event) -> Result<(), StoreError>;
+}
+
+/// Opens the store a database URL names, running migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        return Ok(Arc::new(SqliteStore::open(url).await?));
+    }
+    Err(StoreError::Unsupported(url.split('@').next_back().unwrap_or(url).to_string()))
+}
+
+/// Now, as RFC 3339 UTC with milliseconds.
+pub(crate) fn now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    now.format(&fmt).unwrap_or_else(|_| now.unix_timestamp().to_string())
+}

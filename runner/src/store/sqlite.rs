@@ -1,0 +1,289 @@
+//! SQLite implementation of [`Store`]: WAL mode, embedded migrations, runtime queries.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::{
+    Event, EventRecord, NewRun, RunRecord, RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError, now,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `sqlite://PATH` or `sqlite::memory:`, and migrates it.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let opts = if memory {
+            opts
+        } else {
+            opts.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal)
+        };
+        // An in-memory database lives in one connection; keep exactly one.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if memory { 1 } else { 4 })
+            .min_connections(if memory { 1 } else { 0 })
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn json_text(v: &serde_json::Value) -> String {
+    v.to_string()
+}
+
+fn parse_json(s: Option<String>) -> Result<Option<serde_json::Value>, StoreError> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
+    Ok(RunRecord {
+        id: row.try_get("id")?,
+        pipeline_name: row.try_get("pipeline_name")?,
+        pipeline_hash: row.try_get("pipeline_hash")?,
+        plan: parse_json(row.try_get("plan")?)?.unwrap_or_default(),
+        subject: row.try_get("subject")?,
+        inputs: parse_json(row.try_get("inputs")?)?.unwrap_or_default(),
+        requested_by: row.try_get("requested_by")?,
+        dry_run: row.try_get::<i64, _>("dry_run")? != 0,
+        status: RunStatus::from_str(row.try_get::<&str, _>("status")?)?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn step_from_row(row: &SqliteRow) -> Result<StepRecord, StoreError> {
+    let log: Option<serde_json::Value> = parse_json(row.try_get("log")?)?;
+    Ok(StepRecord {
+        run_id: row.try_get("run_id")?,
+        step_id: row.try_get("step_id")?,
+        position: row.try_get("position")?,
+        status: StepStatus::from_str(row.try_get::<&str, _>("status")?)?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
+        idempotency_key: row.try_get("idempotency_key")?,
+        output: parse_json(row.try_get("output")?)?,
+        error: row.try_get("error")?,
+        resolution: row.try_get("resolution")?,
+        log: log.and_then(|l| serde_json::from_value(l).ok()).unwrap_or_default(),
+        requests: parse_json(row.try_get("requests")?)?.unwrap_or(serde_json::Value::Array(vec![])),
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+async fn insert_event(
+    tx: &mut sqlx::SqliteConnection,
+    run_id: Option<&str>,
+    step_id: Option<&str>,
+    at: &str,
+    event: &Event,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO events (run_id, step_id, at, actor, kind, detail) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(run_id)
+        .bind(step_id)
+        .bind(at)
+        .bind(&event.actor)
+        .bind(&event.kind)
+        .bind(json_text(&event.detail))
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn create_run(&self, run: &NewRun, event: Event) -> Result<(), StoreError> {
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO runs (id, pipeline_name, pipeline_hash, plan, subject, inputs, requested_by, dry_run, status, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+        )
+        .bind(&run.id)
+        .bind(&run.pipeline_name)
+        .bind(&run.pipeline_hash)
+        .bind(json_text(&run.plan))
+        .bind(&run.subject)
+        .bind(json_text(&run.inputs))
+        .bind(&run.requested_by)
+        .bind(i64::from(run.dry_run))
+        .bind(&at)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?;
+        for (pos, (step, key)) in run.steps.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO step_results (run_id, step_id, position, status, attempts, idempotency_key, updated_at)
+                 VALUES (?, ?, ?, 'pending', 0, ?, ?)",
+            )
+            .bind(&run.id)
+            .bind(step)
+            .bind(i64::try_from(pos).unwrap_or(i64::MAX))
+            .bind(key)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_event(&mut tx, Some(&run.id), None, &at, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn run(&self, id: &str) -> Result<RunRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(run_from_row).transpose()?.ok_or_else(|| StoreError::NotFound(id.to_string()))
+    }
+
+    async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM step_results WHERE run_id = ? ORDER BY position")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(step_from_row).collect()
+    }
+
+    async fn events(&self, run_id: &str) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM events WHERE run_id = ? ORDER BY id").bind(run_id).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(EventRecord {
+                    id: row.try_get("id")?,
+                    run_id: row.try_get("run_id")?,
+                    step_id: row.try_get("step_id")?,
+                    at: row.try_get("at")?,
+                    actor: row.try_get("actor")?,
+                    kind: row.try_get("kind")?,
+                    detail: parse_json(row.try_get("detail")?)?.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn set_run_status(&self, id: &str, from: &[RunStatus], to: RunStatus, event: Event) -> Result<bool, StoreError> {
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        let mut sql = String::from(
+            "UPDATE runs SET status = ?, updated_at = ?, finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE id = ?",
+        );
+        if !from.is_empty() {
+            sql.push_str(&format!(" AND status IN ({})", placeholders(from.len())));
+        }
+        let mut q = sqlx::query(&sql).bind(to.as_str()).bind(&at).bind(to.is_finished()).bind(&at).bind(id);
+        for s in from {
+            q = q.bind(s.as_str());
+        }
+        let done = q.execute(&mut *tx).await?.rows_affected() == 1;
+        if done {
+            insert_event(&mut tx, Some(id), None, &at, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn change_step(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        from: &[StepStatus],
+        attempt: Option<u32>,
+        change: StepChange,
+        event: Event,
+    ) -> Result<bool, StoreError> {
+        let at = now();
+        let mut sets = vec!["updated_at = ?".to_string()];
+        let mut binds: Vec<Option<String>> = vec![Some(at.clone())];
+        let mut set = |col: &str, v: Option<String>| {
+            sets.push(format!("{col} = ?"));
+            binds.push(v);
+        };
+        if let Some(s) = change.status {
+            set("status", Some(s.as_str().to_string()));
+        }
+        if let Some(a) = change.attempts {
+            set("attempts", Some(a.to_string()));
+        }
+        if let Some(o) = &change.output {
+            set("output", Some(json_text(o)));
+        }
+        if let Some(e) = change.error {
+            set("error", e);
+        }
+        if let Some(r) = change.resolution {
+            set("resolution", r);
+        }
+        if let Some(l) = &change.log {
+            set("log", Some(serde_json::Value::from(l.clone()).to_string()));
+        }
+        if let Some(r) = &change.requests {
+            set("requests", Some(json_text(r)));
+        }
+        if change.started {
+            set("started_at", Some(at.clone()));
+            set("finished_at", None);
+        }
+        if change.finished {
+            set("finished_at", Some(at.clone()));
+        }
+        let mut sql = format!("UPDATE step_results SET {} WHERE run_id = ? AND step_id = ?", sets.join(", "));
+        if !from.is_empty() {
+            sql.push_str(&format!(" AND status IN ({})", placeholders(from.len())));
+        }
+        if attempt.is_some() {
+            sql.push_str(" AND attempts = ?");
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = q.bind(b);
+        }
+        q = q.bind(run_id).bind(step_id);
+        for s in from {
+            q = q.bind(s.as_str());
+        }
+        if let Some(a) = attempt {
+            q = q.bind(i64::from(a));
+        }
+        let done = q.execute(&mut *tx).await?.rows_affected() == 1;
+        if done {
+            insert_event(&mut tx, Some(run_id), Some(step_id), &at, &event).await?;
+            sqlx::query("UPDATE runs SET updated_at = ? WHERE id = ?").bind(&at).bind(run_id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn append_event(&self, run_id: Option<&str>, step_id: Option<&str>, event: Event) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        insert_event(&mut conn, run_id, step_id, &now(), &event).await
+    }
+}

@@ -1,0 +1,184 @@
+//! The `offramp` binary itself: run → pause (exit 3) → resume --retry / --skip / --abort,
+//! `runs list/show`, `validate`, `plugin inspect`, checking the results table after each.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// `target/debug/offramp`, next to this test's own `target/debug/deps/` binary.
+fn offramp_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/debug");
+    let bin = dir.join(format!("offramp{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.is_file(), "{} is missing: `cargo test --workspace` builds it", bin.display());
+    bin
+}
+
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        Cli { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(offramp_bin())
+            .args(args)
+            .env("DATABASE_URL", format!("sqlite://{}", self.dir.path().join("cli.db").display()))
+            .env("OFFRAMP_CACHE_DIR", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("offramp-component-cache"))
+            .env_remove("OFFRAMP_PLUGINS_DIR")
+            .current_dir(self.dir.path())
+            .output()
+            .expect("offramp runs")
+    }
+
+    fn json(&self, args: &[&str]) -> (i32, Value) {
+        let out = self.run(args);
+        let v = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}\n{}", text(&out.stdout), text(&out.stderr)));
+        (out.status.code().unwrap_or(-1), v)
+    }
+
+    fn pipeline(&self) -> String {
+        let p = self.dir.path().join("pause.yaml");
+        std::fs::write(
+            &p,
+            r#"version: 1
+name: pause-demo
+inputs: { who: { type: string, required: true } }
+steps:
+  - id: first
+    uses: testkit
+    with: { mode: echo, value: "{{ inputs.who }}" }
+  - id: flaky
+    needs: [first]
+    uses: testkit
+    with: { mode: fail, times: 1, kind: permanent }
+  - id: last
+    needs: [flaky]
+    uses: testkit
+    with: { mode: noop }
+"#,
+        )
+        .unwrap();
+        p.display().to_string()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn statuses(v: &Value) -> Vec<(String, String, u64)> {
+    v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step_id"].as_str().unwrap().to_string(), s["status"].as_str().unwrap().to_string(), s["attempts"].as_u64().unwrap()))
+        .collect()
+}
+
+fn row(name: &str, status: &str, attempts: u64) -> (String, String, u64) {
+    (name.to_string(), status.to_string(), attempts)
+}
+
+#[test]
+fn pause_then_resume_with_retry_skip_and_abort() {
+    let cli = Cli::new();
+    let p = cli.pipeline();
+
+    // retry
+    let (code, v) = cli.json(&["run", &p, "-i", "who=alice", "--json"]);
+    assert_eq!(code, 3, "paused runs exit 3: {v}");
+    let id = v["run"]["id"].as_str().unwrap().to_string();
+    assert_eq!(v["run"]["status"], "paused");
+    assert_eq!(statuses(&v), vec![row("first", "succeeded", 1), row("flaky", "paused", 1), row("last", "pending", 0)]);
+    assert!(v["steps"][1]["error"].as_str().unwrap().contains("planned failure on attempt 1"));
+    let (code, v) = cli.json(&["resume", &id, "--retry", "--as", "ann", "--json"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(statuses(&v), vec![row("first", "succeeded", 1), row("flaky", "succeeded", 2), row("last", "unchanged", 1)]);
+    // A second decision on the same step is refused, saying who decided.
+    let out = cli.run(&["resume", &id, "--retry"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("nothing to resume"), "{}", text(&out.stderr));
+
+    // skip
+    let (code, v) = cli.json(&["run", &p, "-i", "who=bob", "--json"]);
+    assert_eq!(code, 3);
+    let id = v["run"]["id"].as_str().unwrap().to_string();
+    let (code, v) = cli.json(&["resume", &id, "--skip", "--as", "ann", "--json"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(statuses(&v), vec![row("first", "succeeded", 1), row("flaky", "skipped", 1), row("last", "unchanged", 1)]);
+    assert!(v["steps"][1]["error"].as_str().unwrap().starts_with("skipped by ann"));
+
+    // abort
+    let (code, v) = cli.json(&["run", &p, "-i", "who=cat", "--json"]);
+    assert_eq!(code, 3);
+    let id = v["run"]["id"].as_str().unwrap().to_string();
+    let (code, v) = cli.json(&["resume", &id, "--abort", "--as", "ann", "--json"]);
+    assert_eq!(code, 1, "aborted runs exit 1: {v}");
+    assert_eq!(v["run"]["status"], "aborted");
+    assert_eq!(statuses(&v), vec![row("first", "succeeded", 1), row("flaky", "failed", 1), row("last", "skipped", 0)]);
+
+    // The event log has who decided what.
+    let (_, v) = cli.json(&["runs", "show", &id, "--json", "--events"]);
+    let decision = v["events"].as_array().unwrap().iter().find(|e| e["kind"] == "decision").unwrap();
+    assert_eq!((decision["actor"].as_str(), decision["detail"]["decision"].as_str()), (Some("ann"), Some("abort")));
+
+    // runs list shows all three, newest first.
+    let (_, v) = cli.json(&["runs", "list", "--json"]);
+    let subjects: Vec<&str> = v.as_array().unwrap().iter().map(|r| r["subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects, vec!["cat", "bob", "alice"]);
+    let out = cli.run(&["runs", "list"]);
+    assert!(text(&out.stdout).contains("pause-demo"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn run_prints_progress_and_a_results_table_and_resume_hint() {
+    let cli = Cli::new();
+    let p = cli.pipeline();
+    let out = cli.run(&["run", &p, "-i", "who=dan"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("first") && stdout.contains("✔ succeeded"), "{stdout}");
+    assert!(stdout.contains("⏸ paused"), "{stdout}");
+    assert!(text(&out.stderr).contains("offramp resume"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn bad_inputs_and_bad_pipelines_exit_2() {
+    let cli = Cli::new();
+    let p = cli.pipeline();
+    let out = cli.run(&["run", &p]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("missing required input `who`"), "{}", text(&out.stderr));
+    let out = cli.run(&["run", &p, "-i", "who=x", "-i", "whom=y"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown input `whom`"));
+
+    let bad = cli.dir.path().join("bad.yaml");
+    std::fs::write(&bad, "version: 1\nname: bad\nsteps:\n  - id: a\n    uses: testkit\n    neds: [b]\n").unwrap();
+    let out = cli.run(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.yaml:6:5: unknown field `neds` (did you mean `needs`?)"), "{err}");
+    let out = cli.run(&["validate", &p]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn plugin_inspect_prints_describe() {
+    let cli = Cli::new();
+    let okta = PathBuf::from(offramp::BUILTIN_PLUGINS_DIR).join("okta.wasm");
+    let out = cli.run(&["plugin", "inspect", okta.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.starts_with("okta 0.1.0"), "{s}");
+    assert!(s.contains("action") && s.contains("required"), "{s}");
+    let out = cli.run(&["plugin", "inspect", "/nonexistent.wasm"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot read plugin"));
+}

@@ -1,0 +1,93 @@
+//! Shared harness: a mock SaaS, an engine on a temp SQLite database, pipelines from strings.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use offramp::engine::{Engine, EngineConfig, StartRequest};
+use offramp::mock::MockServer;
+use offramp::pipeline::{self, LoadOptions, Plan};
+use offramp::sandbox::Sandbox;
+use offramp::secrets::SecretSource;
+use offramp::store::{RunStatus, SqliteStore, StepRecord, Store};
+
+pub const TOKEN: &str = "okta-test-token-5f2c9a";
+
+/// One sandbox per test binary: compiled plugins are shared between tests.
+pub fn sandbox() -> Arc<Sandbox> {
+    static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
+    SANDBOX
+        .get_or_init(|| {
+            let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("offramp-component-cache");
+            Arc::new(Sandbox::new(Some(cache)).expect("the sandbox starts"))
+        })
+        .clone()
+}
+
+pub struct Harness {
+    pub engine: Engine,
+    pub mock: MockServer,
+    pub dir: tempfile::TempDir,
+    pub db_url: String,
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        Self::with_config(EngineConfig::default()).await
+    }
+
+    pub async fn with_config(config: EngineConfig) -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db_url = format!("sqlite://{}", dir.path().join("offramp.db").display());
+        let store = Arc::new(SqliteStore::open(&db_url).await.expect("sqlite opens"));
+        let mock = MockServer::start(TOKEN).await.expect("mock starts");
+        let secrets = SecretSource::fixed([("OKTA_API_TOKEN".to_string(), TOKEN.to_string())]);
+        let engine = Engine::new(store, sandbox(), secrets, config);
+        Harness { engine, mock, dir, db_url }
+    }
+
+    /// Writes the pipeline into the temp dir and loads it with `okta_url` = the mock.
+    pub fn plan(&self, yaml: &str) -> Plan {
+        let path = self.dir.path().join("pipeline.yaml");
+        std::fs::write(&path, yaml).expect("write pipeline");
+        let mut vars = BTreeMap::new();
+        if yaml.contains("okta_url") {
+            vars.insert("okta_url".to_string(), self.mock.url());
+        }
+        let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), vars };
+        match pipeline::load(&path, &opts) {
+            Ok(plan) => plan,
+            Err(e) => panic!("pipeline should be valid:\n{e}"),
+        }
+    }
+
+    pub async fn start(&self, yaml: &str, inputs: &[(&str, &str)]) -> String {
+        let plan = self.plan(yaml);
+        let inputs = inputs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.engine
+            .start(&plan, StartRequest { inputs, requested_by: "test".into(), dry_run: false })
+            .await
+            .expect("run starts")
+    }
+
+    /// Starts and drives a run; returns its id and final status.
+    pub async fn run(&self, yaml: &str, inputs: &[(&str, &str)]) -> (String, RunStatus) {
+        let id = self.start(yaml, inputs).await;
+        let status = self.engine.drive(&id).await.expect("drive");
+        (id, status)
+    }
+
+    pub async fn steps(&self, run_id: &str) -> HashMap<String, StepRecord> {
+        self.store().steps(run_id).await.expect("steps").into_iter().map(|s| (s.step_id.clone(), s)).collect()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.engine.store()
+    }
+}
+
+/// The `allow:` line for the mock.
+pub fn allow_mock() -> &'static str {
+    "allow: [\"{{ vars.okta_url }}\"]"
+}

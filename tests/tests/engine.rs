@@ -1,0 +1,444 @@
+//! The engine end to end: real plugins in the real sandbox, a real SQLite results table.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Harness, TOKEN};
+use offramp::mock::Fault;
+use offramp::store::{RunStatus, StepStatus};
+use serde_json::json;
+
+const VARS: &str = "vars: { okta_url: http://placeholder }\n";
+
+#[tokio::test]
+async fn dag_runs_in_order_and_independent_steps_overlap() {
+    let h = Harness::new().await;
+    // b and c both need a; each makes a request the mock holds for 400 ms. If they ran one
+    // after the other, their time windows could not overlap.
+    h.mock.state.inject(Fault { method: None, path_contains: "/__echo/slow".into(), status: 0, times: 2, delay_ms: 400 });
+    let yaml = format!(
+        r#"version: 1
+name: dag
+{VARS}steps:
+  - id: a
+    uses: testkit
+    with: {{ mode: echo, value: 1 }}
+  - id: b
+    needs: [a]
+    uses: testkit
+    with: {{ mode: http, request: {{ url: "{{{{ vars.okta_url }}}}/__echo/slow/b" }} }}
+    allow: ["{{{{ vars.okta_url }}}}"]
+  - id: c
+    needs: [a]
+    uses: testkit
+    with: {{ mode: http, request: {{ url: "{{{{ vars.okta_url }}}}/__echo/slow/c" }} }}
+    allow: ["{{{{ vars.okta_url }}}}"]
+  - id: d
+    needs: [b, c]
+    uses: testkit
+    with: {{ mode: echo, value: done }}
+"#
+    );
+    let (id, status) = h.run(&yaml, &[]).await;
+    assert_eq!(status, RunStatus::Succeeded);
+    let s = h.steps(&id).await;
+    for step in ["a", "b", "c", "d"] {
+        assert_eq!(s[step].status, StepStatus::Succeeded, "{step}: {:?}", s[step].error);
+    }
+    let t = |step: &str, f: fn(&offramp::store::StepRecord) -> &Option<String>| f(&s[step]).clone().unwrap();
+    let started = |x: &str| t(x, |r| &r.started_at);
+    let finished = |x: &str| t(x, |r| &r.finished_at);
+    assert!(finished("a") <= started("b") && finished("a") <= started("c"), "b and c start after a");
+    assert!(finished("b") <= started("d") && finished("c") <= started("d"), "d starts after b and c");
+    assert!(started("b") < finished("c") && started("c") < finished("b"), "b and c ran at the same time");
+}
+
+#[tokio::test]
+async fn outputs_flow_into_later_steps_through_templates() {
+    let h = Harness::new().await;
+    let yaml = r#"version: 1
+name: templating
+inputs:
+  email: { type: email, required: true }
+  count: { type: int, default: 2 }
+steps:
+  - id: first
+    uses: testkit
+    with: { mode: echo, value: { groups: [eng, vpn], user: "{{ inputs.email }}" } }
+  - id: second
+    needs: [first]
+    uses: testkit
+    with:
+      mode: echo
+      value:
+        groups: "{{ steps.first.output.value.groups }}"
+        sentence: "{{ steps.first.output.value.user }} is in {{ steps.first.output.value.groups | length }} groups"
+        count: "{{ inputs.count }}"
+        run: "{{ run.id }}"
+"#;
+    let (id, status) = h.run(yaml, &[("email", "alice@example.com")]).await;
+    assert_eq!(status, RunStatus::Succeeded);
+    let s = h.steps(&id).await;
+    let value = &s["second"].output.as_ref().unwrap()["value"];
+    assert_eq!(value["groups"], json!(["eng", "vpn"]), "a sole expression keeps its type");
+    assert_eq!(value["sentence"], "alice@example.com is in 2 groups");
+    assert_eq!(value["count"], json!(2));
+    assert_eq!(value["run"], json!(id));
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_with_the_same_idempotency_key() {
+    let h = Harness::new().await;
+    let yaml = r#"version: 1
+name: retry
+steps:
+  - id: flaky
+    uses: testkit
+    with: { mode: fail, times: 2, kind: transient }
+    retry: { attempts: 3, backoff: { initial: 10ms, max: 50ms, factor: 2 } }
+"#;
+    let (id, status) = h.run(yaml, &[]).await;
+    assert_eq!(status, RunStatus::Succeeded);
+    let s = &h.steps(&id).await["flaky"];
+    assert_eq!((s.status, s.attempts), (StepStatus::Succeeded, 3));
+    let out = s.output.as_ref().unwrap();
+    assert_eq!(out["attempt"], 3);
+    assert_eq!(out["idempotency_key"], json!(s.idempotency_key), "the plugin got the row's key");
+    assert_eq!(s.idempotency_key, offramp::engine::idempotency_key(&id, "flaky"));
+    let events = h.store().events(&id).await.unwrap();
+    let failed: Vec<_> = events.iter().filter(|e| e.kind == "attempt_failed").collect();
+    assert_eq!(failed.len(), 2);
+    assert!(failed[0].detail["error"].as_str().unwrap().contains("planned failure on attempt 1"));
+}
+
+#[tokio::test]
+async fn retries_run_out_and_the_run_pauses() {
+    let h = Harness::new().await;
+    let yaml = r#"version: 1
+name: exhausted
+steps:
+  - id: flaky
+    uses: testkit
+    with: { mode: fail, times: 5 }
+    retry: { attempts: 2, backoff: { initial: 10ms, max: 10ms } }
+  - id: after
+    needs: [flaky]
+    uses: testkit
+    with: { mode: noop }
+"#;
+    let (id, status) = h.run(yaml, &[]).await;
+    assert_eq!(status, RunStatus::Paused);
+    let s = h.steps(&id).await;
+    assert_eq!((s["flaky"].status, s["flaky"].attempts), (StepStatus::Paused, 2));
+    assert_eq!(s["after"].status, StepStatus::Pending, "nothing after a paused step starts");
+}
+
+#[tokio::test]
+async fn a_looping_plugin_is_stopped_by_its_timeout() {
+    let h = Harness::new().await;
+    let yaml = r#"version: 1
+name: loop
+steps:
+  - id: spin
+    uses: testkit
+    with: { mode: loop }
+    timeout: 300ms
+    retry: { attempts: 1 }
+    on_failure: abort
+  - id: next
+    needs: [spin]
+    uses: testkit
+    with: { mode: noop }
+"#;
+    let started = Instant::now();
+    let (id, status) = h.run(yaml, &[]).await;
+    let took = started.elapsed();
+    assert_eq!(status, RunStatus::Failed);
+    let s = h.steps(&id).await;
+    assert_eq!(s["spin"].status, StepStatus::Failed);
+    assert!(s["spin"].error.as_deref().unwrap().contains("timed out after 300ms"), "{:?}", s["spin"].error);
+    assert_eq!(s["next"].status, StepStatus::Skipped);
+    // Compilation is cached by the shared sandbox; allow generous slack for a loaded CI box.
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    // The host is unharmed: the same engine runs a normal step right after.
+    let (_, ok) = h.run("version: 1\nname: after\nsteps:\n  - { id: fine, uses: testkit, with: { mode: noop } }\n", &[]).await;
+    assert_eq!(ok, RunStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_memory_hungry_plugin_fails_cleanly() {
+    let h = Harness::new().await;
+    let yaml = r#"version: 1
+name: memory
+steps:
+  - id: hog
+    uses: testkit
+    with: { mode: memory, mb: 200 }
+    memory: 32MiB
+    on_failure: continue
+  - id: modest
+    uses: testkit
+    with: { mode: memory, mb: 8 }
+    memory: 32MiB
+"#;
+    let (id, status) = h.run(yaml, &[]).await;
+    assert_eq!(status, RunStatus::Failed, "a failed step with on_failure: continue fails the run at the end");
+    let s = h.steps(&id).await;
+    assert_eq!(s["hog"].status, StepStatus::Failed);
+    assert!(s["hog"].error.as_deref().unwrap().contains("ran out of memory"), "{:?}", s["hog"].error);
+    assert!(s["hog"].error.as_deref().unwrap().contains("32 MiB"));
+    assert_eq!(s["modest"].status, StepStatus::Succeeded, "{:?}", s["modest"].error);
+    assert_eq!(s["modest"].output.as_ref().unwrap()["allocated_mb"], 8);
+}
+
+#[tokio::test]
+async fn a_panicking_plugin_becomes_a_failed_step_with_its_message() {
+    let h = Harness::new().await;
+    let yaml = "version: 1\nname: p\nsteps:\n  - { id: boom, uses: testkit, with: { mode: panic }, on_failure: abort }\n";
+    let (id, status) = h.run(yaml, &[]).await;
+    assert_eq!(status, RunStatus::Failed);
+    let s = &h.steps(&id).await["boom"];
+    assert!(s.error.as_deref().unwrap().contains("crashed"), "{:?}", s.error);
+    assert!(s.log.iter().any(|l| l.contains("testkit was asked to panic")), "{:?}", s.log);
+}
+
+#[tokio::test]
+async fn a_host_outside_the_allow_list_is_refused() {
+    let h = Harness::new().await;
+    let yaml = format!(
+        r#"version: 1
+name: deny
+{VARS}steps:
+  - id: sneaky
+    uses: testkit
+    with: {{ mode: http, request: {{ url: "{{{{ vars.okta_url }}}}/__echo/x" }} }}
+    allow: ["https://example.okta.com"]
+    on_failure: abort
+"#
+    );
+    let (id, status) = h.run(&yaml, &[]).await;
+    assert_eq!(status, RunStatus::Failed);
+    let s = &h.steps(&id).await["sneaky"];
+    let err = s.error.as_deref().unwrap();
+    assert!(err.contains("request denied by the host") && err.contains("is not in this step's `allow:` list"), "{err}");
+    assert!(h.mock.state.requests().is_empty(), "nothing reached the mock: {:?}", h.mock.state.requests());
+    assert_eq!(s.requests[0]["method"], "GET");
+    assert!(s.requests[0]["outcome"].as_str().unwrap().starts_with("denied"));
+}
+
+#[tokio::test]
+async fn the_plugin_cannot_see_or_override_its_credential() {
+    let h = Harness::new().await;
+    let yaml = format!(
+        r#"version: 1
+name: creds
+{VARS}steps:
+  - id: env
+    uses: testkit
+    with: {{ mode: env }}
+  - id: echo
+    uses: testkit
+    with:
+      mode: http
+      request:
+        url: "{{{{ vars.okta_url }}}}/__echo/who"
+        headers: [[authorization, "Bearer plugin-chosen"], [x-trace, "1"]]
+    allow: ["{{{{ vars.okta_url }}}}"]
+    credentials:
+      - {{ host: "{{{{ vars.okta_url }}}}", secret: OKTA_API_TOKEN, format: "SSWS {{secret}}" }}
+"#
+    );
+    let (id, status) = h.run(&yaml, &[]).await;
+    assert_eq!(status, RunStatus::Succeeded);
+    let s = h.steps(&id).await;
+    // The host injected the real credential, replacing the plugin's own Authorization header.
+    let seen = h.mock.state.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].authorization.as_deref(), Some(format!("SSWS {TOKEN}").as_str()));
+    // The mock echoed the header back, but the plugin only ever saw it redacted.
+    let body = s["echo"].output.as_ref().unwrap()["body"].as_str().unwrap().to_string();
+    assert!(body.contains("SSWS [REDACTED]"), "{body}");
+    assert!(body.contains("\"x-trace\":\"1\""), "other headers pass: {body}");
+    // Nowhere in the results table: outputs, logs, requests, events.
+    let everything = format!("{:?} {:?}", h.store().steps(&id).await.unwrap(), h.store().events(&id).await.unwrap());
+    assert!(!everything.contains(TOKEN));
+    assert_eq!(s["echo"].requests[0]["credential"], "OKTA_API_TOKEN");
+    // And the environment is empty.
+    assert_eq!(s["env"].output.as_ref().unwrap()["vars"], json!([]));
+    let db = std::fs::read(h.dir.path().join("offramp.db")).unwrap();
+    assert!(!db.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()), "the token is not in the database file");
+}
+
+#[tokio::test]
+async fn a_plugin_cannot_read_files() {
+    let h = Harness::new().await;
+    let yaml = "version: 1\nname: f\nsteps:\n  - { id: read, uses: testkit, with: { mode: file, path: /etc/passwd }, on_failure: abort }\n";
+    let (id, _) = h.run(yaml, &[]).await;
+    let s = &h.steps(&id).await["read"];
+    assert_eq!(s.status, StepStatus::Failed);
+    assert!(s.error.as_deref().unwrap().contains("cannot read /etc/passwd"), "{:?}", s.error);
+}
+
+#[tokio::test]
+async fn a_false_condition_skips_the_step_and_its_dependents() {
+    let h = Harness::new().await;
+    let yaml = r#"version: 1
+name: cond
+inputs: { flag: { type: bool, default: false } }
+steps:
+  - id: gate
+    if: "inputs.flag"
+    uses: testkit
+    with: { mode: noop }
+  - id: after_gate
+    needs: [gate]
+    uses: testkit
+    with: { mode: noop }
+  - id: independent
+    uses: testkit
+    with: { mode: noop }
+"#;
+    let (id, status) = h.run(yaml, &[]).await;
+    assert_eq!(status, RunStatus::Succeeded);
+    let s = h.steps(&id).await;
+    assert_eq!(s["gate"].status, StepStatus::Skipped);
+    assert_eq!(s["gate"].error.as_deref(), Some("condition `inputs.flag` was false"));
+    assert_eq!(s["after_gate"].status, StepStatus::Skipped);
+    assert_eq!(s["after_gate"].error.as_deref(), Some("needs `gate`, which was skipped"));
+    assert_eq!(s["independent"].status, StepStatus::Unchanged);
+}
+
+#[tokio::test]
+async fn decisions_retry_skip_and_abort_and_only_one_wins() {
+    use offramp::engine::{Decision, DecisionOutcome};
+    let h = Harness::new().await;
+    let yaml = r#"version: 1
+name: decide
+steps:
+  - id: flaky
+    uses: testkit
+    with: { mode: fail, times: 1, kind: permanent }
+  - id: after
+    needs: [flaky]
+    uses: testkit
+    with: { mode: noop }
+"#;
+    // Retry: attempt 2 succeeds and the run finishes.
+    let (id, status) = h.run(yaml, &[]).await;
+    assert_eq!(status, RunStatus::Paused);
+    let e = &h.engine;
+    let (a, b) = tokio::join!(
+        e.decide(&id, "flaky", Some(1), Decision::Retry, "ann"),
+        e.decide(&id, "flaky", Some(1), Decision::Abort, "bob"),
+    );
+    let outcomes = [a.unwrap(), b.unwrap()];
+    assert_eq!(outcomes.iter().filter(|o| **o == DecisionOutcome::Applied).count(), 1, "{outcomes:?}");
+    let winner = if outcomes[0] == DecisionOutcome::Applied { "retry" } else { "abort" };
+    let status = e.drive(&id).await.unwrap();
+    if winner == "retry" {
+        assert_eq!(status, RunStatus::Succeeded);
+        assert_eq!(h.steps(&id).await["flaky"].attempts, 2);
+    } else {
+        assert_eq!(status, RunStatus::Aborted);
+    }
+    // A stale click (the step moved on) is a no-op that says who handled it.
+    let again = e.decide(&id, "flaky", Some(1), Decision::Skip, "cat").await.unwrap();
+    assert!(matches!(again, DecisionOutcome::AlreadyHandled { by: Some(ref by), .. } if by.contains(if winner == "retry" { "ann" } else { "bob" })), "{again:?}");
+
+    // Skip: the step is skipped by a person, and the steps after it run.
+    let (id, _) = h.run(yaml, &[]).await;
+    assert_eq!(e.decide(&id, "flaky", None, Decision::Skip, "ann").await.unwrap(), DecisionOutcome::Applied);
+    assert_eq!(e.drive(&id).await.unwrap(), RunStatus::Succeeded);
+    let s = h.steps(&id).await;
+    assert_eq!(s["flaky"].status, StepStatus::Skipped);
+    assert_eq!(s["after"].status, StepStatus::Unchanged);
+
+    // Abort: the run ends, nothing else runs.
+    let (id, _) = h.run(yaml, &[]).await;
+    assert_eq!(e.decide(&id, "flaky", None, Decision::Abort, "ann").await.unwrap(), DecisionOutcome::Applied);
+    assert_eq!(e.drive(&id).await.unwrap(), RunStatus::Aborted);
+    let s = h.steps(&id).await;
+    assert_eq!(s["flaky"].status, StepStatus::Failed);
+    assert_eq!(s["after"].status, StepStatus::Skipped);
+}
+
+#[tokio::test]
+async fn the_okta_pipeline_offboards_alice_and_absorbs_a_503() {
+    let h = Harness::new().await;
+    h.mock.state.inject(Fault {
+        method: Some("POST".into()),
+        path_contains: "/lifecycle/suspend".into(),
+        status: 503,
+        times: 1,
+        delay_ms: 0,
+    });
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines/offboarding.yaml")).unwrap();
+    let (id, status) = h.run(&yaml, &[("email", "alice@example.com")]).await;
+    let s = h.steps(&id).await;
+    assert_eq!(status, RunStatus::Succeeded, "{s:#?}");
+    assert_eq!(s["lookup"].status, StepStatus::Unchanged);
+    assert_eq!((s["suspend"].status, s["suspend"].attempts), (StepStatus::Succeeded, 2));
+    assert_eq!(s["remove_groups"].output.as_ref().unwrap()["removed"], json!(["Engineering", "VPN users"]));
+    let alice = h.mock.state.okta.user("alice@example.com").unwrap();
+    assert_eq!(alice.status, "DEPROVISIONED");
+    assert_eq!(alice.groups, vec!["00g1everyone", "00g4sfdc"], "Everyone and app groups stay");
+    assert!(h.mock.state.requests().iter().all(|r| r.authorization.as_deref() == Some(&format!("SSWS {TOKEN}"))));
+
+    // Bob is already suspended: suspend is `unchanged`, the rest still runs.
+    let (id, status) = h.run(&yaml, &[("email", "bob@example.com")]).await;
+    assert_eq!(status, RunStatus::Succeeded);
+    assert_eq!(h.steps(&id).await["suspend"].status, StepStatus::Unchanged);
+    // Carol is deprovisioned: the condition skips suspend and everything after it.
+    let (id, status) = h.run(&yaml, &[("email", "carol@example.com")]).await;
+    assert_eq!(status, RunStatus::Succeeded);
+    let s = h.steps(&id).await;
+    assert_eq!(s["suspend"].status, StepStatus::Skipped);
+    assert_eq!(s["deactivate"].status, StepStatus::Skipped);
+}
+
+#[tokio::test]
+async fn okta_rate_limits_become_a_wait_then_a_retry() {
+    let h = Harness::new().await;
+    h.mock.state.inject(Fault { method: Some("GET".into()), path_contains: "/api/v1/users/".into(), status: 429, times: 1, delay_ms: 0 });
+    let yaml = format!(
+        r#"version: 1
+name: rl
+{VARS}steps:
+  - id: lookup
+    uses: okta
+    with: {{ action: lookup, org_url: "{{{{ vars.okta_url }}}}", user: alice@example.com }}
+    retry: {{ attempts: 2, backoff: {{ initial: 10ms, max: 10ms }} }}
+    allow: ["{{{{ vars.okta_url }}}}"]
+    credentials: [{{ host: "{{{{ vars.okta_url }}}}", secret: OKTA_API_TOKEN, format: "SSWS {{secret}}" }}]
+"#
+    );
+    let started = Instant::now();
+    let (id, status) = h.run(&yaml, &[]).await;
+    assert_eq!(status, RunStatus::Succeeded);
+    let events = h.store().events(&id).await.unwrap();
+    let failed = events.iter().find(|e| e.kind == "attempt_failed").expect("one failed attempt");
+    assert!(failed.detail["error"].as_str().unwrap().contains("E0000047"), "{}", failed.detail);
+    // X-Rate-Limit-Reset is one second ahead: the wait honours it, not the 10ms backoff.
+    assert!(failed.detail["retry_in_ms"].as_u64().unwrap() >= 1000, "{}", failed.detail);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn dry_run_sends_no_mutating_request() {
+    let h = Harness::new().await;
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines/offboarding.yaml")).unwrap();
+    let plan = h.plan(&yaml);
+    let inputs = [("email".to_string(), "alice@example.com".to_string())].into_iter().collect();
+    let id = h
+        .engine
+        .start(&plan, offramp::engine::StartRequest { inputs, requested_by: "t".into(), dry_run: true })
+        .await
+        .unwrap();
+    assert_eq!(h.engine.drive(&id).await.unwrap(), RunStatus::Succeeded);
+    assert!(h.mock.state.requests().iter().all(|r| r.method == "GET"), "{:?}", h.mock.state.requests());
+    assert_eq!(h.mock.state.okta.user("alice@example.com").unwrap().status, "ACTIVE");
+    let s = h.steps(&id).await;
+    assert_eq!(s["suspend"].output.as_ref().unwrap()["would"], "suspend");
+    assert_eq!(s["suspend"].requests.as_array().unwrap().iter().filter(|r| r["dry_run"] == true).count(), 1);
+}
