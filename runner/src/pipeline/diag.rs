@@ -40,12 +40,7 @@ pub fn render(file: &str, source: &str, diags: &[Diagnostic]) -> String {
         let num = d.loc.line.to_string();
         let pad = " ".repeat(num.len());
         let col = (d.loc.col as usize).max(1);
-        // Underline the token that starts at the column (up to the next space), at least one caret.
-        let rest: String = line.chars().skip(col - 1).collect();
-        let width = rest
-            .find(|c: char| c.is_whitespace() || c == ',' || c == ']' || c == '}')
-            .unwrap_or(rest.len())
-            .clamp(1, 60);
+        let width = token_width(line, col);
         let indent: String = line
             .chars()
             .take(col - 1)
@@ -58,6 +53,35 @@ pub fn render(file: &str, source: &str, diags: &[Diagnostic]) -> String {
     out
 }
 
+/// The width of the YAML token starting at `col` (1-based): a quoted string to its closing
+/// quote; in flow style (`[a, b]`, `{k: v}`) up to the next `,`, `]` or `}`; otherwise the rest
+/// of the line before a comment. At least 1, at most 60.
+fn token_width(line: &str, col: usize) -> usize {
+    let chars: Vec<char> = line.chars().collect();
+    let start = col - 1;
+    if start >= chars.len() {
+        return 1;
+    }
+    let rest = &chars[start..];
+    let width = match rest[0] {
+        q @ ('"' | '\'') => rest[1..].iter().position(|c| *c == q).map_or(rest.len(), |i| i + 2),
+        _ => {
+            let in_flow = chars[..start].iter().any(|c| matches!(c, '[' | '{'));
+            let end = rest
+                .iter()
+                .enumerate()
+                .position(|(i, c)| {
+                    (in_flow && matches!(c, ',' | ']' | '}'))
+                        || (*c == '#' && i > 0 && rest[i - 1] == ' ')
+                        || (*c == ':' && rest.get(i + 1).is_none_or(|n| *n == ' '))
+                })
+                .unwrap_or(rest.len());
+            rest[..end].iter().collect::<String>().trim_end().chars().count()
+        }
+    };
+    width.clamp(1, 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +92,15 @@ mod tests {
         let d = Diagnostic::new(Loc { line: 3, col: 11 }, "plugin `oktaa` not found");
         let out = render("p.yaml", src, &[d]);
         assert_eq!(out, "p.yaml:3:11: plugin `oktaa` not found\n  |\n3 |   - uses: oktaa\n  |           ^^^^^\n");
+    }
+
+    #[test]
+    fn tokens_are_underlined_whole() {
+        assert_eq!(token_width(r#"    user: "{{ inputs.mail }}""#, 11), 18);
+        assert_eq!(token_width("    timeout: 30 parsecs  # comment", 14), 10);
+        assert_eq!(token_width("    allow: [a.com, b.com]", 19), 5);
+        assert_eq!(token_width("x", 5), 1);
+        assert_eq!(token_width("    timout: 5s", 5), 6);
+        assert_eq!(token_width("    allow: https://a.com", 12), 13);
     }
 }

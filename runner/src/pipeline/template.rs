@@ -96,6 +96,9 @@ fn render_string_value(s: &str, ctx: &Value) -> Result<serde_json::Value, Templa
         let v = compiled
             .eval(ctx.clone())
             .map_err(|e| TemplateError(format!("in `{s}`: {}", describe(&e))))?;
+        if v.is_undefined() {
+            return Err(TemplateError(format!("in `{s}`: undefined value (`{expr}` names nothing)")));
+        }
         return serde_json::to_value(&v).map_err(|e| TemplateError(format!("in `{s}`: {e}")));
     }
     env.render_str(s, ctx.clone())

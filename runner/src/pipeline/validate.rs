@@ -182,6 +182,8 @@ pub fn validate(text: &str, file: &Path, opts: &LoadOptions) -> Result<Plan, Vec
     let inputs = check_inputs(&root, &mut diags);
     let steps_node = root.get("steps");
     let mut steps: Vec<(Step, &Node)> = Vec::new();
+    // Ids of steps that failed to deserialize: still known, so `needs` on them is not an error too.
+    let mut unparsed_ids: Vec<(String, Loc)> = Vec::new();
     match steps_node.map(|n| (&n.kind, n)) {
         Some((NodeKind::Seq(items), _)) => {
             if items.is_empty() {
@@ -190,7 +192,12 @@ pub fn validate(text: &str, file: &Path, opts: &LoadOptions) -> Result<Plan, Vec
             for item in items {
                 match yaml::from_node::<Step>(item) {
                     Ok(step) => steps.push((step, item)),
-                    Err(e) => diags.push(Diagnostic::from_de(e, item.loc)),
+                    Err(e) => {
+                        diags.push(Diagnostic::from_de(e, item.loc));
+                        if let Some(id) = item.get("id").and_then(|n| n.as_str().map(|s| (s.to_string(), n.loc))) {
+                            unparsed_ids.push(id);
+                        }
+                    }
                 }
             }
         }
@@ -200,7 +207,7 @@ pub fn validate(text: &str, file: &Path, opts: &LoadOptions) -> Result<Plan, Vec
         _ => {}
     }
 
-    let step_plans = check_steps(&steps, &inputs, &vars, file, opts, &mut diags);
+    let step_plans = check_steps(&steps, &unparsed_ids, &inputs, &vars, file, opts, &mut diags);
 
     if !diags.is_empty() {
         diags.sort_by_key(|d| d.loc);
@@ -312,6 +319,7 @@ pub fn coerce_input(kind: InputType, value: &serde_json::Value) -> Result<serde_
 
 fn check_steps(
     steps: &[(Step, &Node)],
+    unparsed_ids: &[(String, Loc)],
     inputs: &BTreeMap<String, (InputSpec, Loc)>,
     vars: &BTreeMap<String, String>,
     file: &Path,
@@ -334,8 +342,10 @@ fn check_steps(
             seen.insert(id, step.id.loc);
         }
     }
-    let ids: Vec<&str> = seen.keys().copied().collect();
-    let mut sorted_ids = ids.clone();
+    for (id, loc) in unparsed_ids {
+        seen.entry(id.as_str()).or_insert(*loc);
+    }
+    let mut sorted_ids: Vec<&str> = seen.keys().copied().collect();
     sorted_ids.sort_unstable();
 
     // needs: known, not self.
@@ -577,7 +587,7 @@ fn resolve_plugin(uses: &Spanned<String>, file: &Path, opts: &LoadOptions, diags
     let name = uses.trim();
     let is_path = name.contains('/') || name.ends_with(".wasm");
     let path = if is_path {
-        file.parent().unwrap_or(Path::new(".")).join(name)
+        file.parent().unwrap_or(Path::new(".")).join(name.trim_start_matches("./"))
     } else {
         if !is_identifier(name) && !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             diags.push(Diagnostic::new(uses.loc, format!("`uses: {name}` is neither a plugin name nor a path ending in .wasm")));

@@ -9,6 +9,6 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub(crate) use offramp::plugin::http as wit_http;
-pub(crate) use offramp::plugin::log as wit_log;
-pub(crate) use offramp::plugin::types as wit_types;
+pub(crate) use self::offramp::plugin::http as wit_http;
+pub(crate) use self::offramp::plugin::log as wit_log;
+pub(crate) use self::offramp::plugin::types as wit_types;
