@@ -98,7 +98,7 @@ mod tests {
     fn tokens_are_underlined_whole() {
         assert_eq!(token_width(r#"    user: "{{ inputs.mail }}""#, 11), 19);
         assert_eq!(token_width("    timeout: 30 parsecs  # comment", 14), 10);
-        assert_eq!(token_width("    allow: [a.com, b.com]", 19), 5);
+        assert_eq!(token_width("    allow: [a.com, b.com]", 20), 5);
         assert_eq!(token_width("x", 5), 1);
         assert_eq!(token_width("    timout: 5s", 5), 6);
         assert_eq!(token_width("    allow: https://a.com", 12), 13);
