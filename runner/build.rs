@@ -46,7 +46,18 @@ fn main() {
         let Some(key) = key.to_str() else { continue };
         let leaky = (key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR")
             || key.starts_with("RUSTC")
-            || matches!(key, "RUSTFLAGS" | "RUSTDOCFLAGS" | "TARGET" | "HOST" | "OPT_LEVEL" | "PROFILE" | "DEBUG" | "NUM_JOBS" | "OUT_DIR");
+            || matches!(
+                key,
+                "RUSTFLAGS"
+                    | "RUSTDOCFLAGS"
+                    | "TARGET"
+                    | "HOST"
+                    | "OPT_LEVEL"
+                    | "PROFILE"
+                    | "DEBUG"
+                    | "NUM_JOBS"
+                    | "OUT_DIR"
+            );
         if leaky {
             cmd.env_remove(key);
         }

@@ -147,7 +147,13 @@ impl Gate {
         let method = req.method.trim().to_ascii_uppercase();
         let url = url::Url::parse(req.url.trim());
         let shown = url.as_ref().map_or_else(|_| req.url.chars().take(200).collect(), display_url);
-        let mut rec = RequestRecord { method: method.clone(), url: shown, outcome: String::new(), credential: None, dry_run: false };
+        let mut rec = RequestRecord {
+            method: method.clone(),
+            url: shown,
+            outcome: String::new(),
+            credential: None,
+            dry_run: false,
+        };
         let result = self.check_and_send(&method, url, req, &mut rec).await;
         rec.outcome = match &result {
             Ok(resp) => resp.status.to_string(),
@@ -166,7 +172,10 @@ impl Gate {
     ) -> Result<IncomingResponse, HttpFailure> {
         let count = self.journal.lock().map(|j| j.len()).unwrap_or(usize::MAX);
         if count >= self.limits.max_requests as usize {
-            return Err(HttpFailure::Denied(format!("the step's limit of {} requests is used up", self.limits.max_requests)));
+            return Err(HttpFailure::Denied(format!(
+                "the step's limit of {} requests is used up",
+                self.limits.max_requests
+            )));
         }
         let url = url.map_err(|e| HttpFailure::Invalid(format!("bad URL: {e}")))?;
         if url.scheme() != "https" && url.scheme() != "http" {
@@ -279,7 +288,14 @@ fn display_url(url: &url::Url) -> String {
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "host" | "connection" | "content-length" | "transfer-encoding" | "te" | "trailer" | "upgrade" | "keep-alive"
+        "host"
+            | "connection"
+            | "content-length"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "keep-alive"
             | "proxy-connection"
     )
 }
@@ -324,7 +340,10 @@ mod tests {
     #[tokio::test]
     async fn dry_run_holds_back_mutations() {
         let g = gate(&["https://example.okta.com"], true);
-        let req = OutgoingRequest { method: "post".into(), ..get("https://example.okta.com/api/v1/users/x/lifecycle/suspend") };
+        let req = OutgoingRequest {
+            method: "post".into(),
+            ..get("https://example.okta.com/api/v1/users/x/lifecycle/suspend")
+        };
         assert_eq!(g.send(req).await.unwrap_err(), HttpFailure::DryRun);
         assert!(g.journal()[0].dry_run);
     }

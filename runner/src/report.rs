@@ -103,6 +103,8 @@ pub fn progress_line(e: &ProgressEvent) -> Option<String> {
             squeeze(error, 80),
             humantime::format_duration(std::time::Duration::from_millis(wait.as_millis() as u64))
         )),
-        ProgressEvent::Decided { step_id, decision, actor, .. } => Some(format!("{step_id:<20} {decision} (decided by {actor})")),
+        ProgressEvent::Decided { step_id, decision, actor, .. } => {
+            Some(format!("{step_id:<20} {decision} (decided by {actor})"))
+        }
     }
 }

@@ -81,9 +81,7 @@ impl SecretSource {
                 continue;
             }
             // Never echo the line: it holds a secret.
-            let (k, v) = line
-                .split_once('=')
-                .ok_or_else(|| err(format!("line {}: expected NAME=value", i + 1)))?;
+            let (k, v) = line.split_once('=').ok_or_else(|| err(format!("line {}: expected NAME=value", i + 1)))?;
             file.insert(k.trim().to_string(), Secret::new(v.trim()));
         }
         Ok(SecretSource { file, use_env: true, fixed: BTreeMap::new() })
@@ -91,10 +89,7 @@ impl SecretSource {
 
     /// Fixed values only (no environment).
     pub fn fixed(values: impl IntoIterator<Item = (String, String)>) -> Self {
-        SecretSource {
-            fixed: values.into_iter().map(|(k, v)| (k, Secret::new(v))).collect(),
-            ..Default::default()
-        }
+        SecretSource { fixed: values.into_iter().map(|(k, v)| (k, Secret::new(v))).collect(), ..Default::default() }
     }
 
     /// Looks a secret up; missing or empty is an error (fail closed).

@@ -77,7 +77,13 @@ fn statuses(v: &Value) -> Vec<(String, String, u64)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["step_id"].as_str().unwrap().to_string(), s["status"].as_str().unwrap().to_string(), s["attempts"].as_u64().unwrap()))
+        .map(|s| {
+            (
+                s["step_id"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+                s["attempts"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -99,7 +105,10 @@ fn pause_then_resume_with_retry_skip_and_abort() {
     assert!(v["steps"][1]["error"].as_str().unwrap().contains("planned failure on attempt 1"));
     let (code, v) = cli.json(&["resume", &id, "--retry", "--as", "ann", "--json"]);
     assert_eq!(code, 0, "{v}");
-    assert_eq!(statuses(&v), vec![row("first", "succeeded", 1), row("flaky", "succeeded", 2), row("last", "unchanged", 1)]);
+    assert_eq!(
+        statuses(&v),
+        vec![row("first", "succeeded", 1), row("flaky", "succeeded", 2), row("last", "unchanged", 1)]
+    );
     // A second decision on the same step is refused, saying who decided.
     let out = cli.run(&["resume", &id, "--retry"]);
     assert_ne!(out.status.code(), Some(0));
@@ -111,7 +120,10 @@ fn pause_then_resume_with_retry_skip_and_abort() {
     let id = v["run"]["id"].as_str().unwrap().to_string();
     let (code, v) = cli.json(&["resume", &id, "--skip", "--as", "ann", "--json"]);
     assert_eq!(code, 0, "{v}");
-    assert_eq!(statuses(&v), vec![row("first", "succeeded", 1), row("flaky", "skipped", 1), row("last", "unchanged", 1)]);
+    assert_eq!(
+        statuses(&v),
+        vec![row("first", "succeeded", 1), row("flaky", "skipped", 1), row("last", "unchanged", 1)]
+    );
     assert!(v["steps"][1]["error"].as_str().unwrap().starts_with("skipped by ann"));
 
     // abort

@@ -16,7 +16,13 @@ async fn dag_runs_in_order_and_independent_steps_overlap() {
     let h = Harness::new().await;
     // b and c both need a; each makes a request the mock holds for 400 ms. If they ran one
     // after the other, their time windows could not overlap.
-    h.mock.state.inject(Fault { method: None, path_contains: "/__echo/slow".into(), status: 0, times: 2, delay_ms: 400 });
+    h.mock.state.inject(Fault {
+        method: None,
+        path_contains: "/__echo/slow".into(),
+        status: 0,
+        times: 2,
+        delay_ms: 400,
+    });
     let yaml = format!(
         r#"version: 1
 name: dag
@@ -162,7 +168,8 @@ steps:
     // Compilation is cached by the shared sandbox; allow generous slack for a loaded CI box.
     assert!(took < Duration::from_secs(20), "took {took:?}");
     // The host is unharmed: the same engine runs a normal step right after.
-    let (_, ok) = h.run("version: 1\nname: after\nsteps:\n  - { id: fine, uses: testkit, with: { mode: noop } }\n", &[]).await;
+    let (_, ok) =
+        h.run("version: 1\nname: after\nsteps:\n  - { id: fine, uses: testkit, with: { mode: noop } }\n", &[]).await;
     assert_eq!(ok, RunStatus::Succeeded);
 }
 
@@ -195,7 +202,8 @@ steps:
 #[tokio::test]
 async fn a_panicking_plugin_becomes_a_failed_step_with_its_message() {
     let h = Harness::new().await;
-    let yaml = "version: 1\nname: p\nsteps:\n  - { id: boom, uses: testkit, with: { mode: panic }, on_failure: abort }\n";
+    let yaml =
+        "version: 1\nname: p\nsteps:\n  - { id: boom, uses: testkit, with: { mode: panic }, on_failure: abort }\n";
     let (id, status) = h.run(yaml, &[]).await;
     assert_eq!(status, RunStatus::Failed);
     let s = &h.steps(&id).await["boom"];
@@ -344,7 +352,10 @@ steps:
     }
     // A stale click (the step moved on) is a no-op that says who handled it.
     let again = e.decide(&id, "flaky", Some(1), Decision::Skip, "cat").await.unwrap();
-    assert!(matches!(again, DecisionOutcome::AlreadyHandled { by: Some(ref by), .. } if by.contains(if winner == "retry" { "ann" } else { "bob" })), "{again:?}");
+    assert!(
+        matches!(again, DecisionOutcome::AlreadyHandled { by: Some(ref by), .. } if by.contains(if winner == "retry" { "ann" } else { "bob" })),
+        "{again:?}"
+    );
 
     // Skip: the step is skipped by a person, and the steps after it run.
     let (id, _) = h.run(yaml, &[]).await;
@@ -400,7 +411,13 @@ async fn the_okta_pipeline_offboards_alice_and_absorbs_a_503() {
 #[tokio::test]
 async fn okta_rate_limits_become_a_wait_then_a_retry() {
     let h = Harness::new().await;
-    h.mock.state.inject(Fault { method: Some("GET".into()), path_contains: "/api/v1/users/".into(), status: 429, times: 1, delay_ms: 0 });
+    h.mock.state.inject(Fault {
+        method: Some("GET".into()),
+        path_contains: "/api/v1/users/".into(),
+        status: 429,
+        times: 1,
+        delay_ms: 0,
+    });
     let yaml = format!(
         r#"version: 1
 name: rl

@@ -36,6 +36,10 @@ steps:
     assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("POST", "/__echo/hook"));
     // The same host policy applies to Python: the other host was refused.
     assert_eq!(s["denied"].status, StepStatus::Failed);
-    assert!(s["denied"].error.as_deref().unwrap().contains("not in this step's `allow:` list"), "{:?}", s["denied"].error);
+    assert!(
+        s["denied"].error.as_deref().unwrap().contains("not in this step's `allow:` list"),
+        "{:?}",
+        s["denied"].error
+    );
     assert_eq!(status, RunStatus::Failed);
 }

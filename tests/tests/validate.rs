@@ -69,7 +69,12 @@ fn invalid_pipelines_give_their_golden_errors() {
             mismatches.push(format!("--- {name}\nexpected:\n{expected}\nactual:\n{actual}"));
         }
     }
-    assert!(mismatches.is_empty(), "{} golden mismatches (UPDATE_GOLDEN=1 rewrites them):\n{}", mismatches.len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} golden mismatches (UPDATE_GOLDEN=1 rewrites them):\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
 }
 
 #[test]
@@ -96,5 +101,8 @@ fn committed_schema_matches_the_types() {
         std::fs::write(root().join("schema/pipeline.schema.json"), &generated).unwrap();
         return;
     }
-    assert!(committed == generated, "schema/pipeline.schema.json is stale: run `cargo run -- schema > schema/pipeline.schema.json`");
+    assert!(
+        committed == generated,
+        "schema/pipeline.schema.json is stale: run `cargo run -- schema > schema/pipeline.schema.json`"
+    );
 }

@@ -18,8 +18,8 @@
 use std::collections::BTreeMap;
 
 use offramp_plugin_sdk::{
-    Guest, HttpError, Invocation, Outcome, PluginInfo, Request, TaskError, changed, export_plugin,
-    http_error, info, input, permanent, rate_limited, transient, unchanged,
+    Guest, HttpError, Invocation, Outcome, PluginInfo, Request, TaskError, changed, export_plugin, http_error, info,
+    input, permanent, rate_limited, transient, unchanged,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -73,11 +73,7 @@ impl Guest for Http {
             Err(e) => return Err(http_error(e)),
         };
         let status = resp.status();
-        let ok = if input.expect.is_empty() {
-            resp.is_success()
-        } else {
-            input.expect.contains(&status)
-        };
+        let ok = if input.expect.is_empty() { resp.is_success() } else { input.expect.contains(&status) };
         let body = serde_json::from_slice::<Value>(&resp.raw.body).unwrap_or_else(|_| Value::String(resp.text()));
         if !ok {
             let snippet: String = resp.text().chars().take(300).collect();
@@ -91,8 +87,7 @@ impl Guest for Http {
                 _ => permanent(msg),
             });
         }
-        let headers: BTreeMap<&str, &str> =
-            resp.raw.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let headers: BTreeMap<&str, &str> = resp.raw.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         let output = json!({ "status": status, "headers": headers, "body": body });
         if method == "GET" || method == "HEAD" { unchanged(&output) } else { changed(&output) }
     }

@@ -20,9 +20,8 @@
 //! 429 carries `X-Rate-Limit-Reset` (epoch seconds), turned into a transient error with the wait.
 
 use offramp_plugin_sdk::{
-    Guest, HttpError, Invocation, Outcome, PluginInfo, Request, Response, TaskError, changed,
-    encode_path_segment, export_plugin, http_error, info, input, permanent, rate_limited,
-    transient, unchanged,
+    Guest, HttpError, Invocation, Outcome, PluginInfo, Request, Response, TaskError, changed, encode_path_segment,
+    export_plugin, http_error, info, input, permanent, rate_limited, transient, unchanged,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -230,15 +229,13 @@ impl Guest for Okta {
                     }
                 }
             }
-            Action::ClearSessions => {
-                match api.mutate("DELETE", &format!("/users/{uid}/sessions?oauthTokens=true"))? {
-                    Sent::DryRun => changed(&json!({ "id": user.id, "would": "clear sessions and OAuth tokens" })),
-                    Sent::Done(resp) => {
-                        check(resp)?;
-                        changed(&json!({ "id": user.id, "sessions_cleared": true, "oauth_tokens": true }))
-                    }
+            Action::ClearSessions => match api.mutate("DELETE", &format!("/users/{uid}/sessions?oauthTokens=true"))? {
+                Sent::DryRun => changed(&json!({ "id": user.id, "would": "clear sessions and OAuth tokens" })),
+                Sent::Done(resp) => {
+                    check(resp)?;
+                    changed(&json!({ "id": user.id, "sessions_cleared": true, "oauth_tokens": true }))
                 }
-            }
+            },
             Action::RemoveGroups => {
                 let groups: Vec<Group> = api.get(&format!("/users/{uid}/groups"))?.json()?;
                 // Only OKTA_GROUP memberships can be removed; `Everyone` is BUILT_IN and

@@ -33,9 +33,7 @@ pub use bindings::Guest;
 pub use bindings::export_plugin;
 pub use bindings::offramp::plugin::http::{HttpError, Request as RawRequest, Response as RawResponse};
 pub use bindings::offramp::plugin::log::Level;
-pub use bindings::offramp::plugin::types::{
-    Change, ErrorKind, InputSpec, Invocation, Outcome, PluginInfo, TaskError,
-};
+pub use bindings::offramp::plugin::types::{Change, ErrorKind, InputSpec, Invocation, Outcome, PluginInfo, TaskError};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -56,8 +54,7 @@ pub fn unchanged<T: Serialize>(output: &T) -> Result<Outcome, TaskError> {
 }
 
 fn outcome<T: Serialize>(output: &T, change: Change) -> Result<Outcome, TaskError> {
-    let output = serde_json::to_string(output)
-        .map_err(|e| permanent(format!("cannot encode output: {e}")))?;
+    let output = serde_json::to_string(output).map_err(|e| permanent(format!("cannot encode output: {e}")))?;
     Ok(Outcome { output, change })
 }
 
@@ -112,9 +109,7 @@ pub struct Request {
 
 impl Request {
     pub fn new(method: &str, url: impl Into<String>) -> Self {
-        Self {
-            raw: RawRequest { method: method.into(), url: url.into(), headers: Vec::new(), body: None },
-        }
+        Self { raw: RawRequest { method: method.into(), url: url.into(), headers: Vec::new(), body: None } }
     }
     pub fn get(url: impl Into<String>) -> Self {
         Self::new("GET", url)
@@ -162,20 +157,15 @@ impl Response {
     }
     /// The first value of a header (names are matched case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.raw
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.raw.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.raw.body).into_owned()
     }
     /// Parses the body as JSON; a bad body is a transient error (a proxy's HTML error page, say).
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, TaskError> {
-        serde_json::from_slice(&self.raw.body).map_err(|e| {
-            transient(format!("HTTP {}: response is not the JSON expected: {e}", self.raw.status))
-        })
+        serde_json::from_slice(&self.raw.body)
+            .map_err(|e| transient(format!("HTTP {}: response is not the JSON expected: {e}", self.raw.status)))
     }
 }
 
@@ -186,9 +176,7 @@ pub fn http_error(e: HttpError) -> TaskError {
         HttpError::InvalidRequest(why) => permanent(format!("invalid request: {why}")),
         HttpError::Timeout => transient("request timed out"),
         HttpError::Transport(why) => transient(format!("connection failed: {why}")),
-        HttpError::ResponseTooLarge(limit) => {
-            permanent(format!("response larger than the host's {limit}-byte cap"))
-        }
+        HttpError::ResponseTooLarge(limit) => permanent(format!("response larger than the host's {limit}-byte cap")),
         HttpError::DryRun => permanent("mutating request not sent (dry run)"),
     }
 }

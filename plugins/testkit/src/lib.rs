@@ -6,8 +6,8 @@
 //! `panic`, `print` (writes to stdout and stderr).
 
 use offramp_plugin_sdk::{
-    Guest, Invocation, Level, Outcome, PluginInfo, Request, TaskError, changed, export_plugin,
-    http_error, info, input, log, needs_human, permanent, transient, unchanged,
+    Guest, Invocation, Level, Outcome, PluginInfo, Request, TaskError, changed, export_plugin, http_error, info, input,
+    log, needs_human, permanent, transient, unchanged,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};

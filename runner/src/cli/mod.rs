@@ -160,9 +160,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OFFRAMP_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OFFRAMP_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -264,7 +262,12 @@ async fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     if !args.json {
-        println!("run {run_id}: {} for {}{}", plan.name, engine.store().run(&run_id).await?.subject, if args.dry_run { " (dry run)" } else { "" });
+        println!(
+            "run {run_id}: {} for {}{}",
+            plan.name,
+            engine.store().run(&run_id).await?.subject,
+            if args.dry_run { " (dry run)" } else { "" }
+        );
     }
     drive_and_report(&engine, &run_id, plan.steps.len(), args.json).await
 }
@@ -417,7 +420,8 @@ async fn resume(g: &Global, args: ResumeArgs) -> Result<ExitCode> {
         Decision::Abort
     };
     let steps = engine.store().steps(&run.id).await?;
-    let paused: Vec<&str> = steps.iter().filter(|s| s.status == StepStatus::Paused).map(|s| s.step_id.as_str()).collect();
+    let paused: Vec<&str> =
+        steps.iter().filter(|s| s.status == StepStatus::Paused).map(|s| s.step_id.as_str()).collect();
     let step = match (&args.step, paused.as_slice()) {
         (Some(s), _) => s.clone(),
         (None, [one]) => (*one).to_string(),

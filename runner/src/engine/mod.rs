@@ -138,7 +138,14 @@ impl Engine {
             steps,
         };
         self.store
-            .create_run(&run, Event::new(&req.requested_by, "run_created", json!({ "pipeline": plan.name, "subject": subject, "dry_run": req.dry_run })))
+            .create_run(
+                &run,
+                Event::new(
+                    &req.requested_by,
+                    "run_created",
+                    json!({ "pipeline": plan.name, "subject": subject, "dry_run": req.dry_run }),
+                ),
+            )
             .await?;
         Ok(id)
     }
@@ -151,7 +158,14 @@ impl Engine {
         }
         let plan: Plan = serde_json::from_value(run.plan.clone()).map_err(|e| EngineError::Plan(e.to_string()))?;
         if run.status == RunStatus::Pending {
-            self.store.set_run_status(run_id, &[RunStatus::Pending], RunStatus::Running, Event::new("engine", "run_started", json!({}))).await?;
+            self.store
+                .set_run_status(
+                    run_id,
+                    &[RunStatus::Pending],
+                    RunStatus::Running,
+                    Event::new("engine", "run_started", json!({})),
+                )
+                .await?;
             self.progress.emit(ProgressEvent::RunStatus { run_id: run_id.to_string(), status: RunStatus::Running });
         }
         let mut tasks: JoinSet<Result<StepDone, EngineError>> = JoinSet::new();
@@ -272,7 +286,9 @@ impl Engine {
 
     fn readiness(&self, step: &StepPlan, status: &HashMap<&str, &StepRecord>) -> Ready {
         for need in &step.needs {
-            let Some(rec) = status.get(need.as_str()) else { return Ready::Skip(format!("needs unknown step `{need}`")) };
+            let Some(rec) = status.get(need.as_str()) else {
+                return Ready::Skip(format!("needs unknown step `{need}`"));
+            };
             match rec.status {
                 StepStatus::Succeeded | StepStatus::Unchanged => {}
                 // A person chose to skip it: carry on as if it were done.
@@ -316,8 +332,14 @@ impl Engine {
     }
 
     /// A step that cannot even start (its input or condition fails to render): a permanent failure.
-    async fn fail_without_running(&self, run_id: &str, step: &StepPlan, attempts: u32, message: &str) -> Result<StepDone, EngineError> {
-        self.finish_failed(run_id, step, attempts, FailureKind::Permanent, message, vec![], json!([])).await
+    async fn fail_without_running(
+        &self,
+        run_id: &str,
+        step: &StepPlan,
+        attempts: u32,
+        message: &str,
+    ) -> Result<StepDone, EngineError> {
+        self.finish_failed(run_id, step, attempts, Failure::early(FailureKind::Permanent, message)).await
     }
 
     async fn finish_failed(
@@ -325,11 +347,10 @@ impl Engine {
         run_id: &str,
         step: &StepPlan,
         attempts: u32,
-        kind: FailureKind,
-        message: &str,
-        log: Vec<String>,
-        requests: Value,
+        failure: Failure,
     ) -> Result<StepDone, EngineError> {
+        let Failure { kind, message, log, requests } = failure;
+        let message = message.as_str();
         let pause = kind == FailureKind::NeedsHuman || step.on_failure == OnFailure::Pause;
         let to = if pause { StepStatus::Paused } else { StepStatus::Failed };
         self.store
@@ -348,7 +369,11 @@ impl Engine {
                     finished: !pause,
                     ..Default::default()
                 },
-                Event::new("engine", if pause { "step_paused" } else { "step_failed" }, json!({ "error": message, "kind": kind, "attempts": attempts })),
+                Event::new(
+                    "engine",
+                    if pause { "step_paused" } else { "step_failed" },
+                    json!({ "error": message, "kind": kind, "attempts": attempts }),
+                ),
             )
             .await?;
         self.progress.emit(ProgressEvent::Step {
@@ -362,21 +387,44 @@ impl Engine {
     }
 
     /// Runs a step's attempts (retrying transient failures) and records the outcome.
-    async fn run_step(&self, run: &RunRecord, step: &StepPlan, mut attempts: u32, ctx: minijinja::Value) -> Result<StepDone, EngineError> {
+    async fn run_step(
+        &self,
+        run: &RunRecord,
+        step: &StepPlan,
+        mut attempts: u32,
+        ctx: minijinja::Value,
+    ) -> Result<StepDone, EngineError> {
         let input = match template::render_json(&step.with, &ctx) {
             Ok(v) => v,
-            Err(e) => return self.finish_failed(&run.id, step, attempts, FailureKind::Permanent, &format!("cannot render `with`: {e}"), vec![], json!([])).await,
+            Err(e) => {
+                return self
+                    .finish_failed(
+                        &run.id,
+                        step,
+                        attempts,
+                        Failure::early(FailureKind::Permanent, &format!("cannot render `with`: {e}")),
+                    )
+                    .await;
+            }
         };
         let plugin = match self.sandbox.plugin(&step.plugin) {
             Ok(p) => p,
-            Err(e) => return self.finish_failed(&run.id, step, attempts, FailureKind::Permanent, &e.to_string(), vec![], json!([])).await,
+            Err(e) => {
+                return self
+                    .finish_failed(&run.id, step, attempts, Failure::early(FailureKind::Permanent, &e.to_string()))
+                    .await;
+            }
         };
         let mut injections = Vec::new();
         for rule in &step.credentials {
             match self.secrets.get(&rule.secret) {
                 Ok(value) => injections.push(Injection { rule: rule.clone(), value }),
                 // A missing secret will not appear by retrying: a person must set it.
-                Err(e) => return self.finish_failed(&run.id, step, attempts, FailureKind::NeedsHuman, &e.to_string(), vec![], json!([])).await,
+                Err(e) => {
+                    return self
+                        .finish_failed(&run.id, step, attempts, Failure::early(FailureKind::NeedsHuman, &e.to_string()))
+                        .await;
+                }
             }
         }
         let key = idempotency_key(&run.id, &step.id);
@@ -439,7 +487,11 @@ impl Engine {
                                 finished: true,
                                 ..Default::default()
                             },
-                            Event::new("engine", "step_finished", json!({ "status": to.as_str(), "attempts": attempts })),
+                            Event::new(
+                                "engine",
+                                "step_finished",
+                                json!({ "status": to.as_str(), "attempts": attempts }),
+                            ),
                         )
                         .await?;
                     self.progress.emit(ProgressEvent::Step {
@@ -454,7 +506,11 @@ impl Engine {
                 AttemptResult::Failed { kind, message, retry_after } => {
                     let budget_left = attempts < first_of_this_drive - 1 + step.retry.attempts;
                     if kind == FailureKind::Transient && budget_left {
-                        let wait = step.retry.delay_before(attempts + 1).max(retry_after.unwrap_or_default()).min(Duration::from_secs(15 * 60));
+                        let wait = step
+                            .retry
+                            .delay_before(attempts + 1)
+                            .max(retry_after.unwrap_or_default())
+                            .min(Duration::from_secs(15 * 60));
                         self.store
                             .change_step(
                                 &run.id,
@@ -475,7 +531,8 @@ impl Engine {
                         tokio::time::sleep(wait).await;
                         continue;
                     }
-                    return self.finish_failed(&run.id, step, attempts, kind, &message, report.log, requests).await;
+                    let failure = Failure { kind, message, log: report.log, requests };
+                    return self.finish_failed(&run.id, step, attempts, failure).await;
                 }
             }
         }
@@ -526,12 +583,17 @@ impl Engine {
             .await?;
         if !applied {
             let events = self.store.events(run_id).await?;
-            let by = events
-                .iter()
-                .rev()
-                .find(|e| e.kind == "decision" && e.step_id.as_deref() == Some(step_id))
-                .map(|e| format!("{} ({})", e.actor, e.detail.get("decision").and_then(Value::as_str).unwrap_or("?")));
-            let now = self.store.steps(run_id).await?.into_iter().find(|s| s.step_id == step_id).map_or(step.status, |s| s.status);
+            let by =
+                events.iter().rev().find(|e| e.kind == "decision" && e.step_id.as_deref() == Some(step_id)).map(|e| {
+                    format!("{} ({})", e.actor, e.detail.get("decision").and_then(Value::as_str).unwrap_or("?"))
+                });
+            let now = self
+                .store
+                .steps(run_id)
+                .await?
+                .into_iter()
+                .find(|s| s.step_id == step_id)
+                .map_or(step.status, |s| s.status);
             return Ok(DecisionOutcome::AlreadyHandled { by, status: now });
         }
         self.progress.emit(ProgressEvent::Decided {
@@ -550,11 +612,31 @@ impl Engine {
         if run.status == RunStatus::Paused && !still_paused {
             let to = if decision == Decision::Abort { RunStatus::Aborted } else { RunStatus::Running };
             self.store
-                .set_run_status(run_id, &[RunStatus::Paused], to, Event::new(actor, if to == RunStatus::Aborted { "run_aborted" } else { "run_resumed" }, json!({})))
+                .set_run_status(
+                    run_id,
+                    &[RunStatus::Paused],
+                    to,
+                    Event::new(actor, if to == RunStatus::Aborted { "run_aborted" } else { "run_resumed" }, json!({})),
+                )
                 .await?;
             self.progress.emit(ProgressEvent::RunStatus { run_id: run_id.to_string(), status: to });
         }
         Ok(DecisionOutcome::Applied)
+    }
+}
+
+/// Why a step failed for good, with what its last attempt left behind.
+struct Failure {
+    kind: FailureKind,
+    message: String,
+    log: Vec<String>,
+    requests: Value,
+}
+
+impl Failure {
+    /// A failure before the plugin ran (bad template, missing plugin or secret).
+    fn early(kind: FailureKind, message: &str) -> Self {
+        Failure { kind, message: message.to_string(), log: vec![], requests: json!([]) }
     }
 }
 
@@ -575,9 +657,14 @@ fn context(run: &RunRecord, steps: &[StepRecord]) -> minijinja::Value {
     let vars = run.plan.get("vars").cloned().unwrap_or(json!({}));
     let steps: serde_json::Map<String, Value> = steps
         .iter()
-        .filter(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Unchanged | StepStatus::Skipped | StepStatus::Failed))
+        .filter(|s| {
+            matches!(s.status, StepStatus::Succeeded | StepStatus::Unchanged | StepStatus::Skipped | StepStatus::Failed)
+        })
         .map(|s| {
-            (s.step_id.clone(), json!({ "output": s.output.clone().unwrap_or(Value::Null), "status": s.status.as_str() }))
+            (
+                s.step_id.clone(),
+                json!({ "output": s.output.clone().unwrap_or(Value::Null), "status": s.status.as_str() }),
+            )
         })
         .collect();
     crate::pipeline::template::to_value(json!({
@@ -624,7 +711,10 @@ fn check_inputs(plan: &Plan, given: &BTreeMap<String, String>) -> Result<serde_j
 /// The run's subject: the first email input, else the first required input, else the name.
 fn pick_subject(plan: &Plan, inputs: &serde_json::Map<String, Value>) -> String {
     let pick = |pred: &dyn Fn(&crate::pipeline::model::InputSpec) -> bool| {
-        plan.inputs.iter().filter(|(_, s)| pred(s)).find_map(|(n, _)| inputs.get(n).and_then(Value::as_str).map(str::to_string))
+        plan.inputs
+            .iter()
+            .filter(|(_, s)| pred(s))
+            .find_map(|(n, _)| inputs.get(n).and_then(Value::as_str).map(str::to_string))
     };
     pick(&|s| s.kind == crate::pipeline::InputType::Email)
         .or_else(|| pick(&|s| s.required))

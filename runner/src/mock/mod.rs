@@ -171,10 +171,8 @@ async fn log_and_inject(State(state): State<MockState>, req: Request, next: Next
 }
 
 async fn echo(method: Method, headers: HeaderMap, uri: axum::http::Uri, body: Bytes) -> impl IntoResponse {
-    let headers: serde_json::Map<String, serde_json::Value> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
-        .collect();
+    let headers: serde_json::Map<String, serde_json::Value> =
+        headers.iter().map(|(k, v)| (k.as_str().to_string(), json!(String::from_utf8_lossy(v.as_bytes())))).collect();
     axum::Json(json!({
         "method": method.as_str(),
         "path": uri.path(),

@@ -164,12 +164,9 @@ fn ok(status: StatusCode, body: Option<Value>) -> Response {
     resp
 }
 
-fn authorized(state: &MockState, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(state: &MockState, headers: &HeaderMap) -> bool {
     let expected = state.okta.data.lock().map(|d| format!("SSWS {}", d.token)).unwrap_or_default();
-    match headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        Some(v) if v == expected => Ok(()),
-        _ => Err(okta_error(StatusCode::UNAUTHORIZED, "E0000011", "Invalid token provided", &[])),
-    }
+    headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| !expected.is_empty() && v == expected)
 }
 
 fn user_json(u: &User) -> Value {
@@ -199,8 +196,8 @@ fn not_found(what: &str) -> Response {
 
 macro_rules! guard {
     ($state:expr, $headers:expr) => {
-        if let Err(resp) = authorized(&$state, &$headers) {
-            return resp;
+        if !authorized(&$state, &$headers) {
+            return okta_error(StatusCode::UNAUTHORIZED, "E0000011", "Invalid token provided", &[]);
         }
     };
 }
@@ -307,7 +304,12 @@ async fn remove_from_group(
 ) -> Response {
     guard!(state, headers);
     with_user(&state, &uid, |u, groups| match groups.get(&gid) {
-        None => okta_error(StatusCode::NOT_FOUND, "E0000007", &format!("Not found: Resource not found: {gid} (UserGroup)"), &[]),
+        None => okta_error(
+            StatusCode::NOT_FOUND,
+            "E0000007",
+            &format!("Not found: Resource not found: {gid} (UserGroup)"),
+            &[],
+        ),
         Some(g) if g.kind != "OKTA_GROUP" => okta_error(
             StatusCode::BAD_REQUEST,
             "E0000001",

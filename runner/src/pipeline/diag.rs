@@ -41,11 +41,7 @@ pub fn render(file: &str, source: &str, diags: &[Diagnostic]) -> String {
         let pad = " ".repeat(num.len());
         let col = (d.loc.col as usize).max(1);
         let width = token_width(line, col);
-        let indent: String = line
-            .chars()
-            .take(col - 1)
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
-            .collect();
+        let indent: String = line.chars().take(col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
         let _ = writeln!(out, "{pad} |");
         let _ = writeln!(out, "{num} | {line}");
         let _ = writeln!(out, "{pad} | {indent}{}", "^".repeat(width));

@@ -260,9 +260,7 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size; write e.g. `64MiB`, `512KiB` or `1GiB`"))?;
+    let n: u64 = num.parse().map_err(|_| format!("`{text}` is not a size; write e.g. `64MiB`, `512KiB` or `1GiB`"))?;
     let mult = match unit.trim() {
         "" | "B" => 1,
         "KiB" | "K" | "KB" => 1024,

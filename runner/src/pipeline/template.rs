@@ -64,9 +64,7 @@ pub(crate) fn references(template: &str) -> Result<BTreeSet<String>, TemplateErr
 /// The variables an `if:` expression refers to.
 pub(crate) fn expression_references(expr: &str) -> Result<BTreeSet<String>, TemplateError> {
     let env = environment();
-    let compiled = env
-        .compile_expression(condition_expression(expr))
-        .map_err(|e| TemplateError(describe(&e)))?;
+    let compiled = env.compile_expression(condition_expression(expr)).map_err(|e| TemplateError(describe(&e)))?;
     Ok(compiled.undeclared_variables(true).into_iter().collect())
 }
 
@@ -78,9 +76,7 @@ pub(crate) fn render_json(value: &serde_json::Value, ctx: &Value) -> Result<serd
         J::String(s) => render_string_value(s, ctx)?,
         J::Array(items) => J::Array(items.iter().map(|v| render_json(v, ctx)).collect::<Result<_, _>>()?),
         J::Object(map) => J::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), render_json(v, ctx)?)))
-                .collect::<Result<_, TemplateError>>()?,
+            map.iter().map(|(k, v)| Ok((k.clone(), render_json(v, ctx)?))).collect::<Result<_, TemplateError>>()?,
         ),
         other => other.clone(),
     })
@@ -93,9 +89,7 @@ fn render_string_value(s: &str, ctx: &Value) -> Result<serde_json::Value, Templa
     let env = environment();
     if let Some(expr) = sole_expression(s) {
         let compiled = env.compile_expression(expr).map_err(|e| TemplateError(describe(&e)))?;
-        let v = compiled
-            .eval(ctx.clone())
-            .map_err(|e| TemplateError(format!("in `{s}`: {}", describe(&e))))?;
+        let v = compiled.eval(ctx.clone()).map_err(|e| TemplateError(format!("in `{s}`: {}", describe(&e))))?;
         if v.is_undefined() {
             return Err(TemplateError(format!("in `{s}`: undefined value (`{expr}` names nothing)")));
         }
@@ -117,9 +111,7 @@ pub(crate) fn render_text(s: &str, ctx: &Value) -> Result<String, TemplateError>
 /// Evaluates an `if:` expression to a boolean (minijinja truthiness).
 pub(crate) fn eval_condition(expr: &str, ctx: &Value) -> Result<bool, TemplateError> {
     let env = environment();
-    let compiled = env
-        .compile_expression(condition_expression(expr))
-        .map_err(|e| TemplateError(describe(&e)))?;
+    let compiled = env.compile_expression(condition_expression(expr)).map_err(|e| TemplateError(describe(&e)))?;
     compiled
         .eval(ctx.clone())
         .map(|v| v.is_true())

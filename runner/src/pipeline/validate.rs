@@ -8,9 +8,7 @@ use serde::de::IgnoredAny;
 use serde_json::json;
 
 use super::diag::Diagnostic;
-use super::model::{
-    self, Credential, InputSpec, InputType, OnFailure, PipelineDoc, Pipeline, Step,
-};
+use super::model::{self, Credential, InputSpec, InputType, OnFailure, Pipeline, PipelineDoc, Step};
 use super::template;
 use super::yaml::{self, Loc, Node, NodeKind, Spanned};
 
@@ -36,9 +34,7 @@ impl Origin {
     pub fn parse(text: &str) -> Result<Origin, String> {
         let t = text.trim();
         if !t.contains("://") {
-            return Err(format!(
-                "malformed host `{t}`: write it with its scheme, e.g. `https://{t}`"
-            ));
+            return Err(format!("malformed host `{t}`: write it with its scheme, e.g. `https://{t}`"));
         }
         let url = url::Url::parse(t).map_err(|e| format!("malformed host `{t}`: {e}"))?;
         let scheme = url.scheme().to_string();
@@ -49,18 +45,14 @@ impl Origin {
             return Err(format!("malformed host `{t}`: no user or password in hosts; use `credentials:`"));
         }
         if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-            return Err(format!(
-                "malformed host `{t}`: give only scheme, host and port (no path, query or fragment)"
-            ));
+            return Err(format!("malformed host `{t}`: give only scheme, host and port (no path, query or fragment)"));
         }
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| format!("malformed host `{t}`: no host name"))?
             .to_ascii_lowercase();
-        let port = url
-            .port_or_known_default()
-            .ok_or_else(|| format!("malformed host `{t}`: no port"))?;
+        let port = url.port_or_known_default().ok_or_else(|| format!("malformed host `{t}`: no port"))?;
         Ok(Origin { scheme, host, port })
     }
 
@@ -187,7 +179,10 @@ pub fn validate(text: &str, file: &Path, opts: &LoadOptions) -> Result<Plan, Vec
     match steps_node.map(|n| (&n.kind, n)) {
         Some((NodeKind::Seq(items), _)) => {
             if items.is_empty() {
-                diags.push(Diagnostic::new(steps_node.map_or(root.loc, |n| n.loc), "a pipeline needs at least one step"));
+                diags.push(Diagnostic::new(
+                    steps_node.map_or(root.loc, |n| n.loc),
+                    "a pipeline needs at least one step",
+                ));
             }
             for item in items {
                 match yaml::from_node::<Step>(item) {
@@ -245,11 +240,8 @@ fn is_identifier(s: &str) -> bool {
 }
 
 fn identifier_hint(s: &str) -> String {
-    let fixed: String = s
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
+    let fixed: String =
+        s.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     let fixed = fixed.trim_start_matches(|c: char| c.is_ascii_digit() || c == '_');
     if fixed.is_empty() { "e.g. `suspend_user`".into() } else { format!("e.g. `{fixed}`") }
 }
@@ -277,7 +269,10 @@ fn check_inputs(root: &Node, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, (I
         if let Some(default) = &spec.default {
             let loc = value.get("default").map_or(value.loc, |n| n.loc);
             if spec.required {
-                diags.push(Diagnostic::new(loc, format!("input `{name}` has a default, so it cannot be `required: true`; remove one")));
+                diags.push(Diagnostic::new(
+                    loc,
+                    format!("input `{name}` has a default, so it cannot be `required: true`; remove one"),
+                ));
             }
             if let Err(why) = coerce_input(spec.kind, default) {
                 diags.push(Diagnostic::new(loc, format!("default of input `{name}`: {why}")));
@@ -296,8 +291,12 @@ pub fn coerce_input(kind: InputType, value: &serde_json::Value) -> Result<serde_
         (InputType::Email, J::String(s)) => {
             let s = s.trim();
             let valid = s.split_once('@').is_some_and(|(local, domain)| {
-                !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
-                    && !s.contains(char::is_whitespace) && s.matches('@').count() == 1
+                !local.is_empty()
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !s.contains(char::is_whitespace)
+                    && s.matches('@').count() == 1
             });
             if valid { Ok(J::String(s.to_string())) } else { Err(format!("`{s}` is not an email address")) }
         }
@@ -308,11 +307,9 @@ pub fn coerce_input(kind: InputType, value: &serde_json::Value) -> Result<serde_
             _ => Err(format!("`{s}` is not a bool (true or false)")),
         },
         (InputType::Int, J::Number(n)) if n.is_i64() => Ok(value.clone()),
-        (InputType::Int, J::String(s)) => s
-            .trim()
-            .parse::<i64>()
-            .map(J::from)
-            .map_err(|_| format!("`{s}` is not an integer")),
+        (InputType::Int, J::String(s)) => {
+            s.trim().parse::<i64>().map(J::from).map_err(|_| format!("`{s}` is not an integer"))
+        }
         (kind, other) => Err(format!("expected {kind}, got {other}")),
     }
 }
@@ -333,11 +330,17 @@ fn check_steps(
         if !is_identifier(id) {
             diags.push(Diagnostic::new(
                 step.id.loc,
-                format!("step id `{id}` must be lower-case letters, digits and `_` so templates can name it ({})", identifier_hint(id)),
+                format!(
+                    "step id `{id}` must be lower-case letters, digits and `_` so templates can name it ({})",
+                    identifier_hint(id)
+                ),
             ));
         }
         if let Some(first) = seen.get(id) {
-            diags.push(Diagnostic::new(step.id.loc, format!("duplicate step id `{id}` (first used on line {})", first.line)));
+            diags.push(Diagnostic::new(
+                step.id.loc,
+                format!("duplicate step id `{id}` (first used on line {})", first.line),
+            ));
         } else {
             seen.insert(id, step.id.loc);
         }
@@ -358,7 +361,10 @@ fn check_steps(
                     || format!("steps are: {}", sorted_ids.join(", ")),
                     |b| format!("did you mean `{b}`?"),
                 );
-                diags.push(Diagnostic::new(need.loc, format!("`needs` names unknown step `{}` ({hint})", need.as_str())));
+                diags.push(Diagnostic::new(
+                    need.loc,
+                    format!("`needs` names unknown step `{}` ({hint})", need.as_str()),
+                ));
             }
         }
     }
@@ -388,10 +394,12 @@ fn check_steps(
         let plugin = resolve_plugin(&step.uses, file, opts, diags);
         let timeout = parse_spanned(step.timeout.as_ref(), model::DEFAULT_TIMEOUT, model::parse_duration, diags);
         if timeout.is_zero() {
-            diags.push(Diagnostic::new(step.timeout.as_ref().map_or(step.id.loc, |t| t.loc), "`timeout` must be more than zero"));
+            diags.push(Diagnostic::new(
+                step.timeout.as_ref().map_or(step.id.loc, |t| t.loc),
+                "`timeout` must be more than zero",
+            ));
         }
-        let memory_bytes =
-            parse_spanned(step.memory.as_ref(), model::DEFAULT_MEMORY_BYTES, model::parse_bytes, diags);
+        let memory_bytes = parse_spanned(step.memory.as_ref(), model::DEFAULT_MEMORY_BYTES, model::parse_bytes, diags);
         if let Some(m) = &step.memory
             && !(1024 * 1024..=model::MAX_MEMORY_BYTES).contains(&memory_bytes)
         {
@@ -399,7 +407,10 @@ fn check_steps(
         }
         let r = &step.retry;
         if *r.attempts == 0 || *r.attempts > 100 {
-            diags.push(Diagnostic::new(r.attempts.loc, "`attempts` counts the first attempt too: use 1 (no retry) to 100"));
+            diags.push(Diagnostic::new(
+                r.attempts.loc,
+                "`attempts` counts the first attempt too: use 1 (no retry) to 100",
+            ));
         }
         let initial = parse_spanned(Some(&r.backoff.initial), Duration::from_secs(1), model::parse_duration, diags);
         let max = parse_spanned(Some(&r.backoff.max), Duration::from_secs(30), model::parse_duration, diags);
@@ -410,16 +421,9 @@ fn check_steps(
             diags.push(Diagnostic::new(r.backoff.max.loc, "`max` is shorter than `initial`"));
         }
 
-        let allow: Vec<Origin> = step
-            .allow
-            .iter()
-            .filter_map(|entry| origin(entry, &var_ctx, diags))
-            .collect();
-        let credentials = step
-            .credentials
-            .iter()
-            .filter_map(|c| check_credential(c, &allow, &var_ctx, diags))
-            .collect();
+        let allow: Vec<Origin> = step.allow.iter().filter_map(|entry| origin(entry, &var_ctx, diags)).collect();
+        let credentials =
+            step.credentials.iter().filter_map(|c| check_credential(c, &allow, &var_ctx, diags)).collect();
 
         plans.push(StepPlan {
             id: id.to_string(),
@@ -440,10 +444,8 @@ fn check_steps(
 
 /// The transitive `needs` of every step; reports each cycle once, naming it.
 fn check_cycles(steps: &[(Step, &Node)], diags: &mut Vec<Diagnostic>) -> HashMap<String, BTreeSet<String>> {
-    let graph: BTreeMap<&str, Vec<&str>> = steps
-        .iter()
-        .map(|(s, _)| (s.id.as_str(), s.needs.iter().map(|n| n.as_str()).collect()))
-        .collect();
+    let graph: BTreeMap<&str, Vec<&str>> =
+        steps.iter().map(|(s, _)| (s.id.as_str(), s.needs.iter().map(|n| n.as_str()).collect())).collect();
     let locs: HashMap<&str, Loc> = steps.iter().map(|(s, _)| (s.id.as_str(), s.id.loc)).collect();
     let mut state: HashMap<&str, u8> = HashMap::new(); // 1 = on stack, 2 = done
     let mut reported: BTreeSet<Vec<&str>> = BTreeSet::new();
@@ -525,24 +527,21 @@ impl RefCheck<'_> {
                 (r, _) if template::SECRET_ROOTS.contains(&r) => Some(format!(
                     "secrets cannot be templated into `{field}` (found `{r}`); declare the secret under `credentials:` so the host injects it into requests"
                 )),
-                ("inputs", Some(n)) if !self.inputs.contains_key(n) => Some(format!(
-                    "unknown input `{n}` in `{field}` (inputs: {})",
-                    list(self.inputs.keys())
-                )),
+                ("inputs", Some(n)) if !self.inputs.contains_key(n) => {
+                    Some(format!("unknown input `{n}` in `{field}` (inputs: {})", list(self.inputs.keys())))
+                }
                 ("vars", Some(n)) if !self.vars.contains_key(n) => {
                     Some(format!("unknown var `{n}` in `{field}` (vars: {})", list(self.vars.keys())))
                 }
-                ("steps", Some(n)) if n == self.step => {
-                    Some(format!("step `{n}` cannot read its own output"))
-                }
+                ("steps", Some(n)) if n == self.step => Some(format!("step `{n}` cannot read its own output")),
                 ("steps", Some(n)) if !self.all.contains_key(n) => {
                     let known: Vec<&str> = self.all.keys().copied().collect();
                     let hint = yaml::closest(n, &known).map(|b| format!(" (did you mean `{b}`?)")).unwrap_or_default();
                     Some(format!("unknown step `{n}` in `{field}`{hint}"))
                 }
-                ("steps", Some(n)) if !self.deps.contains(n) => Some(format!(
-                    "`{field}` reads step `{n}`, which may not have run yet: add `needs: [{n}]`"
-                )),
+                ("steps", Some(n)) if !self.deps.contains(n) => {
+                    Some(format!("`{field}` reads step `{n}`, which may not have run yet: add `needs: [{n}]`"))
+                }
                 ("inputs" | "vars" | "steps" | "run", _) => None,
                 (other, _) => Some(format!(
                     "unknown name `{other}` in `{field}`; templates can use {}",
@@ -590,7 +589,10 @@ fn resolve_plugin(uses: &Spanned<String>, file: &Path, opts: &LoadOptions, diags
         file.parent().unwrap_or(Path::new(".")).join(name.trim_start_matches("./"))
     } else {
         if !is_identifier(name) && !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            diags.push(Diagnostic::new(uses.loc, format!("`uses: {name}` is neither a plugin name nor a path ending in .wasm")));
+            diags.push(Diagnostic::new(
+                uses.loc,
+                format!("`uses: {name}` is neither a plugin name nor a path ending in .wasm"),
+            ));
             return PathBuf::new();
         }
         opts.plugins_dir.join(format!("{name}.wasm"))
@@ -644,15 +646,15 @@ fn render_host(entry: &Spanned<String>, var_ctx: &minijinja::Value, diags: &mut 
             if let Some(bad) = refs.iter().find(|r| !r.starts_with("vars.") && *r != "vars") {
                 diags.push(Diagnostic::new(
                     entry.loc,
-                    format!("hosts may only use `vars` (found `{bad}`): a requester must not choose where credentials go"),
+                    format!(
+                        "hosts may only use `vars` (found `{bad}`): a requester must not choose where credentials go"
+                    ),
                 ));
                 return None;
             }
         }
     }
-    template::render_text(entry, var_ctx)
-        .map_err(|e| diags.push(Diagnostic::new(entry.loc, e.0)))
-        .ok()
+    template::render_text(entry, var_ctx).map_err(|e| diags.push(Diagnostic::new(entry.loc, e.0))).ok()
 }
 
 fn check_credential(
@@ -664,7 +666,10 @@ fn check_credential(
     let origin = origin(&c.host, var_ctx, diags)?;
     let mut ok = true;
     if !allow.contains(&origin) {
-        diags.push(Diagnostic::new(c.host.loc, format!("credential host {origin} is not in this step's `allow:`; add it there")));
+        diags.push(Diagnostic::new(
+            c.host.loc,
+            format!("credential host {origin} is not in this step's `allow:`; add it there"),
+        ));
         ok = false;
     }
     let secret = c.secret.as_str();
@@ -682,7 +687,10 @@ fn check_credential(
         ok = false;
     }
     if !c.format.contains("{secret}") {
-        diags.push(Diagnostic::new(c.format.loc, "`format` must contain `{secret}` where the secret goes, e.g. `SSWS {secret}`"));
+        diags.push(Diagnostic::new(
+            c.format.loc,
+            "`format` must contain `{secret}` where the secret goes, e.g. `SSWS {secret}`",
+        ));
         ok = false;
     }
     ok.then(|| CredentialPlan {

@@ -176,9 +176,8 @@ impl WasiHttpHooks for GateHooks {
         _options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: IoFuture,
     ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(http::Response<wasmtime_wasi_http::WasiBody>, IoFuture)>,
-            > + Send,
+        dyn Future<Output = wasmtime_wasi_http::Result<(http::Response<wasmtime_wasi_http::WasiBody>, IoFuture)>>
+            + Send,
     > {
         let gate = self.gate.clone();
         Box::new(async move {

@@ -204,13 +204,15 @@ impl Sandbox {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| SandboxError::Link { path: shown.clone(), reason: format!("{e:#}") })?;
-        let pre = TaskPre::new(pre).map_err(|e| SandboxError::Link { path: shown.clone(), reason: format!("{e:#}") })?;
+        let pre =
+            TaskPre::new(pre).map_err(|e| SandboxError::Link { path: shown.clone(), reason: format!("{e:#}") })?;
         Ok(Plugin { pre, digest, path: key })
     }
 
     /// Compiles a component, or loads its compiled form from the disk cache.
     fn compile_cached(&self, bytes: &[u8], digest: &str, shown: &str) -> Result<Component, SandboxError> {
-        let compile_err = |e: wasmtime::Error| SandboxError::Compile { path: shown.to_string(), reason: format!("{e:#}") };
+        let compile_err =
+            |e: wasmtime::Error| SandboxError::Compile { path: shown.to_string(), reason: format!("{e:#}") };
         let Some(dir) = &self.cache_dir else {
             return Component::new(&self.engine, bytes).map_err(compile_err);
         };
@@ -256,13 +258,19 @@ impl Sandbox {
             inputs: info
                 .inputs
                 .into_iter()
-                .map(|i| PluginInput { name: i.name, type_name: i.type_name, required: i.required, description: i.description })
+                .map(|i| PluginInput {
+                    name: i.name,
+                    type_name: i.type_name,
+                    required: i.required,
+                    description: i.description,
+                })
                 .collect(),
         })
     }
 
     fn store(&self, gate: Arc<Gate>, memory_bytes: u64, timeout: Duration) -> Store<StepState> {
-        let mut store = Store::new(&self.engine, StepState::new(gate, usize::try_from(memory_bytes).unwrap_or(usize::MAX)));
+        let mut store =
+            Store::new(&self.engine, StepState::new(gate, usize::try_from(memory_bytes).unwrap_or(usize::MAX)));
         store.limiter(|s| &mut s.memory);
         let ticks = (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));

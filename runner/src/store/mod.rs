@@ -192,7 +192,13 @@ pub trait Store: Send + Sync {
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError>;
     async fn events(&self, run_id: &str) -> Result<Vec<EventRecord>, StoreError>;
     /// Sets a run's status if it is currently one of `from` (empty: any). Returns whether it did.
-    async fn set_run_status(&self, id: &str, from: &[RunStatus], to: RunStatus, event: Event) -> Result<bool, StoreError>;
+    async fn set_run_status(
+        &self,
+        id: &str,
+        from: &[RunStatus],
+        to: RunStatus,
+        event: Event,
+    ) -> Result<bool, StoreError>;
     /// Applies `change` to a step if its status is one of `from` (and, when given, its attempt
     /// count is `attempt`). Returns whether it did: two racing decisions cannot both win.
     async fn change_step(
@@ -219,8 +225,6 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// Now, as RFC 3339 UTC with milliseconds.
 pub(crate) fn now() -> String {
     let now = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     now.format(&fmt).unwrap_or_else(|_| now.unix_timestamp().to_string())
 }

@@ -173,7 +173,8 @@ impl Store for SqliteStore {
     }
 
     async fn events(&self, run_id: &str) -> Result<Vec<EventRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM events WHERE run_id = ? ORDER BY id").bind(run_id).fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query("SELECT * FROM events WHERE run_id = ? ORDER BY id").bind(run_id).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
                 Ok(EventRecord {
@@ -189,7 +190,13 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn set_run_status(&self, id: &str, from: &[RunStatus], to: RunStatus, event: Event) -> Result<bool, StoreError> {
+    async fn set_run_status(
+        &self,
+        id: &str,
+        from: &[RunStatus],
+        to: RunStatus,
+        event: Event,
+    ) -> Result<bool, StoreError> {
         let at = now();
         let mut tx = self.pool.begin().await?;
         let mut sql = String::from(
