@@ -39,6 +39,28 @@ pub fn steps_table(steps: &[StepRecord]) -> String {
     table.to_string()
 }
 
+/// After a dry run: the mutating requests each step would have sent.
+pub fn dry_run_plan(steps: &[StepRecord]) -> String {
+    let mut out = String::from("Dry run: these requests were recorded and not sent:\n");
+    let mut any = false;
+    for s in steps {
+        for r in s.requests.as_array().into_iter().flatten().filter(|r| r["dry_run"] == true) {
+            any = true;
+            out.push_str(&format!(
+                "  {:<20} {:<6} {}{}\n",
+                s.step_id,
+                r["method"].as_str().unwrap_or("?"),
+                r["url"].as_str().unwrap_or("?"),
+                r["credential"].as_str().map(|c| format!("  (with {c})")).unwrap_or_default()
+            ));
+        }
+    }
+    if !any {
+        out.push_str("  (none: no step tried to change anything)\n");
+    }
+    out
+}
+
 /// `offramp runs list`.
 pub fn runs_table(runs: &[RunRecord]) -> String {
     let mut table = Table::new();

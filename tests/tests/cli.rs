@@ -194,3 +194,26 @@ fn plugin_inspect_prints_describe() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot read plugin"));
 }
+
+#[test]
+fn dry_run_prints_the_requests_it_held_back() {
+    let cli = Cli::new();
+    let p = cli.dir.path().join("dry.yaml");
+    std::fs::write(
+        &p,
+        r#"version: 1
+name: dry
+steps:
+  - id: hook
+    uses: http
+    with: { method: POST, url: "https://hooks.example.com/offboarded", json: { user: x } }
+    allow: [https://hooks.example.com]
+"#,
+    )
+    .unwrap();
+    let out = cli.run(&["run", p.to_str().unwrap(), "--dry-run"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("recorded and not sent"), "{stdout}");
+    assert!(stdout.contains("hook                 POST   https://hooks.example.com/offboarded"), "{stdout}");
+}

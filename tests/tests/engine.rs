@@ -459,3 +459,71 @@ async fn dry_run_sends_no_mutating_request() {
     assert_eq!(s["suspend"].output.as_ref().unwrap()["would"], "suspend");
     assert_eq!(s["suspend"].requests.as_array().unwrap().iter().filter(|r| r["dry_run"] == true).count(), 1);
 }
+
+#[tokio::test]
+async fn wasi_http_goes_through_the_same_policy() {
+    let h = Harness::new().await;
+    let yaml = format!(
+        r#"version: 1
+name: wasi-http
+{VARS}steps:
+  - id: allowed
+    uses: testkit
+    with: {{ mode: wasi_http, request: {{ url: "{{{{ vars.okta_url }}}}/__echo/std", headers: [[authorization, "Bearer mine"]] }} }}
+    allow: ["{{{{ vars.okta_url }}}}"]
+    credentials: [{{ host: "{{{{ vars.okta_url }}}}", secret: OKTA_API_TOKEN, format: "SSWS {{secret}}" }}]
+  - id: refused
+    uses: testkit
+    with: {{ mode: wasi_http, request: {{ url: "http://127.0.0.1:9/__echo/nope" }} }}
+    allow: ["{{{{ vars.okta_url }}}}"]
+    on_failure: continue
+"#
+    );
+    let (id, _) = h.run(&yaml, &[]).await;
+    let s = h.steps(&id).await;
+    assert_eq!(s["allowed"].status, StepStatus::Succeeded, "{:?}", s["allowed"].error);
+    let out = s["allowed"].output.as_ref().unwrap();
+    assert_eq!(out["status"], 200);
+    assert!(out["body"].as_str().unwrap().contains("SSWS [REDACTED]"), "{out}");
+    let seen = h.mock.state.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].authorization.as_deref(), Some(format!("SSWS {TOKEN}").as_str()));
+    assert_eq!(s["refused"].status, StepStatus::Failed);
+    assert!(s["refused"].error.as_deref().unwrap().contains("HttpRequestDenied"), "{:?}", s["refused"].error);
+    assert!(s["refused"].requests[0]["outcome"].as_str().unwrap().contains("not in this step's `allow:` list"));
+}
+
+#[tokio::test]
+async fn compiled_plugins_are_cached_on_disk_for_the_next_process() {
+    let cache = tempfile::tempdir().unwrap();
+    let path = std::path::PathBuf::from(offramp::BUILTIN_PLUGINS_DIR).join("testkit.wasm");
+    let first = offramp::sandbox::Sandbox::new(Some(cache.path().to_path_buf())).unwrap();
+    first.load(&path).unwrap();
+    let files: Vec<_> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].extension().is_some_and(|e| e == "cwasm"));
+    let written = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+    // A second engine (as in a new process) loads the compiled file instead of compiling again.
+    let second = offramp::sandbox::Sandbox::new(Some(cache.path().to_path_buf())).unwrap();
+    let plugin = second.load(&path).unwrap();
+    assert_eq!(std::fs::metadata(&files[0]).unwrap().modified().unwrap(), written, "not rewritten");
+    let report = second
+        .invoke(
+            &plugin,
+            &reqwest::Client::new(),
+            offramp::sandbox::Invoke {
+                input: json!({ "mode": "echo", "value": 7 }),
+                allow: vec![],
+                timeout: Duration::from_secs(5),
+                memory_bytes: 64 << 20,
+                dry_run: false,
+            },
+        )
+        .await;
+    assert!(matches!(report.result, offramp::sandbox::AttemptResult::Done { ref output, .. } if output["value"] == 7));
+    // A corrupt cache entry is ignored and replaced, not trusted.
+    std::fs::write(&files[0], b"garbage").unwrap();
+    let third = offramp::sandbox::Sandbox::new(Some(cache.path().to_path_buf())).unwrap();
+    assert!(third.load(&path).is_ok());
+    assert!(std::fs::metadata(&files[0]).unwrap().len() > 1000);
+}

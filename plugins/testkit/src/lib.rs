@@ -2,7 +2,7 @@
 //!
 //! Modes: `noop`, `echo`, `fail` (fails `times` attempts with `kind`, then succeeds), `loop`
 //! (spins forever), `memory` (grows memory by `mb` MiB), `http` (sends `request`, returns the
-//! response), `env` (returns the environment it can see), `file` (tries to read `path`),
+//! response), `wasi_http` (the same through `wasi:http/outgoing-handler`), `env` (returns the environment it can see), `file` (tries to read `path`),
 //! `panic`, `print` (writes to stdout and stderr).
 
 use offramp_plugin_sdk::{
@@ -102,6 +102,12 @@ impl Guest for Testkit {
                     "body": resp.text(),
                 }))
             }
+            "wasi_http" => {
+                // The standard wasi:http/outgoing-handler, as HTTP client libraries use it.
+                let spec = input.request.ok_or_else(|| permanent("mode wasi_http needs `request`"))?;
+                let (status, body) = wasi_http_get(&spec.url, &spec.headers).map_err(permanent)?;
+                changed(&json!({ "status": status, "body": body }))
+            }
             "env" => {
                 let vars: Vec<(String, String)> = std::env::vars().collect();
                 let args: Vec<String> = std::env::args().collect();
@@ -141,6 +147,51 @@ impl Guest for Testkit {
             ],
         )
     }
+}
+
+/// A GET through `wasi:http/outgoing-handler`.
+fn wasi_http_get(url: &str, headers: &[(String, String)]) -> Result<(u16, String), String> {
+    use wasi::http::outgoing_handler;
+    use wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+    use wasi::io::streams::StreamError;
+
+    let (scheme, rest) = url.split_once("://").ok_or("URL without a scheme")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let fields = Fields::new();
+    for (name, value) in headers {
+        fields.append(name, &value.as_bytes().to_vec()).map_err(|e| format!("header {name}: {e:?}"))?;
+    }
+    let request = OutgoingRequest::new(fields);
+    let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
+    request.set_method(&Method::Get).map_err(|()| "bad method")?;
+    request.set_scheme(Some(&scheme)).map_err(|()| "bad scheme")?;
+    request.set_authority(Some(authority)).map_err(|()| "bad authority")?;
+    request.set_path_with_query(Some(path)).map_err(|()| "bad path")?;
+    let body = request.body().map_err(|()| "no body")?;
+    let future = outgoing_handler::handle(request, None).map_err(|e| format!("wasi:http refused: {e:?}"))?;
+    OutgoingBody::finish(body, None).map_err(|e| format!("finishing the body: {e:?}"))?;
+    future.subscribe().block();
+    let response = future
+        .get()
+        .ok_or("no response")?
+        .map_err(|()| "response taken twice")?
+        .map_err(|e| format!("wasi:http error: {e:?}"))?;
+    let status = response.status();
+    let incoming = response.consume().map_err(|()| "no body")?;
+    let stream = incoming.stream().map_err(|()| "no body stream")?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(e) => return Err(format!("reading the body: {e:?}")),
+        }
+    }
+    drop(stream);
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 export_plugin!(Testkit);

@@ -362,6 +362,9 @@ async fn print_run(store: &dyn store::Store, run_id: &str, json: bool, events: b
     }
     println!("\n{}", report::run_header(&run));
     println!("{}", report::steps_table(&steps));
+    if run.dry_run {
+        println!("\n{}", report::dry_run_plan(&steps));
+    }
     if events {
         println!("\nevents:");
         for e in store.events(run_id).await? {

@@ -220,11 +220,13 @@ impl Sandbox {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
         let file = dir.join(format!("{digest}-{:016x}.cwasm", h.finish()));
-        if file.is_file() {
+        // Read into memory rather than mmap the file: a cache file truncated or replaced while
+        // we run must not be able to fault the process (SIGBUS).
+        if let Ok(compiled) = std::fs::read(&file) {
             // SAFETY: the file was written by `Component::serialize` of this same engine
-            // configuration (the name carries the compatibility hash) into our own cache
-            // directory; wasmtime still checks its header and version before using it.
-            if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, &file) } {
+            // configuration (its name carries the compatibility hash) into our own cache
+            // directory; wasmtime checks its header and version before using it.
+            if let Ok(c) = unsafe { Component::deserialize(&self.engine, &compiled) } {
                 return Ok(c);
             }
         }
