@@ -527,3 +527,73 @@ async fn compiled_plugins_are_cached_on_disk_for_the_next_process() {
     assert!(third.load(&path).is_ok());
     assert!(std::fs::metadata(&files[0]).unwrap().len() > 1000);
 }
+
+#[tokio::test]
+async fn okta_errors_become_readable_step_errors() {
+    let h = Harness::new().await;
+    let step = |user: &str, secret: &str| {
+        format!(
+            r#"version: 1
+name: okta-errors
+{VARS}steps:
+  - id: lookup
+    uses: okta
+    with: {{ action: lookup, org_url: "{{{{ vars.okta_url }}}}", user: "{user}" }}
+    retry: {{ attempts: 1 }}
+    allow: ["{{{{ vars.okta_url }}}}"]
+    credentials: [{{ host: "{{{{ vars.okta_url }}}}", secret: {secret}, format: "SSWS {{secret}}" }}]
+"#
+        )
+    };
+    // 404 E0000007: a permanent failure naming the user; the run pauses for a person.
+    let (id, status) = h.run(&step("nobody@example.com", "OKTA_API_TOKEN"), &[]).await;
+    assert_eq!(status, RunStatus::Paused);
+    let err = h.steps(&id).await["lookup"].error.clone().unwrap();
+    assert_eq!(err, "no Okta user \"nobody@example.com\" (E0000007)");
+    // A secret the operator never set: the step pauses before any request is sent.
+    let (id, status) = h.run(&step("alice@example.com", "NOT_SET_ANYWHERE"), &[]).await;
+    assert_eq!(status, RunStatus::Paused);
+    let s = &h.steps(&id).await["lookup"];
+    assert!(s.error.as_deref().unwrap().contains("secret `NOT_SET_ANYWHERE` is not set"), "{:?}", s.error);
+    assert_eq!(s.attempts, 0, "the plugin never ran");
+    assert_eq!(h.mock.state.requests().len(), 1, "only the first run reached the mock");
+}
+
+#[tokio::test]
+async fn the_http_plugin_checks_statuses_and_retries_server_errors() {
+    let h = Harness::new().await;
+    h.mock.state.inject(Fault {
+        method: Some("POST".into()),
+        path_contains: "/__echo/hook".into(),
+        status: 500,
+        times: 1,
+        delay_ms: 0,
+    });
+    let yaml = format!(
+        r#"version: 1
+name: http
+{VARS}steps:
+  - id: post
+    uses: http
+    with: {{ method: POST, url: "{{{{ vars.okta_url }}}}/__echo/hook", json: {{ user: alice }}, headers: {{ x-source: offramp }} }}
+    retry: {{ attempts: 2, backoff: {{ initial: 10ms, max: 10ms }} }}
+    allow: ["{{{{ vars.okta_url }}}}"]
+  - id: wrong_status
+    uses: http
+    with: {{ url: "{{{{ vars.okta_url }}}}/__echo/x", expect: [201] }}
+    allow: ["{{{{ vars.okta_url }}}}"]
+    on_failure: continue
+"#
+    );
+    let (id, status) = h.run(&yaml, &[]).await;
+    assert_eq!(status, RunStatus::Failed);
+    let s = h.steps(&id).await;
+    assert_eq!((s["post"].status, s["post"].attempts), (StepStatus::Succeeded, 2));
+    let body = &s["post"].output.as_ref().unwrap()["body"];
+    assert_eq!(body["body"], "{\"user\":\"alice\"}");
+    assert_eq!(body["headers"]["x-source"], "offramp");
+    assert_eq!(body["headers"]["content-type"], "application/json");
+    assert_eq!(s["wrong_status"].status, StepStatus::Failed);
+    assert!(s["wrong_status"].error.as_deref().unwrap().starts_with("GET "), "{:?}", s["wrong_status"].error);
+    assert!(s["wrong_status"].error.as_deref().unwrap().contains("answered 200"));
+}
