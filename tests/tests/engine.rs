@@ -597,3 +597,53 @@ name: http
     assert!(s["wrong_status"].error.as_deref().unwrap().starts_with("GET "), "{:?}", s["wrong_status"].error);
     assert!(s["wrong_status"].error.as_deref().unwrap().contains("answered 200"));
 }
+
+#[tokio::test]
+async fn a_decision_taken_while_other_steps_still_run_is_picked_up() {
+    use offramp::engine::{Decision, DecisionOutcome};
+    let h = Harness::new().await;
+    h.mock.state.inject(Fault {
+        method: None,
+        path_contains: "/__echo/slow".into(),
+        status: 0,
+        times: 1,
+        delay_ms: 1500,
+    });
+    let yaml = format!(
+        r#"version: 1
+name: decide-while-running
+{VARS}steps:
+  - id: quick_fail
+    uses: testkit
+    with: {{ mode: fail, times: 1, kind: permanent }}
+  - id: slow
+    uses: testkit
+    with: {{ mode: http, request: {{ url: "{{{{ vars.okta_url }}}}/__echo/slow" }} }}
+    allow: ["{{{{ vars.okta_url }}}}"]
+"#
+    );
+    let id = h.start(&yaml, &[]).await;
+    let engine = h.engine.clone();
+    let driver = tokio::spawn({
+        let id = id.clone();
+        async move { engine.drive(&id).await }
+    });
+    // Wait until quick_fail is paused while slow is still running, then retry it.
+    let mut decided = false;
+    for _ in 0..100 {
+        let s = h.steps(&id).await;
+        if s["quick_fail"].status == StepStatus::Paused && s["slow"].status == StepStatus::Running {
+            let outcome = h.engine.decide(&id, "quick_fail", None, Decision::Retry, "ann").await.unwrap();
+            assert_eq!(outcome, DecisionOutcome::Applied);
+            decided = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(decided, "never saw quick_fail paused while slow ran");
+    let status = driver.await.unwrap().unwrap();
+    assert_eq!(status, RunStatus::Succeeded);
+    let s = h.steps(&id).await;
+    assert_eq!((s["quick_fail"].status, s["quick_fail"].attempts), (StepStatus::Succeeded, 2));
+    assert_eq!(s["slow"].status, StepStatus::Succeeded);
+}

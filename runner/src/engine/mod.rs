@@ -99,12 +99,6 @@ pub struct Engine {
     progress: Progress,
 }
 
-struct StepDone {
-    id: String,
-    pause: bool,
-    abort: bool,
-}
-
 impl Engine {
     pub fn new(store: Arc<dyn Store>, sandbox: Arc<Sandbox>, secrets: SecretSource, config: EngineConfig) -> Self {
         Engine { store, sandbox, secrets, client: Gate::client(), config, progress: Progress::default() }
@@ -153,28 +147,42 @@ impl Engine {
     /// Runs a run until it finishes or pauses; returns its status then.
     pub async fn drive(&self, run_id: &str) -> Result<RunStatus, EngineError> {
         let run = self.store.run(run_id).await?;
-        if run.status.is_finished() || run.status == RunStatus::Paused {
+        if run.status.is_finished() {
+            return Ok(run.status);
+        }
+        if run.status == RunStatus::Paused
+            && self.store.steps(run_id).await?.iter().any(|s| s.status == StepStatus::Paused)
+        {
             return Ok(run.status);
         }
         let plan: Plan = serde_json::from_value(run.plan.clone()).map_err(|e| EngineError::Plan(e.to_string()))?;
-        if run.status == RunStatus::Pending {
+        if run.status != RunStatus::Running {
+            // Pending (new), or Paused with nothing paused any more (decided while running).
             self.store
                 .set_run_status(
                     run_id,
-                    &[RunStatus::Pending],
+                    &[RunStatus::Pending, RunStatus::Paused],
                     RunStatus::Running,
-                    Event::new("engine", "run_started", json!({})),
+                    Event::new("engine", "run_started", json!({ "from": run.status.as_str() })),
                 )
                 .await?;
             self.progress.emit(ProgressEvent::RunStatus { run_id: run_id.to_string(), status: RunStatus::Running });
         }
-        let mut tasks: JoinSet<Result<StepDone, EngineError>> = JoinSet::new();
+        let on_failure: HashMap<&str, OnFailure> = plan.steps.iter().map(|s| (s.id.as_str(), s.on_failure)).collect();
+        let mut tasks: JoinSet<Result<String, EngineError>> = JoinSet::new();
         let mut active: HashSet<String> = HashSet::new();
-        let mut pausing = false;
-        let mut aborting = false;
+        let mut aborting;
         loop {
             let steps = self.store.steps(run_id).await?;
             let status: HashMap<&str, &StepRecord> = steps.iter().map(|s| (s.step_id.as_str(), s)).collect();
+            // Read from the store each pass, so a decision taken meanwhile is seen: a paused step
+            // holds back new steps; a failure with `on_failure: abort` (or an abort) ends the run.
+            let pausing = steps.iter().any(|s| s.status == StepStatus::Paused);
+            aborting = steps.iter().any(|s| {
+                s.status == StepStatus::Failed
+                    && (s.resolution.as_deref() == Some("abort")
+                        || on_failure.get(s.step_id.as_str()) == Some(&OnFailure::Abort))
+            });
             // Skips and failures found in this pass can unblock (or skip) later steps: look again.
             let mut settled_some = false;
             for step in &plan.steps {
@@ -207,11 +215,9 @@ impl Engine {
                             continue;
                         }
                         Err(e) => {
-                            let done = self.fail_without_running(run_id, step, rec.attempts, &e.0).await?;
-                            pausing |= done.pause;
-                            aborting |= done.abort;
+                            self.fail_without_running(run_id, step, rec.attempts, &e.0).await?;
                             settled_some = true;
-                            continue;
+                            break;
                         }
                     }
                 }
@@ -246,9 +252,7 @@ impl Engine {
             }
             let Some(joined) = tasks.join_next().await else { break };
             let done = joined.map_err(|e| EngineError::Decision(format!("step task failed: {e}")))??;
-            active.remove(&done.id);
-            pausing |= done.pause;
-            aborting |= done.abort;
+            active.remove(&done);
         }
         self.settle(run_id, aborting).await
     }
@@ -338,7 +342,7 @@ impl Engine {
         step: &StepPlan,
         attempts: u32,
         message: &str,
-    ) -> Result<StepDone, EngineError> {
+    ) -> Result<String, EngineError> {
         self.finish_failed(run_id, step, attempts, Failure::early(FailureKind::Permanent, message)).await
     }
 
@@ -348,7 +352,7 @@ impl Engine {
         step: &StepPlan,
         attempts: u32,
         failure: Failure,
-    ) -> Result<StepDone, EngineError> {
+    ) -> Result<String, EngineError> {
         let Failure { kind, message, log, requests } = failure;
         let message = message.as_str();
         let pause = kind == FailureKind::NeedsHuman || step.on_failure == OnFailure::Pause;
@@ -383,7 +387,7 @@ impl Engine {
             attempt: attempts,
             detail: Some(message.to_string()),
         });
-        Ok(StepDone { id: step.id.clone(), pause, abort: !pause && step.on_failure == OnFailure::Abort })
+        Ok(step.id.clone())
     }
 
     /// Runs a step's attempts (retrying transient failures) and records the outcome.
@@ -393,7 +397,7 @@ impl Engine {
         step: &StepPlan,
         mut attempts: u32,
         ctx: minijinja::Value,
-    ) -> Result<StepDone, EngineError> {
+    ) -> Result<String, EngineError> {
         let input = match template::render_json(&step.with, &ctx) {
             Ok(v) => v,
             Err(e) => {
@@ -501,7 +505,7 @@ impl Engine {
                         attempt: attempts,
                         detail: None,
                     });
-                    return Ok(StepDone { id: step.id.clone(), pause: false, abort: false });
+                    return Ok(step.id.clone());
                 }
                 AttemptResult::Failed { kind, message, retry_after } => {
                     let budget_left = attempts < first_of_this_drive - 1 + step.retry.attempts;
