@@ -208,6 +208,7 @@ async fn a_panicking_plugin_becomes_a_failed_step_with_its_message() {
     assert_eq!(status, RunStatus::Failed);
     let s = &h.steps(&id).await["boom"];
     assert!(s.error.as_deref().unwrap().contains("crashed"), "{:?}", s.error);
+    assert!(s.error.as_deref().unwrap().contains("testkit was asked to panic"), "{:?}", s.error);
     assert!(s.log.iter().any(|l| l.contains("testkit was asked to panic")), "{:?}", s.log);
 }
 

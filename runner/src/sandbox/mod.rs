@@ -345,6 +345,7 @@ impl Sandbox {
                 retry_after: err.retry_after_ms.map(Duration::from_millis),
             },
             Ok(Err(trap)) => {
+                store.data().log.push(format!("[host] {trap:?}"));
                 if store.data().memory.hit {
                     AttemptResult::Failed {
                         kind: FailureKind::Permanent,
@@ -359,7 +360,11 @@ impl Sandbox {
                 } else {
                     AttemptResult::Failed {
                         kind: FailureKind::Permanent,
-                        message: redactor.text(&format!("the plugin crashed: {}", trap_summary(&trap))),
+                        message: redactor.text(&format!(
+                            "the plugin crashed: {}{}",
+                            trap_summary(&trap),
+                            last_words(&store.data().stderr.contents())
+                        )),
                         retry_after: None,
                     }
                 }
@@ -385,12 +390,20 @@ fn timeout_failure(timeout: Duration) -> AttemptResult {
     }
 }
 
-/// The first line of a trap's message plus its kind, without a multi-page backtrace.
+/// The last line the plugin wrote to stderr (a Rust panic message, a Python traceback's end).
+fn last_words(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    match text.lines().rev().find(|l| !l.trim().is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE")) {
+        Some(line) => format!(" — its last words: {}", line.trim().chars().take(300).collect::<String>()),
+        None => String::new(),
+    }
+}
+
+/// What kind of trap it was (`wasm \`unreachable\` instruction executed`), without the
+/// multi-line wasm backtrace (which goes to the log).
 fn trap_summary(e: &wasmtime::Error) -> String {
-    let kind = e.downcast_ref::<wasmtime::Trap>().map(|t| t.to_string());
-    let first = format!("{e}");
-    match kind {
-        Some(k) if !first.contains(&k) => format!("{first} ({k})"),
-        _ => first,
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => format!("{e}").lines().next().unwrap_or("unknown error").to_string(),
     }
 }
