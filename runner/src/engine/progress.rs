@@ -35,6 +35,7 @@ impl Progress {
     }
 
     pub(crate) fn emit(&self, event: ProgressEvent) {
+        tracing::info!(target: "offramp::engine", ?event, "transition");
         // No listener is fine.
         let _ = self.tx.send(event);
     }

@@ -1,18 +1,14 @@
 //! The `offramp` binary itself: run → pause (exit 3) → resume --retry / --skip / --abort,
 //! `runs list/show`, `validate`, `plugin inspect`, checking the results table after each.
+//! (These live in the runner crate so cargo builds the binary for them.)
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// `target/debug/offramp`, next to this test's own `target/debug/deps/` binary.
 fn offramp_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/debug");
-    let bin = dir.join(format!("offramp{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.is_file(), "{} is missing: `cargo test --workspace` builds it", bin.display());
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_offramp"))
 }
 
 struct Cli {
