@@ -162,7 +162,7 @@ fn wasi_http_get(url: &str, headers: &[(String, String)]) -> Result<(u16, String
     };
     let fields = Fields::new();
     for (name, value) in headers {
-        fields.append(name, &value.as_bytes().to_vec()).map_err(|e| format!("header {name}: {e:?}"))?;
+        fields.append(name, value.as_bytes()).map_err(|e| format!("header {name}: {e:?}"))?;
     }
     let request = OutgoingRequest::new(fields);
     let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
