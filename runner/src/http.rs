@@ -116,15 +116,16 @@ impl Gate {
         Gate { client, allow, injections, redactor, dry_run, deadline, limits, journal: Mutex::new(Vec::new()) }
     }
 
-    /// The shared client: no redirects, no cookies, no proxy from the environment.
-    pub(crate) fn client() -> reqwest::Client {
+    /// The shared client: no redirects, no cookies, no proxy from the environment. Fails
+    /// (rather than falling back to a default client that would follow redirects) when TLS
+    /// cannot be set up.
+    pub(crate) fn client() -> Result<reqwest::Client, reqwest::Error> {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .user_agent(concat!("offramp/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new())
     }
 
     pub(crate) fn redactor(&self) -> &Redactor {
@@ -311,7 +312,7 @@ mod tests {
 
     fn gate(allow: &[&str], dry_run: bool) -> Gate {
         Gate::new(
-            Gate::client(),
+            Gate::client().unwrap(),
             allow.iter().map(|a| Origin::parse(a).unwrap()).collect(),
             vec![],
             dry_run,

@@ -47,7 +47,7 @@ pub(crate) async fn run(pipeline: Option<PathBuf>) -> Result<ExitCode> {
     let store = Arc::new(SqliteStore::open("sqlite::memory:").await?);
     let sandbox = Arc::new(Sandbox::new(Sandbox::default_cache_dir())?);
     let secrets = SecretSource::fixed([("OKTA_API_TOKEN".to_string(), DEMO_TOKEN.to_string())]);
-    let engine = Engine::new(store, sandbox, secrets, EngineConfig::default());
+    let engine = Engine::new(store, sandbox, secrets, EngineConfig::default())?;
     let inputs = [("email".to_string(), "alice@example.com".to_string())].into_iter().collect();
     let run_id = engine.start(&plan, StartRequest { inputs, requested_by: "demo".into(), dry_run: false }).await?;
     println!("run {run_id}: offboarding alice@example.com\n");

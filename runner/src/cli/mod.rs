@@ -46,6 +46,9 @@ struct Global {
     /// Where compiled plugins are cached (default ~/.cache/offramp/components).
     #[arg(long, global = true, env = "OFFRAMP_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Steps of one run that may run at the same time.
+    #[arg(long, global = true, env = "OFFRAMP_MAX_PARALLEL", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    max_parallel: u16,
 }
 
 #[derive(Subcommand, Debug)]
@@ -232,7 +235,8 @@ async fn engine(g: &Global) -> Result<Engine> {
     let store = store::open(&g.database_url).await.context("opening the results database")?;
     let cache = g.cache_dir.clone().or_else(Sandbox::default_cache_dir);
     let sandbox = Arc::new(Sandbox::new(cache)?);
-    Ok(Engine::new(store, sandbox, secrets(g)?, EngineConfig::default()))
+    let config = EngineConfig { max_parallel_steps: usize::from(g.max_parallel), ..EngineConfig::default() };
+    Ok(Engine::new(store, sandbox, secrets(g)?, config)?)
 }
 
 fn whoami() -> String {

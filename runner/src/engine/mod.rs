@@ -35,6 +35,8 @@ pub enum EngineError {
     Decision(String),
     #[error("the run's stored plan is unreadable: {0}")]
     Plan(String),
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// What a person decided about a paused step.
@@ -100,8 +102,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, sandbox: Arc<Sandbox>, secrets: SecretSource, config: EngineConfig) -> Self {
-        Engine { store, sandbox, secrets, client: Gate::client(), config, progress: Progress::default() }
+    pub fn new(
+        store: Arc<dyn Store>,
+        sandbox: Arc<Sandbox>,
+        secrets: SecretSource,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
+        let client = Gate::client().map_err(|e| EngineError::Setup(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(Engine { store, sandbox, secrets, client, config, progress: Progress::default() })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

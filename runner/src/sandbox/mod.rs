@@ -242,8 +242,9 @@ impl Sandbox {
 
     /// Calls `describe()` on a plugin.
     pub async fn describe(&self, plugin: &Plugin) -> Result<PluginDescription, String> {
+        let client = Gate::client().map_err(|e| format!("cannot set up HTTP: {e}"))?;
         let gate = Arc::new(Gate::new(
-            Gate::client(),
+            client,
             vec![],
             vec![],
             true,

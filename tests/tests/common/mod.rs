@@ -43,7 +43,7 @@ impl Harness {
         let store = Arc::new(SqliteStore::open(&db_url).await.expect("sqlite opens"));
         let mock = MockServer::start(TOKEN).await.expect("mock starts");
         let secrets = SecretSource::fixed([("OKTA_API_TOKEN".to_string(), TOKEN.to_string())]);
-        let engine = Engine::new(store, sandbox(), secrets, config);
+        let engine = Engine::new(store, sandbox(), secrets, config).expect("engine");
         Harness { engine, mock, dir, db_url }
     }
 
