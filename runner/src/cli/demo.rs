@@ -37,6 +37,7 @@ pub(crate) async fn run(pipeline: Option<PathBuf>) -> Result<ExitCode> {
     println!("  database       sqlite in memory");
 
     let path = pipeline.unwrap_or_else(default_pipeline);
+    let path = path.canonicalize().unwrap_or(path);
     let opts = LoadOptions {
         plugins_dir: PathBuf::from(crate::BUILTIN_PLUGINS_DIR),
         vars: [("okta_url".to_string(), mock.url())].into_iter().collect(),
