@@ -213,3 +213,16 @@ steps:
     assert!(stdout.contains("recorded and not sent"), "{stdout}");
     assert!(stdout.contains("hook                 POST   https://hooks.example.com/offboarded"), "{stdout}");
 }
+
+#[test]
+fn the_demo_runs_to_the_end() {
+    let cli = Cli::new();
+    let out = cli.run(&["demo"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("attempt 1 failed: Okta E0000009 (503)"), "the injected failure shows: {stdout}");
+    assert!(stdout.contains("status succeeded"), "{stdout}");
+    assert!(stdout.contains("now DEPROVISIONED, in 2 group(s)"), "{stdout}");
+    assert!(!stdout.contains("demo-okta-token"), "the token itself is never printed");
+    assert!(stdout.contains("(SSWS [token])") && !stdout.contains("no credential"), "{stdout}");
+}

@@ -21,7 +21,7 @@ fn default_pipeline() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("pipelines").join("offboarding.yaml")
 }
 
-pub(crate) async fn run(pipeline: Option<PathBuf>) -> Result<ExitCode> {
+pub(crate) async fn run(pipeline: Option<PathBuf>, cache_dir: Option<PathBuf>) -> Result<ExitCode> {
     let mock = MockServer::start(DEMO_TOKEN).await.context("starting the mock Okta")?;
     println!("offramp demo");
     println!("  mock Okta      {} (users: alice@example.com active, bob suspended, carol deprovisioned)", mock.url());
@@ -46,7 +46,7 @@ pub(crate) async fn run(pipeline: Option<PathBuf>) -> Result<ExitCode> {
     println!("  pipeline       {} ({} steps) from {}\n", plan.name, plan.steps.len(), path.display());
 
     let store = Arc::new(SqliteStore::open("sqlite::memory:").await?);
-    let sandbox = Arc::new(Sandbox::new(Sandbox::default_cache_dir())?);
+    let sandbox = Arc::new(Sandbox::new(cache_dir)?);
     let secrets = SecretSource::fixed([("OKTA_API_TOKEN".to_string(), DEMO_TOKEN.to_string())]);
     let engine = Engine::new(store, sandbox, secrets, EngineConfig::default())?;
     let inputs = [("email".to_string(), "alice@example.com".to_string())].into_iter().collect();

@@ -194,7 +194,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Runs(cmd) => runs(&g, cmd).await,
         Command::Resume(args) => resume(&g, args).await,
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&g, &plugin).await,
-        Command::Demo { pipeline } => demo::run(pipeline).await,
+        Command::Demo { pipeline } => {
+            demo::run(pipeline, g.cache_dir.clone().or_else(Sandbox::default_cache_dir)).await
+        }
     }
 }
 
