@@ -1,6 +1,6 @@
 //! offramp: employee offboarding as YAML pipelines of sandboxed WebAssembly steps.
 //!
-//! The modules follow the data flow: a request ([`cli`], later Slack) starts a run in the
+//! The modules follow the data flow: a request ([`cli`] or [`slack`]) starts a run in the
 //! [`engine`], which runs each step's plugin in the [`sandbox`]; the plugin's HTTP goes through
 //! [`http`] (the one place requests are checked); every transition lands in the [`store`].
 //! [`pipeline`] is the YAML model and its validation.
@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod report;
 pub mod sandbox;
 pub mod secrets;
+pub mod slack;
 pub mod store;
 
 /// Where `cargo build` put the bundled plugins (set by build.rs).

@@ -1,6 +1,7 @@
 //! The `offramp` command line.
 
 mod demo;
+mod serve;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -80,6 +81,12 @@ enum Command {
     },
     /// Print the pipeline format's JSON Schema.
     Schema,
+    /// Run the Slack app's backend: the slash command, its buttons, channel reporting, /api/runs.
+    /// Needs SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (environment or secrets file).
+    Serve(serve::ServeArgs),
+    /// Who may request runs and decide on paused steps in Slack.
+    #[command(subcommand)]
+    Approvers(serve::ApproversCommand),
 }
 
 #[derive(Args, Debug)]
@@ -194,6 +201,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Runs(cmd) => runs(&g, cmd).await,
         Command::Resume(args) => resume(&g, args).await,
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&g, &plugin).await,
+        Command::Serve(args) => serve::serve(&g, args).await,
+        Command::Approvers(cmd) => serve::approvers(&g, cmd).await,
         Command::Demo { pipeline } => {
             demo::run(pipeline, g.cache_dir.clone().or_else(Sandbox::default_cache_dir)).await
         }

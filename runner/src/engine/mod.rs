@@ -123,8 +123,12 @@ impl Engine {
 
     /// Checks inputs and records a new `pending` run. Nothing runs until [`Engine::drive`].
     pub async fn start(&self, plan: &Plan, req: StartRequest) -> Result<String, EngineError> {
+        self.start_with_id(plan, req, new_run_id()).await
+    }
+
+    /// [`Engine::start`] with an id chosen beforehand (Slack records it with the request first).
+    pub async fn start_with_id(&self, plan: &Plan, req: StartRequest, id: String) -> Result<String, EngineError> {
         let inputs = check_inputs(plan, &req.inputs)?;
-        let id = uuid::Uuid::now_v7().to_string();
         let subject = pick_subject(plan, &inputs);
         let steps = plan.steps.iter().map(|s| (s.id.clone(), idempotency_key(&id, &s.id))).collect();
         let plan_json = serde_json::to_value(plan).map_err(|e| EngineError::Plan(e.to_string()))?;
@@ -656,6 +660,18 @@ enum Ready {
     Go,
     Wait,
     Skip(String),
+}
+
+/// A fresh run id (UUID v7: sorts by time).
+pub fn new_run_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Checks raw inputs against a pipeline without starting anything; returns the subject the
+/// run would have (what a confirmation shows).
+pub fn preview(plan: &Plan, inputs: &BTreeMap<String, String>) -> Result<String, EngineError> {
+    let inputs = check_inputs(plan, inputs)?;
+    Ok(pick_subject(plan, &inputs))
 }
 
 /// `sha256(run:step)`, 32 hex chars: the same for every attempt and restart of the step.

@@ -4,9 +4,10 @@
 //!
 //! Routes: `/api/v1/...` (Okta), `/__echo/...` (returns the request it got, like httpbin's
 //! `/anything`), `/__mock/requests` (the log), `/__mock/faults` (POST a [`Fault`]),
-//! `/__mock/redirect?to=URL` (a 302).
+//! `/__mock/redirect?to=URL` (a 302), `/slack/api/{method}` and `/slack/hooks/...` (Slack).
 
 pub mod okta;
+pub mod slack;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,7 @@ fn one() -> u32 {
 #[derive(Clone, Default)]
 pub struct MockState {
     pub okta: okta::Directory,
+    pub slack: slack::Workspace,
     log: Arc<Mutex<Vec<LoggedRequest>>>,
     faults: Arc<Mutex<Vec<Fault>>>,
 }
@@ -99,7 +101,11 @@ pub struct MockServer {
 impl MockServer {
     /// Starts on `127.0.0.1:0` with the sample directory and the given Okta API token.
     pub async fn start(okta_token: &str) -> std::io::Result<MockServer> {
-        let state = MockState { okta: okta::Directory::sample(okta_token), ..Default::default() };
+        Self::start_with(MockState { okta: okta::Directory::sample(okta_token), ..Default::default() }).await
+    }
+
+    /// Starts on `127.0.0.1:0` with the given state (e.g. a Slack workspace with its own token).
+    pub async fn start_with(state: MockState) -> std::io::Result<MockServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -132,6 +138,7 @@ impl Drop for MockServer {
 pub fn app(state: MockState) -> Router {
     Router::new()
         .nest("/api/v1", okta::router())
+        .nest("/slack", slack::router())
         .route("/__echo", any(echo))
         .route("/__echo/{*rest}", any(echo))
         .route("/__mock/requests", get(requests))
@@ -157,7 +164,8 @@ async fn log_and_inject(State(state): State<MockState>, req: Request, next: Next
             if f.delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
             }
-            okta::error_response(StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+            let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if path.starts_with("/slack") { slack::error_response(status) } else { okta::error_response(status) }
         }
         None => next.run(req).await,
     };

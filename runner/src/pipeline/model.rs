@@ -53,8 +53,44 @@ pub struct PipelineDoc<I, S> {
     /// What the requester supplies: `inputs: { email: { type: email, required: true } }`.
     #[serde(default)]
     pub inputs: BTreeMap<String, I>,
+    /// Who must agree before a run requested in Slack starts. Without it, the requester's own
+    /// Start click is enough. With it, the request is posted to the channel and other approved
+    /// users press Start:
+    ///
+    /// ```yaml
+    /// approval: { approvers: 1, allow_self: false }
+    /// ```
+    #[serde(default)]
+    pub approval: Option<Approval>,
     /// The steps. Steps run as soon as every step in their `needs:` has finished.
     pub steps: Vec<S>,
+}
+
+/// The two-person rule: `approval: { approvers: 1, allow_self: false }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// How many approved users must press Start (1 to 5): `approvers: 1`.
+    #[serde(default = "one")]
+    pub approvers: u32,
+    /// Whether the requester's own Start counts as one of them: `allow_self: false` (the default).
+    #[serde(default)]
+    pub allow_self: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Approval {
+    /// No rule: the requester's own Start is enough.
+    pub const NONE: Approval = Approval { approvers: 0, allow_self: true };
+}
+
+impl Default for Approval {
+    fn default() -> Self {
+        Approval::NONE
+    }
 }
 
 /// A parsed, validated pipeline.

@@ -122,6 +122,9 @@ pub struct Plan {
     pub inputs: BTreeMap<String, InputSpec>,
     pub vars: BTreeMap<String, String>,
     pub steps: Vec<StepPlan>,
+    /// The two-person rule (`Approval::NONE` without one).
+    #[serde(default)]
+    pub approval: crate::pipeline::model::Approval,
     /// SHA-256 of the file's text, recorded with every run.
     pub content_hash: String,
     /// The file's text, kept so a paused run resumes with exactly what it started with.
@@ -157,6 +160,18 @@ pub fn validate(text: &str, file: &Path, opts: &LoadOptions) -> Result<Plan, Vec
         }
         if shell.name.trim().is_empty() {
             diags.push(Diagnostic::new(shell.name.loc, "`name` must not be empty"));
+        }
+        if let Some(a) = shell.approval
+            && !(1..=5).contains(&a.approvers)
+        {
+            let loc = root.get("approval").map_or(root.loc, |n| n.get("approvers").map_or(n.loc, |n| n.loc));
+            diags.push(Diagnostic::new(
+                loc,
+                format!(
+                    "`approvers: {}` is out of range: 1 to 5 other approved users (remove `approval:` to let the requester start alone)",
+                    a.approvers
+                ),
+            ));
         }
     }
 
@@ -218,6 +233,7 @@ pub fn validate(text: &str, file: &Path, opts: &LoadOptions) -> Result<Plan, Vec
         inputs: inputs.into_iter().map(|(k, (spec, _))| (k, spec)).collect(),
         vars,
         steps: step_plans,
+        approval: shell.approval.unwrap_or_default(),
         content_hash: sha256_hex(text.as_bytes()),
         source: text.to_string(),
     })

@@ -3,6 +3,7 @@
 //! SQLite is the default (`sqlite://offramp.db`, WAL). The engine only sees the trait, so a
 //! PostgreSQL implementation slots in beside [`sqlite::SqliteStore`].
 
+mod front;
 mod sqlite;
 
 use std::fmt;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use front::{Approver, RequestStatus, RunMessage, RunRequest};
 pub use sqlite::SqliteStore;
 
 /// Store failures. Callers match on `NotFound`; the rest are reported.
@@ -18,6 +20,8 @@ pub use sqlite::SqliteStore;
 pub enum StoreError {
     #[error("no run {0}")]
     NotFound(String),
+    #[error("no request {0}")]
+    NoRequest(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -212,6 +216,44 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Appends an event not tied to a state change (e.g. a refused request).
     async fn append_event(&self, run_id: Option<&str>, step_id: Option<&str>, event: Event) -> Result<(), StoreError>;
+
+    // --- The Slack front door -------------------------------------------------------------
+
+    /// Adds an approver. Returns false if they already were one.
+    async fn add_approver(&self, user_id: &str, added_by: &str) -> Result<bool, StoreError>;
+    /// Removes an approver. Returns false if they were not one.
+    async fn remove_approver(&self, user_id: &str, removed_by: &str) -> Result<bool, StoreError>;
+    async fn approvers(&self) -> Result<Vec<Approver>, StoreError>;
+    async fn approver(&self, user_id: &str) -> Result<Option<Approver>, StoreError>;
+
+    /// Records a new `pending` request.
+    async fn create_request(&self, req: &RunRequest, event: Event) -> Result<(), StoreError>;
+    async fn request(&self, id: &str) -> Result<RunRequest, StoreError>;
+    /// Records `user`'s approval of a pending request. Returns the number of approvals after it,
+    /// or `None` if the request is not pending or `user` had already approved it.
+    async fn approve_request(&self, id: &str, user: &str) -> Result<Option<u32>, StoreError>;
+    /// Users who approved a request, in order.
+    async fn approvals(&self, id: &str) -> Result<Vec<String>, StoreError>;
+    /// Moves a pending request to `started` (with the id its run will have) or `cancelled`.
+    /// Returns whether it did: of two racing Start clicks, one wins.
+    async fn close_request(
+        &self,
+        id: &str,
+        to: RequestStatus,
+        by: &str,
+        run_id: Option<&str>,
+        event: Event,
+    ) -> Result<bool, StoreError>;
+    /// Remembers the channel post that asks for approval of a request.
+    async fn set_request_message(&self, id: &str, channel: &str, ts: &str) -> Result<(), StoreError>;
+
+    /// Remembers (or replaces) the channel message a run is reported in.
+    async fn set_run_message(&self, msg: &RunMessage) -> Result<(), StoreError>;
+    async fn run_message(&self, run_id: &str) -> Result<Option<RunMessage>, StoreError>;
+
+    /// Records a request signature. Returns false if it was already recorded (a replay).
+    /// Forgets signatures older than `keep_secs`.
+    async fn first_sighting(&self, signature: &str, now_secs: i64, keep_secs: i64) -> Result<bool, StoreError>;
 }
 
 /// Opens the store a database URL names, running migrations.

@@ -7,7 +7,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    Event, EventRecord, NewRun, RunRecord, RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError, now,
+    Approver, Event, EventRecord, RequestStatus, RunMessage, RunRequest, NewRun, RunRecord, RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError, now,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -106,6 +106,31 @@ async fn insert_event(
         .execute(tx)
         .await?;
     Ok(())
+}
+
+fn request_from_row(row: &SqliteRow) -> Result<RunRequest, StoreError> {
+    let inputs = match parse_json(row.try_get("inputs")?)? {
+        Some(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    Ok(RunRequest {
+        id: row.try_get("id")?,
+        pipeline: row.try_get("pipeline")?,
+        pipeline_hash: row.try_get("pipeline_hash")?,
+        inputs,
+        subject: row.try_get("subject")?,
+        requested_by: row.try_get("requested_by")?,
+        channel_id: row.try_get("channel_id")?,
+        approvals_needed: u32::try_from(row.try_get::<i64, _>("approvals_needed")?).unwrap_or(0),
+        allow_self: row.try_get::<i64, _>("allow_self")? != 0,
+        status: RequestStatus::parse(row.try_get::<&str, _>("status")?)?,
+        decided_by: row.try_get("decided_by")?,
+        run_id: row.try_get("run_id")?,
+        message_channel: row.try_get("message_channel")?,
+        message_ts: row.try_get("message_ts")?,
+        created_at: row.try_get("created_at")?,
+        decided_at: row.try_get("decided_at")?,
+    })
 }
 
 fn placeholders(n: usize) -> String {
@@ -292,5 +317,200 @@ impl Store for SqliteStore {
     async fn append_event(&self, run_id: Option<&str>, step_id: Option<&str>, event: Event) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         insert_event(&mut conn, run_id, step_id, &now(), &event).await
+    }
+
+    async fn add_approver(&self, user_id: &str, added_by: &str) -> Result<bool, StoreError> {
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        let added = sqlx::query("INSERT INTO approvers (user_id, added_by, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(user_id)
+            .bind(added_by)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if added {
+            let event = Event::new(added_by, "approver_added", serde_json::json!({ "user": user_id }));
+            insert_event(&mut tx, None, None, &at, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn remove_approver(&self, user_id: &str, removed_by: &str) -> Result<bool, StoreError> {
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        let removed = sqlx::query("DELETE FROM approvers WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if removed {
+            let event = Event::new(removed_by, "approver_removed", serde_json::json!({ "user": user_id }));
+            insert_event(&mut tx, None, None, &at, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    async fn approvers(&self) -> Result<Vec<Approver>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM approvers ORDER BY added_at, user_id").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Approver { user_id: r.try_get("user_id")?, added_by: r.try_get("added_by")?, added_at: r.try_get("added_at")? })
+            })
+            .collect()
+    }
+
+    async fn approver(&self, user_id: &str) -> Result<Option<Approver>, StoreError> {
+        let row = sqlx::query("SELECT * FROM approvers WHERE user_id = ?").bind(user_id).fetch_optional(&self.pool).await?;
+        row.map(|r| {
+            Ok(Approver { user_id: r.try_get("user_id")?, added_by: r.try_get("added_by")?, added_at: r.try_get("added_at")? })
+        })
+        .transpose()
+    }
+
+    async fn create_request(&self, req: &RunRequest, event: Event) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO run_requests (id, pipeline, pipeline_hash, inputs, subject, requested_by, channel_id,
+                 approvals_needed, allow_self, status, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+        )
+        .bind(&req.id)
+        .bind(&req.pipeline)
+        .bind(&req.pipeline_hash)
+        .bind(serde_json::Value::Object(req.inputs.clone()).to_string())
+        .bind(&req.subject)
+        .bind(&req.requested_by)
+        .bind(&req.channel_id)
+        .bind(i64::from(req.approvals_needed))
+        .bind(i64::from(req.allow_self))
+        .bind(&req.created_at)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(&mut tx, None, None, &req.created_at, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn request(&self, id: &str) -> Result<RunRequest, StoreError> {
+        let row = sqlx::query("SELECT * FROM run_requests WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(request_from_row).transpose()?.ok_or_else(|| StoreError::NoRequest(id.to_string()))
+    }
+
+    async fn approve_request(&self, id: &str, user: &str) -> Result<Option<u32>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let added = sqlx::query(
+            "INSERT INTO request_approvals (request_id, user_id, at)
+             SELECT id, ?, ? FROM run_requests WHERE id = ? AND status = 'pending'
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(user)
+        .bind(now())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !added {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM request_approvals WHERE request_id = ?")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+
+    async fn approvals(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT user_id FROM request_approvals WHERE request_id = ? ORDER BY at, user_id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn close_request(
+        &self,
+        id: &str,
+        to: RequestStatus,
+        by: &str,
+        run_id: Option<&str>,
+        event: Event,
+    ) -> Result<bool, StoreError> {
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE run_requests SET status = ?, decided_by = ?, decided_at = ?, run_id = ? WHERE id = ? AND status = 'pending'",
+        )
+        .bind(to.as_str())
+        .bind(by)
+        .bind(&at)
+        .bind(run_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if done {
+            insert_event(&mut tx, None, None, &at, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn set_request_message(&self, id: &str, channel: &str, ts: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE run_requests SET message_channel = ?, message_ts = ? WHERE id = ?")
+            .bind(channel)
+            .bind(ts)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_run_message(&self, msg: &RunMessage) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO run_messages (run_id, channel, ts, request_id) VALUES (?, ?, ?, ?)
+             ON CONFLICT (run_id) DO UPDATE SET channel = excluded.channel, ts = excluded.ts",
+        )
+        .bind(&msg.run_id)
+        .bind(&msg.channel)
+        .bind(&msg.ts)
+        .bind(&msg.request_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn run_message(&self, run_id: &str) -> Result<Option<RunMessage>, StoreError> {
+        let row = sqlx::query("SELECT * FROM run_messages WHERE run_id = ?").bind(run_id).fetch_optional(&self.pool).await?;
+        row.map(|r| {
+            Ok(RunMessage {
+                run_id: r.try_get("run_id")?,
+                channel: r.try_get("channel")?,
+                ts: r.try_get("ts")?,
+                request_id: r.try_get("request_id")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn first_sighting(&self, signature: &str, now_secs: i64, keep_secs: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM seen_signatures WHERE seen_at < ?").bind(now_secs - keep_secs).execute(&mut *tx).await?;
+        let first = sqlx::query("INSERT INTO seen_signatures (signature, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(signature)
+            .bind(now_secs)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        tx.commit().await?;
+        Ok(first)
     }
 }

@@ -1,0 +1,260 @@
+//! `POST /slack/commands`: the slash command. Verified, then answered within the ack budget:
+//! help, status, or a confirmation with Start / Cancel (under a two-person rule, a request
+//! posted to the channel for other approvers).
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::command::{self, SlashCommand};
+use super::{AppError, AppState, blocks, ephemeral};
+use crate::engine::{self, EngineError};
+use crate::pipeline::{InputType, Plan};
+use crate::store::{Event, RequestStatus, RunRequest, StoreError};
+
+#[derive(Debug, serde::Deserialize)]
+struct SlashForm {
+    #[serde(default)]
+    command: String,
+    #[serde(default)]
+    text: String,
+    user_id: String,
+    #[serde(default)]
+    channel_id: Option<String>,
+    #[serde(default)]
+    response_url: Option<String>,
+}
+
+pub(super) async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    // Slack's certificate check: answered like Bolt does, before anything else; it does nothing.
+    if is_ssl_check(&body) {
+        return StatusCode::OK.into_response();
+    }
+    let signature = match state.inner.verifier.verify(&headers, &body, super::verify::unix_now()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::info!(target: "offramp::serve", reason = %e, "refused an unverified slash command");
+            return AppError::Unauthorized.into_response();
+        }
+    };
+    let form: SlashForm = match serde_urlencoded::from_bytes(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::info!(target: "offramp::serve", error = %e, "unreadable slash command form");
+            return axum::Json(ephemeral("offramp could not read that command.")).into_response();
+        }
+    };
+    let response_url = form.response_url.clone();
+    let work = {
+        let state = state.clone();
+        async move { answer(&state, &signature, form).await }
+    };
+    ack_within(&state, response_url, work).await
+}
+
+fn is_ssl_check(body: &[u8]) -> bool {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .is_ok_and(|pairs| pairs.iter().any(|(k, v)| k == "ssl_check" && v == "1"))
+}
+
+/// Runs `work`; answers with its reply if it is ready within the ack budget, else answers
+/// "working on it" now and sends the reply through `response_url` when it is ready.
+async fn ack_within(
+    state: &AppState,
+    response_url: Option<String>,
+    work: impl Future<Output = Value> + Send + 'static,
+) -> Response {
+    let mut task = tokio::spawn(work);
+    match tokio::time::timeout(state.config().ack_budget, &mut task).await {
+        Ok(Ok(reply)) => axum::Json(reply).into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(target: "offramp::serve", error = %e, "slash command handler failed");
+            axum::Json(ephemeral("Something went wrong in offramp; the operator can see it in the server log."))
+                .into_response()
+        }
+        Err(_) => {
+            let state = state.clone();
+            tokio::spawn(async move {
+                match task.await {
+                    Ok(reply) => state.respond_later(response_url, reply),
+                    Err(e) => tracing::error!(target: "offramp::serve", error = %e, "slash command handler failed"),
+                }
+            });
+            axum::Json(ephemeral("Working on it…")).into_response()
+        }
+    }
+}
+
+fn usage(command: &str, problem: Option<&str>) -> Value {
+    let mut text = String::new();
+    if let Some(p) = problem {
+        text.push_str(&format!(":warning: {p}\n\n"));
+    }
+    text.push_str(&format!(
+        "*Usage*\n`{command} alice@example.com` — offboard someone with the default pipeline\n\
+         `{command} alice@example.com pipeline=contractor manager=bob@example.com` — another pipeline, with inputs\n\
+         `{command} status RUN_ID` — where a run stands\n\
+         `{command} help` — this message"
+    ));
+    ephemeral(text)
+}
+
+const UNAVAILABLE: &str = "offramp cannot reach its database right now; nothing was started. Try again shortly.";
+
+async fn answer(state: &AppState, signature: &str, form: SlashForm) -> Value {
+    let cmd_name = &state.config().command;
+    match state.first_sighting(signature).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(target: "offramp::serve", user = %form.user_id, "replayed slash command refused");
+            return ephemeral("This request was already handled.");
+        }
+        Err(e) => {
+            tracing::error!(target: "offramp::serve", error = %e, "replay check failed");
+            return ephemeral(UNAVAILABLE);
+        }
+    }
+    if form.command != *cmd_name {
+        return ephemeral(format!("This offramp answers `{cmd_name}`, not `{}`.", form.command));
+    }
+    let parsed = match command::parse(&form.text) {
+        Ok(c) => c,
+        Err(problem) => return usage(cmd_name, Some(&problem)),
+    };
+    if parsed == SlashCommand::Help {
+        return usage(cmd_name, None);
+    }
+    match state.is_approver(&form.user_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            state.log_refusal(&form.user_id, json!({ "command": cmd_name, "text": form.text })).await;
+            return ephemeral(format!(
+                "You are not on offramp's approvers list, so you cannot start or follow offboarding runs. \
+                 An operator can add you with `offramp approvers add {}`.",
+                form.user_id
+            ));
+        }
+        Err(e) => {
+            tracing::error!(target: "offramp::serve", error = %e, "approver check failed");
+            return ephemeral(UNAVAILABLE);
+        }
+    }
+    match parsed {
+        SlashCommand::Help => usage(cmd_name, None),
+        SlashCommand::Status { run_id } => status(state, &run_id).await,
+        SlashCommand::Offboard { subject, pipeline, inputs } => {
+            match request(state, &form, &subject, pipeline, inputs).await {
+                Ok(v) => v,
+                Err(Refusal::Tell(msg)) => usage(cmd_name, Some(&msg)),
+                Err(Refusal::Store(e)) => {
+                    tracing::error!(target: "offramp::serve", error = %e, "cannot record a request");
+                    ephemeral(UNAVAILABLE)
+                }
+            }
+        }
+    }
+}
+
+async fn status(state: &AppState, run_id: &str) -> Value {
+    match super::reporter::view(state, run_id).await {
+        Ok(message) => {
+            let mut v = ephemeral(message.0);
+            v["blocks"] = message.1;
+            v
+        }
+        Err(StoreError::NotFound(_)) => ephemeral(format!("There is no run `{run_id}`.")),
+        Err(e) => {
+            tracing::error!(target: "offramp::serve", error = %e, "status lookup failed");
+            ephemeral(UNAVAILABLE)
+        }
+    }
+}
+
+enum Refusal {
+    Tell(String),
+    Store(StoreError),
+}
+
+/// The pipeline input the subject fills: its first `email` input, else its first required one.
+fn subject_input(plan: &Plan) -> Option<&str> {
+    plan.inputs
+        .iter()
+        .find(|(_, s)| s.kind == InputType::Email)
+        .or_else(|| plan.inputs.iter().find(|(_, s)| s.required))
+        .map(|(n, _)| n.as_str())
+}
+
+async fn request(
+    state: &AppState,
+    form: &SlashForm,
+    subject: &str,
+    pipeline: Option<String>,
+    mut inputs: BTreeMap<String, String>,
+) -> Result<Value, Refusal> {
+    let name = pipeline.unwrap_or_else(|| state.config().default_pipeline.clone());
+    let plan = state.load_pipeline(&name).map_err(Refusal::Tell)?;
+    let Some(field) = subject_input(&plan) else {
+        return Err(Refusal::Tell(format!("pipeline `{name}` has no input for who is leaving")));
+    };
+    if inputs.insert(field.to_string(), subject.to_string()).is_some() {
+        return Err(Refusal::Tell(format!("`{field}` is the person being offboarded; give it once, first")));
+    }
+    let subject = match engine::preview(&plan, &inputs) {
+        Ok(s) => s,
+        Err(EngineError::Inputs(errors)) => return Err(Refusal::Tell(errors.join("; "))),
+        Err(e) => return Err(Refusal::Tell(e.to_string())),
+    };
+    let req = RunRequest {
+        id: uuid::Uuid::new_v4().to_string(),
+        pipeline: name.clone(),
+        pipeline_hash: plan.content_hash.clone(),
+        inputs: inputs.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
+        subject: subject.clone(),
+        requested_by: form.user_id.clone(),
+        channel_id: form.channel_id.clone(),
+        approvals_needed: plan.approval.approvers,
+        allow_self: plan.approval.allow_self,
+        status: RequestStatus::Pending,
+        decided_by: None,
+        run_id: None,
+        message_channel: None,
+        message_ts: None,
+        created_at: crate::store::now(),
+        decided_at: None,
+    };
+    let event = Event::new(
+        &format!("slack:{}", form.user_id),
+        "run_requested",
+        json!({ "request": req.id, "pipeline": name, "subject": subject }),
+    );
+    state.store().create_request(&req, event).await.map_err(Refusal::Store)?;
+    if req.approvals_needed == 0 {
+        let (text, blocks) = blocks::request_message(&req, &plan, &[], false);
+        return Ok(json!({ "response_type": "ephemeral", "text": text, "blocks": blocks }));
+    }
+    // Two-person rule: ask the channel, in the background (Slack may be slow).
+    let (text, blocks) = blocks::request_message(&req, &plan, &[], true);
+    let (st, channel, id) = (state.clone(), state.config().channel.clone(), req.id.clone());
+    tokio::spawn(async move {
+        st.api().pace(&channel).await;
+        match st.api().post_message(&channel, &text, Some(&blocks), None).await {
+            Ok(ts) => {
+                if let Err(e) = st.store().set_request_message(&id, &channel, &ts).await {
+                    tracing::error!(target: "offramp::serve", error = %e, "cannot record the approval message");
+                }
+            }
+            Err(e) => tracing::error!(target: "offramp::slack", error = %e, "cannot post the approval request"),
+        }
+    });
+    Ok(ephemeral(format!(
+        "Asked for approval in <#{}>: {} approver{}{} must press Start before `{name}` runs for {subject}.",
+        state.config().channel,
+        req.approvals_needed,
+        if req.approvals_needed == 1 { "" } else { "s" },
+        if req.allow_self { "" } else { " other than you" },
+    )))
+}

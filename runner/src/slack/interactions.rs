@@ -1,0 +1,302 @@
+//! `POST /slack/interactions`: button clicks. This is where a click becomes an engine
+//! decision: Start → [`Engine::start_with_id`](crate::engine::Engine::start_with_id), Retry /
+//! Skip / Abort → [`Engine::decide`](crate::engine::Engine::decide), the same entry point as
+//! `offramp resume`. The click is acknowledged at once; its effect and any answer follow
+//! (through the store, the run message and the `response_url`).
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::blocks::{self, DecisionRef, mention};
+use super::{AppError, AppState, ephemeral};
+use crate::engine::{Decision, DecisionOutcome, EngineError, StartRequest};
+use crate::store::{Event, RequestStatus, RunRequest, StoreError};
+
+#[derive(Debug, Deserialize)]
+struct Form {
+    payload: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Payload {
+    #[serde(rename = "type")]
+    kind: String,
+    user: User,
+    #[serde(default)]
+    actions: Vec<Action>,
+    #[serde(default)]
+    response_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct User {
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Action {
+    action_id: String,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+pub(super) async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let signature = match state.inner.verifier.verify(&headers, &body, super::verify::unix_now()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::info!(target: "offramp::serve", reason = %e, "refused an unverified interaction");
+            return AppError::Unauthorized.into_response();
+        }
+    };
+    let payload = serde_urlencoded::from_bytes::<Form>(&body)
+        .ok()
+        .and_then(|f| serde_json::from_str::<Payload>(&f.payload).ok());
+    let Some(payload) = payload else {
+        tracing::info!(target: "offramp::serve", "unreadable interaction payload");
+        return AppError::BadRequest.into_response();
+    };
+    // Acknowledge now; the click's effect follows in the background.
+    tokio::spawn(async move { click(state, signature, payload).await });
+    StatusCode::OK.into_response()
+}
+
+async fn click(state: AppState, signature: String, payload: Payload) {
+    let reply_to = payload.response_url.clone();
+    let tell = |text: String| state.respond_later(reply_to.clone(), with_no_replace(ephemeral(text)));
+    match state.first_sighting(&signature).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(target: "offramp::serve", user = %payload.user.id, "replayed interaction ignored");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(target: "offramp::serve", error = %e, "replay check failed");
+            return tell("offramp cannot reach its database right now; nothing happened. Try again shortly.".into());
+        }
+    }
+    if payload.kind != "block_actions" {
+        return;
+    }
+    let Some(action) = payload.actions.first() else { return };
+    let user = payload.user.id.as_str();
+    let value = action.value.clone().unwrap_or_default();
+    match state.is_approver(user).await {
+        Ok(true) => {}
+        Ok(false) => {
+            state.log_refusal(user, json!({ "button": action.action_id, "value": value })).await;
+            return tell(format!(
+                "You are not on offramp's approvers list, so this click did nothing. An operator can add you with `offramp approvers add {user}`."
+            ));
+        }
+        Err(e) => {
+            tracing::error!(target: "offramp::serve", error = %e, "approver check failed");
+            return tell("offramp cannot reach its database right now; nothing happened. Try again shortly.".into());
+        }
+    }
+    let outcome = match action.action_id.as_str() {
+        blocks::START => start(&state, user, &value, &reply_to).await,
+        blocks::CANCEL => cancel(&state, user, &value, &reply_to).await,
+        blocks::RETRY => decide(&state, user, &value, Decision::Retry).await,
+        blocks::SKIP => decide(&state, user, &value, Decision::Skip).await,
+        blocks::ABORT => decide(&state, user, &value, Decision::Abort).await,
+        other => Err(format!("offramp does not know the button `{other}`.")),
+    };
+    if let Err(text) = outcome {
+        tell(text);
+    }
+}
+
+/// An ephemeral answer that leaves the clicked message as it is.
+fn with_no_replace(mut v: Value) -> Value {
+    v["replace_original"] = json!(false);
+    v
+}
+
+fn store_trouble(e: impl std::fmt::Display) -> String {
+    tracing::error!(target: "offramp::serve", error = %e, "store error while handling a click");
+    "offramp cannot reach its database right now; nothing happened. Try again shortly.".into()
+}
+
+fn closed_text(req: &RunRequest) -> String {
+    match req.status {
+        RequestStatus::Pending => "This request is still waiting.".into(),
+        RequestStatus::Started => format!(
+            "This request was already started by {} (run `{}`).",
+            req.decided_by.as_deref().map_or_else(|| "someone".into(), mention),
+            req.run_id.as_deref().unwrap_or("?")
+        ),
+        RequestStatus::Cancelled => format!(
+            "This request was cancelled by {}.",
+            req.decided_by.as_deref().map_or_else(|| "someone".into(), mention)
+        ),
+    }
+}
+
+async fn load_request(state: &AppState, id: &str) -> Result<RunRequest, String> {
+    match state.store().request(id).await {
+        Ok(r) => Ok(r),
+        Err(StoreError::NoRequest(_)) => Err("offramp has no record of this request.".into()),
+        Err(e) => Err(store_trouble(e)),
+    }
+}
+
+async fn start(state: &AppState, user: &str, request_id: &str, reply_to: &Option<String>) -> Result<(), String> {
+    let req = load_request(state, request_id).await?;
+    if req.status != RequestStatus::Pending {
+        return Err(closed_text(&req));
+    }
+    if req.approvals_needed == 0 {
+        if user != req.requested_by {
+            return Err(format!("Only {} can start this request.", mention(&req.requested_by)));
+        }
+        return launch(state, &req, user, reply_to).await;
+    }
+    if user == req.requested_by && !req.allow_self {
+        return Err(format!(
+            "You asked for this run, so your Start does not count: {} other approver{} must press it.",
+            req.approvals_needed,
+            if req.approvals_needed == 1 { "" } else { "s" }
+        ));
+    }
+    let count = match state.store().approve_request(&req.id, user).await {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            let now = load_request(state, request_id).await?;
+            return Err(if now.status == RequestStatus::Pending {
+                "You have already approved this request.".into()
+            } else {
+                closed_text(&now)
+            });
+        }
+        Err(e) => return Err(store_trouble(e)),
+    };
+    let _ = state
+        .store()
+        .append_event(None, None, Event::new(&format!("slack:{user}"), "request_approved", json!({ "request": req.id, "approvals": count })))
+        .await;
+    if count >= req.approvals_needed {
+        return launch(state, &req, user, &None).await;
+    }
+    // Not enough yet: show the approvals so far on the channel post.
+    refresh_request_message(state, &req).await;
+    Err(format!("Approved ({count} of {}). The run starts when enough approvers have pressed Start.", req.approvals_needed))
+}
+
+/// Re-renders the channel post of a two-person request (approvals so far).
+async fn refresh_request_message(state: &AppState, req: &RunRequest) {
+    let (Some(channel), Some(ts)) = (&req.message_channel, &req.message_ts) else { return };
+    let Ok(plan) = state.load_pipeline(&req.pipeline) else { return };
+    let approvals = state.store().approvals(&req.id).await.unwrap_or_default();
+    let (text, blocks) = blocks::request_message(req, &plan, &approvals, true);
+    state.api().pace(channel).await;
+    if let Err(e) = state.api().update(channel, ts, &text, &blocks).await {
+        tracing::warn!(target: "offramp::slack", error = %e, "cannot update the approval request");
+    }
+}
+
+/// Starts the run of an approved request: the request is marked started (with the run's id)
+/// before the run exists, so two racing clicks start one run.
+async fn launch(state: &AppState, req: &RunRequest, user: &str, reply_to: &Option<String>) -> Result<(), String> {
+    let plan = state.load_pipeline(&req.pipeline)?;
+    let actor = format!("slack:{user}");
+    if plan.content_hash != req.pipeline_hash {
+        let _ = state
+            .store()
+            .close_request(&req.id, RequestStatus::Cancelled, "offramp", None, Event::new("offramp", "request_stale", json!({ "request": req.id })))
+            .await;
+        return Err(format!(
+            "Pipeline `{}` changed since this request was made, so it was not started. Run the command again to see the new steps.",
+            req.pipeline
+        ));
+    }
+    let run_id = crate::engine::new_run_id();
+    let event = Event::new(&actor, "request_started", json!({ "request": req.id, "run": run_id }));
+    match state.store().close_request(&req.id, RequestStatus::Started, &actor, Some(&run_id), event).await {
+        Ok(true) => {}
+        Ok(false) => return Err(closed_text(&load_request(state, &req.id).await?)),
+        Err(e) => return Err(store_trouble(e)),
+    }
+    let inputs: BTreeMap<String, String> =
+        req.inputs.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect();
+    let start = StartRequest { inputs, requested_by: format!("slack:{}", req.requested_by), dry_run: false };
+    match state.engine().start_with_id(&plan, start, run_id.clone()).await {
+        Ok(_) => {}
+        Err(EngineError::Inputs(errors)) => return Err(format!("The run could not start: {}", errors.join("; "))),
+        Err(e) => return Err(store_trouble(e)),
+    }
+    let _ = state
+        .store()
+        .append_event(Some(&run_id), None, Event::new(&actor, "run_approved", json!({ "request": req.id })))
+        .await;
+    state.spawn_run(&run_id, Some(req.id.clone()));
+    let text = format!(
+        "Started run `{run_id}`: `{}` for {} (approved by {}). Follow it in <#{}>.",
+        req.pipeline,
+        req.subject,
+        mention(&actor),
+        state.config().channel
+    );
+    // The ephemeral confirmation loses its buttons; so does a channel approval post.
+    state.respond_later(reply_to.clone(), json!({ "replace_original": true, "text": text, "blocks": blocks::request_closed(&text) }));
+    if let (Some(channel), Some(ts)) = (&req.message_channel, &req.message_ts) {
+        let (api, channel, ts) = (state.api().clone(), channel.clone(), ts.clone());
+        tokio::spawn(async move {
+            api.pace(&channel).await;
+            if let Err(e) = api.update(&channel, &ts, &text, &blocks::request_closed(&text)).await {
+                tracing::warn!(target: "offramp::slack", error = %e, "cannot close the approval request");
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn cancel(state: &AppState, user: &str, request_id: &str, reply_to: &Option<String>) -> Result<(), String> {
+    let req = load_request(state, request_id).await?;
+    let actor = format!("slack:{user}");
+    let event = Event::new(&actor, "request_cancelled", json!({ "request": req.id }));
+    match state.store().close_request(&req.id, RequestStatus::Cancelled, &actor, None, event).await {
+        Ok(true) => {}
+        Ok(false) => return Err(closed_text(&load_request(state, request_id).await?)),
+        Err(e) => return Err(store_trouble(e)),
+    }
+    let text = format!("Cancelled by {}: nothing was run for {}.", mention(&actor), req.subject);
+    state.respond_later(reply_to.clone(), json!({ "replace_original": true, "text": text, "blocks": blocks::request_closed(&text) }));
+    if let (Some(channel), Some(ts)) = (&req.message_channel, &req.message_ts) {
+        state.api().pace(channel).await;
+        if let Err(e) = state.api().update(channel, ts, &text, &blocks::request_closed(&text)).await {
+            tracing::warn!(target: "offramp::slack", error = %e, "cannot close the approval request");
+        }
+    }
+    Ok(())
+}
+
+async fn decide(state: &AppState, user: &str, value: &str, decision: Decision) -> Result<(), String> {
+    let Ok(target) = serde_json::from_str::<DecisionRef>(value) else {
+        return Err("This button does not say which step it is about; use `offramp resume` instead.".into());
+    };
+    let actor = format!("slack:{user}");
+    match state.engine().decide(&target.run_id, &target.step_id, Some(target.attempt), decision, &actor).await {
+        Ok(DecisionOutcome::Applied) => {
+            state.spawn_run(&target.run_id, None);
+            Ok(())
+        }
+        Ok(DecisionOutcome::AlreadyHandled { by, status }) => Err(format!(
+            "`{}` is already {status}{}: your {decision} did nothing.",
+            target.step_id,
+            by.map(|b| match b.split_once(' ') {
+                Some((who, what)) => format!(" (handled by {} {what})", mention(who)),
+                None => format!(" (handled by {})", mention(&b)),
+            })
+            .unwrap_or_default()
+        )),
+        Err(EngineError::Store(StoreError::NotFound(_))) => Err(format!("There is no run `{}`.", target.run_id)),
+        Err(EngineError::Decision(msg)) => Err(msg),
+        Err(e) => Err(store_trouble(e)),
+    }
+}

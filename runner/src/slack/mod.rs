@@ -1,0 +1,344 @@
+//! The Slack front door: `offramp serve` is the Slack app's backend.
+//!
+//! A request's path: [`app`] routes it; [`verify`] checks it came from Slack (signed, fresh,
+//! not replayed); [`commands`] turns `/offboard …` into a confirmation; [`interactions`] turns
+//! a button click into an engine decision (Start → [`Engine::start_with_id`], Retry / Skip /
+//! Abort → [`Engine::decide`]); [`reporter`] keeps the run's one channel message current; [`api`]
+//! is the Slack Web API client. Every Slack request is acknowledged within the ack budget
+//! (Slack's limit is 3 s) whatever the database or the pipeline does: slow work finishes in the
+//! background and answers through the `response_url`.
+
+pub mod api;
+pub mod blocks;
+mod command;
+mod commands;
+mod interactions;
+mod reporter;
+mod verify;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+pub use api::{SlackApi, SlackApiConfig, SlackError};
+
+use crate::engine::Engine;
+use crate::pipeline::{self, LoadOptions, Plan};
+use crate::secrets::Secret;
+use crate::store::{Event, Store, StoreError};
+
+/// Settings of `offramp serve`.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// The Slack app's signing secret (verifies requests).
+    pub signing_secret: Secret,
+    /// The bot token, `xoxb-…` (posts and updates messages).
+    pub bot_token: Secret,
+    /// Bearer token of `/api/runs`; without one the API refuses every request.
+    pub api_token: Option<Secret>,
+    pub slack: SlackApiConfig,
+    /// The reporting channel's id, e.g. `C0123456789`.
+    pub channel: String,
+    /// The slash command, e.g. `/offboard`.
+    pub command: String,
+    /// Where `pipeline=NAME` finds `NAME.yaml`.
+    pub pipelines_dir: PathBuf,
+    /// The pipeline used without `pipeline=`.
+    pub default_pipeline: String,
+    /// Plugins directory and operator vars, as for `offramp run`.
+    pub load: LoadOptions,
+    /// How long a command may take before it is acknowledged with "working on it" and answered
+    /// later through its `response_url` (Slack's own limit is 3 s).
+    pub ack_budget: Duration,
+}
+
+/// Why `offramp serve` will not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "{0} is not set (or empty): offramp serve will not run without it. Put it in the environment or the secrets file (--secrets-file); see README \"Connect it to Slack\"."
+    )]
+    MissingSecret(&'static str),
+    #[error("the reporting channel is not set: --channel C0123456789 (or OFFRAMP_SLACK_CHANNEL)")]
+    NoChannel,
+    #[error("the slash command must start with `/`, like `/offboard` (got `{0}`)")]
+    BadCommand(String),
+    #[error("the default pipeline `{name}` does not load: {message}")]
+    DefaultPipeline { name: String, message: String },
+    #[error("{0}")]
+    Slack(#[from] SlackError),
+}
+
+/// One HTTP error type: callers see a status and a short fixed message; details go to the log.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("not found")]
+    NotFound,
+    #[error("bad request")]
+    BadRequest,
+    #[error("unavailable")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(_) | StoreError::NoRequest(_) => AppError::NotFound,
+            other => AppError::Internal(other.into()),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::BadRequest => StatusCode::BAD_REQUEST,
+            AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(e) => {
+                tracing::error!(target: "offramp::serve", error = format!("{e:#}"), "request failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        (status, axum::Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+/// Shared state of the server.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ServeConfig,
+    engine: Engine,
+    verifier: verify::Verifier,
+    api: SlackApi,
+    /// Runs with a live reporter (one per run per process).
+    reporters: Mutex<HashSet<String>>,
+    /// Runs being driven here, and whether another pass was asked for meanwhile.
+    drivers: Mutex<HashMap<String, bool>>,
+}
+
+impl AppState {
+    /// Checks the settings (fail closed: no signing secret or bot token, no server).
+    pub fn new(config: ServeConfig, engine: Engine) -> Result<Self, ConfigError> {
+        if config.signing_secret.expose().trim().is_empty() {
+            return Err(ConfigError::MissingSecret("SLACK_SIGNING_SECRET"));
+        }
+        if config.bot_token.expose().trim().is_empty() {
+            return Err(ConfigError::MissingSecret("SLACK_BOT_TOKEN"));
+        }
+        if config.channel.trim().is_empty() {
+            return Err(ConfigError::NoChannel);
+        }
+        if !config.command.starts_with('/') || config.command.len() < 2 {
+            return Err(ConfigError::BadCommand(config.command.clone()));
+        }
+        let api = SlackApi::new(config.bot_token.clone(), config.slack.clone())?;
+        let verifier = verify::Verifier::new(config.signing_secret.clone());
+        let state = AppState {
+            inner: Arc::new(Inner {
+                config,
+                engine,
+                verifier,
+                api,
+                reporters: Mutex::default(),
+                drivers: Mutex::default(),
+            }),
+        };
+        let default = state.config().default_pipeline.clone();
+        state.load_pipeline(&default).map_err(|message| ConfigError::DefaultPipeline { name: default, message })?;
+        Ok(state)
+    }
+
+    pub fn config(&self) -> &ServeConfig {
+        &self.inner.config
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        self.inner.engine.store()
+    }
+
+    pub(crate) fn api(&self) -> &SlackApi {
+        &self.inner.api
+    }
+
+    /// Loads `NAME.yaml` from the pipelines directory. The error is fit to show a requester.
+    pub(crate) fn load_pipeline(&self, name: &str) -> Result<Plan, String> {
+        let name = command::pipeline_name(name)?;
+        let path = self.config().pipelines_dir.join(format!("{name}.yaml"));
+        if !path.is_file() {
+            return Err(format!("there is no pipeline `{name}` (known: {})", self.pipeline_names().join(", ")));
+        }
+        pipeline::load(&path, &self.config().load).map_err(|e| {
+            tracing::error!(target: "offramp::serve", pipeline = %path.display(), error = %e, "pipeline does not load");
+            format!("pipeline `{name}` does not validate; an operator should run `offramp validate` on it")
+        })
+    }
+
+    fn pipeline_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.config().pipelines_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let p = e.path();
+                (p.extension().is_some_and(|x| x == "yaml")).then(|| p.file_stem()?.to_str().map(str::to_string))?
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Verifies a Slack request, then records its signature: a replay is refused even inside
+    /// the five-minute window. Returns whether the request is new.
+    pub(crate) async fn first_sighting(&self, signature: &str) -> Result<bool, StoreError> {
+        self.store().first_sighting(signature, verify::unix_now(), 2 * verify::MAX_SKEW_SECS + 60).await
+    }
+
+    /// Logs a refused request (not on the approvers list) in the event log.
+    pub(crate) async fn log_refusal(&self, user: &str, what: Value) {
+        let event = Event::new(&format!("slack:{user}"), "refused", what);
+        if let Err(e) = self.store().append_event(None, None, event).await {
+            tracing::error!(target: "offramp::serve", error = %e, "cannot record a refusal");
+        }
+    }
+
+    pub(crate) async fn is_approver(&self, user: &str) -> Result<bool, StoreError> {
+        Ok(self.store().approver(user).await?.is_some())
+    }
+
+    /// Drives a run in the background (and makes sure its channel message follows it). A
+    /// second call while the run is being driven asks for one more pass instead of a second
+    /// driver, so a step that is still running is never mistaken for an interrupted one.
+    pub(crate) fn spawn_run(&self, run_id: &str, request_id: Option<String>) {
+        reporter::ensure(self, run_id, request_id);
+        {
+            let Ok(mut drivers) = self.inner.drivers.lock() else { return };
+            if let Some(again) = drivers.get_mut(run_id) {
+                *again = true;
+                return;
+            }
+            drivers.insert(run_id.to_string(), false);
+        }
+        let (state, run_id) = (self.clone(), run_id.to_string());
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = state.engine().drive(&run_id).await {
+                    tracing::error!(target: "offramp::serve", run = %run_id, error = %e, "driving the run failed");
+                }
+                let Ok(mut drivers) = state.inner.drivers.lock() else { return };
+                match drivers.get_mut(&run_id) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        drivers.remove(&run_id);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Answers through a `response_url` in the background, logging a failure.
+    pub(crate) fn respond_later(&self, response_url: Option<String>, body: Value) {
+        let Some(url) = response_url else { return };
+        let api = self.api().clone();
+        tokio::spawn(async move {
+            if let Err(e) = api.respond(&url, &body).await {
+                tracing::warn!(target: "offramp::slack", error = %e, "cannot answer through response_url");
+            }
+        });
+    }
+}
+
+/// The server's routes.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/slack/commands", post(commands::handle))
+        .route("/slack/interactions", post(interactions::handle))
+        .route("/healthz", get(healthz))
+        .route("/api/runs", get(api_runs))
+        .route("/api/runs/{id}", get(api_run))
+        // Slack's payloads are small; an interaction carries its message, well under this.
+        .layer(DefaultBodyLimit::max(512 * 1024))
+        .with_state(state)
+}
+
+/// A message only the requester sees.
+pub(crate) fn ephemeral(text: impl Into<String>) -> Value {
+    json!({ "response_type": "ephemeral", "text": text.into() })
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
+    match tokio::time::timeout(Duration::from_secs(2), state.store().runs(1)).await {
+        Ok(Ok(_)) => Ok(axum::Json(json!({ "status": "ok" }))),
+        Ok(Err(e)) => {
+            tracing::error!(target: "offramp::serve", error = %e, "health check: database error");
+            Err(AppError::Unavailable)
+        }
+        Err(_) => Err(AppError::Unavailable),
+    }
+}
+
+fn check_bearer(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(expected) = &state.config().api_token else { return Err(AppError::Unauthorized) };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(AppError::Unauthorized)?;
+    let (a, b) = (given.trim().as_bytes(), expected.expose().as_bytes());
+    if a.len() == b.len() && bool::from(a.ct_eq(b)) { Ok(()) } else { Err(AppError::Unauthorized) }
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    #[serde(default = "default_limit")]
+    limit: u32,
+}
+
+fn default_limit() -> u32 {
+    50
+}
+
+async fn api_runs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<impl IntoResponse, AppError> {
+    check_bearer(&state, &headers)?;
+    let runs = state.store().runs(q.limit.clamp(1, 500)).await?;
+    Ok(axum::Json(json!({ "runs": runs })))
+}
+
+async fn api_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    check_bearer(&state, &headers)?;
+    let run = state.store().run(&id).await?;
+    let steps = state.store().steps(&id).await?;
+    let events = state.store().events(&id).await?;
+    Ok(axum::Json(json!({ "run": run, "steps": steps, "events": events })))
+}

@@ -1,0 +1,179 @@
+//! A run's one channel message: posted when the run starts, updated in place (`chat.update`)
+//! as steps change, with step errors as thread replies and a summary when the run ends.
+//!
+//! The store is the source of truth: each update renders the run afresh from it, so missed
+//! progress events or a Slack outage cost at most a stale message, never run state. Bursts are
+//! coalesced: the reporter waits for the channel's pacer (about one write a second), drains
+//! whatever happened meanwhile, then renders once.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+use super::AppState;
+use super::blocks::{self, RunView};
+use crate::engine::ProgressEvent;
+use crate::store::{RunMessage, StepStatus, StoreError};
+
+fn run_of(e: &ProgressEvent) -> &str {
+    match e {
+        ProgressEvent::RunStatus { run_id, .. }
+        | ProgressEvent::Step { run_id, .. }
+        | ProgressEvent::Retrying { run_id, .. }
+        | ProgressEvent::Decided { run_id, .. } => run_id,
+    }
+}
+
+/// Starts a reporter for `run_id` unless this process already has one.
+pub(super) fn ensure(state: &AppState, run_id: &str, request_id: Option<String>) {
+    {
+        let Ok(mut live) = state.inner.reporters.lock() else { return };
+        if !live.insert(run_id.to_string()) {
+            return;
+        }
+    }
+    // Subscribe before the run is driven, so no transition is missed.
+    let rx = state.engine().progress().subscribe();
+    let (state, run_id) = (state.clone(), run_id.to_string());
+    tokio::spawn(async move {
+        report(&state, &run_id, request_id, rx).await;
+        if let Ok(mut live) = state.inner.reporters.lock() {
+            live.remove(&run_id);
+        }
+    });
+}
+
+/// The run's message as it should look now.
+pub(super) async fn view(state: &AppState, run_id: &str) -> Result<(String, Value), StoreError> {
+    let store = state.store();
+    let run = store.run(run_id).await?;
+    let steps = store.steps(run_id).await?;
+    let events = store.events(run_id).await?;
+    let request_id = store.run_message(run_id).await?.and_then(|m| m.request_id);
+    let request = match request_id {
+        Some(id) => store.request(&id).await.ok(),
+        None => None,
+    };
+    let approvals = match &request {
+        Some(r) => store.approvals(&r.id).await?,
+        None => vec![],
+    };
+    Ok(blocks::run_message(&RunView {
+        run: &run,
+        steps: &steps,
+        events: &events,
+        request: request.as_ref(),
+        approvals: &approvals,
+    }))
+}
+
+async fn report(
+    state: &AppState,
+    run_id: &str,
+    request_id: Option<String>,
+    mut rx: tokio::sync::broadcast::Receiver<ProgressEvent>,
+) {
+    let channel = state.config().channel.clone();
+    let api = state.api();
+    let store = state.store();
+    // Errors already in the run when this reporter started were reported by an earlier one.
+    let mut reported: HashSet<(String, u32)> = match store.steps(run_id).await {
+        Ok(steps) => steps
+            .iter()
+            .filter(|s| matches!(s.status, StepStatus::Failed | StepStatus::Paused) && s.resolution.as_deref() != Some("abort"))
+            .map(|s| (s.step_id.clone(), s.attempts))
+            .collect(),
+        Err(_) => HashSet::new(),
+    };
+    loop {
+        api.pace(&channel).await;
+        // Coalesce: everything that happened while waiting is in the one render below.
+        loop {
+            match rx.try_recv() {
+                Ok(_) | Err(TryRecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+        let finished = match publish(state, run_id, &channel, request_id.as_deref(), &mut reported).await {
+            Ok(finished) => finished,
+            Err(e) => {
+                tracing::warn!(target: "offramp::slack", run = %run_id, error = %e, "cannot update the run message");
+                false
+            }
+        };
+        if finished {
+            return;
+        }
+        // Wait for something about this run.
+        loop {
+            match rx.recv().await {
+                Ok(e) if run_of(&e) == run_id => break,
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => break,
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// Posts or updates the message, posts new step errors, and the summary once the run is over.
+/// Returns whether the run is over and reported.
+async fn publish(
+    state: &AppState,
+    run_id: &str,
+    channel: &str,
+    request_id: Option<&str>,
+    reported: &mut HashSet<(String, u32)>,
+) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let store = state.store();
+    let api = state.api();
+    let existing = store.run_message(run_id).await?;
+    let message = match existing {
+        Some(m) if !m.ts.is_empty() => {
+            let (text, blocks) = view(state, run_id).await?;
+            api.update(&m.channel, &m.ts, &text, &blocks).await?;
+            m
+        }
+        earlier => {
+            let request_id = earlier.and_then(|m| m.request_id).or_else(|| request_id.map(str::to_string));
+            // Record which request this run came from before the first render (it names the approvers).
+            let placeholder = RunMessage {
+                run_id: run_id.to_string(),
+                channel: channel.to_string(),
+                ts: String::new(),
+                request_id,
+            };
+            store.set_run_message(&placeholder).await?;
+            let (text, blocks) = view(state, run_id).await?;
+            let ts = api.post_message(channel, &text, Some(&blocks), None).await?;
+            let m = RunMessage { ts, ..placeholder };
+            store.set_run_message(&m).await?;
+            m
+        }
+    };
+    let run = store.run(run_id).await?;
+    let steps = store.steps(run_id).await?;
+    for s in &steps {
+        let is_error = matches!(s.status, StepStatus::Failed | StepStatus::Paused) && s.resolution.as_deref() != Some("abort");
+        if is_error && reported.insert((s.step_id.clone(), s.attempts)) {
+            api.pace(channel).await;
+            api.post_message(&message.channel, &blocks::step_error(s), None, Some(&message.ts)).await?;
+        }
+    }
+    if run.status.is_finished() {
+        api.pace(channel).await;
+        api.call(
+            "chat.postMessage",
+            &json!({
+                "channel": message.channel,
+                "thread_ts": message.ts,
+                "reply_broadcast": true,
+                "text": blocks::summary(&run, &steps),
+            }),
+        )
+        .await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
