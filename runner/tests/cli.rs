@@ -215,14 +215,69 @@ steps:
 }
 
 #[test]
-fn the_demo_runs_to_the_end() {
+fn the_demo_runs_the_slack_conversation_to_the_end() {
     let cli = Cli::new();
     let out = cli.run(&["demo"]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("attempt 1 failed: Okta E0000009 (503)"), "the injected failure shows: {stdout}");
+    // The conversation: confirmation, Start, the paused step with its buttons, Retry, summary.
+    assert!(stdout.contains("Offboard alice@example.com with `offboarding`?"), "{stdout}");
+    assert!(stdout.contains("[ Start ] [ Cancel ]"), "{stdout}");
+    assert!(stdout.contains("[ Retry ] [ Skip ] [ Abort run ]"), "{stdout}");
+    assert!(stdout.contains("Okta E0000006 (403)"), "the paused step's error shows: {stdout}");
+    assert!(stdout.contains("retried by @U0ADMIN"), "{stdout}");
+    assert!(stdout.contains("succeeded: alice@example.com"), "{stdout}");
     assert!(stdout.contains("status succeeded"), "{stdout}");
-    assert!(stdout.contains("now DEPROVISIONED, in 2 group(s)"), "{stdout}");
-    assert!(!stdout.contains("demo-okta-token"), "the token itself is never printed");
+    assert!(stdout.contains("now DEPROVISIONED"), "{stdout}");
+    assert!(!stdout.contains("demo-okta-token") && !stdout.contains("demo-signing-secret"), "no secret is printed");
     assert!(stdout.contains("(SSWS [token])") && !stdout.contains("no credential"), "{stdout}");
+}
+
+#[test]
+fn serve_refuses_to_start_without_its_secrets() {
+    let cli = Cli::new();
+    let mut cmd = Command::new(offramp_bin());
+    cmd.args(["serve", "--channel", "C0TEST", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", format!("sqlite://{}", cli.dir.path().join("cli.db").display()))
+        .env_remove("SLACK_SIGNING_SECRET")
+        .env_remove("SLACK_BOT_TOKEN")
+        .env_remove("OFFRAMP_SECRETS_FILE")
+        .current_dir(cli.dir.path());
+    let out = cmd.output().expect("offramp runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("SLACK_SIGNING_SECRET is not set"), "{}", text(&out.stderr));
+
+    // An empty bot token is as good as none.
+    let out = cmd.env("SLACK_SIGNING_SECRET", "s3cret-signing").env("SLACK_BOT_TOKEN", "  ").output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("SLACK_BOT_TOKEN is not set"), "{stderr}");
+    assert!(!stderr.contains("s3cret-signing"), "a secret is never printed: {stderr}");
+}
+
+#[test]
+fn approvers_are_added_listed_and_removed() {
+    let cli = Cli::new();
+    let out = cli.run(&["approvers", "add", "U024BE7LH", "<@W0ADMIN>", "--as", "ops"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("added U024BE7LH") && text(&out.stdout).contains("added W0ADMIN"));
+    let out = cli.run(&["approvers", "add", "U024BE7LH"]);
+    assert!(text(&out.stdout).contains("already an approver"), "{}", text(&out.stdout));
+    let (code, list) = cli.json(&["approvers", "list", "--json"]);
+    assert_eq!(code, 0);
+    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|a| a["user_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{list}");
+    assert!(ids.contains(&"U024BE7LH") && ids.contains(&"W0ADMIN"));
+    assert_eq!(list[0]["added_by"], "ops");
+
+    let out = cli.run(&["approvers", "add", "alice"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("Copy member ID"), "{}", text(&out.stderr));
+
+    let out = cli.run(&["approvers", "remove", "U024BE7LH"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = cli.run(&["approvers", "remove", "U024BE7LH"]);
+    assert_eq!(out.status.code(), Some(1), "removing someone who is not there says so");
+    let (_, list) = cli.json(&["approvers", "list", "--json"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
 }

@@ -73,11 +73,12 @@ enum Command {
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
-    /// Run the offboarding pipeline against a built-in mock Okta, end to end, with no credentials.
+    /// The whole Slack conversation (command, Start, a paused step, Retry) against the real
+    /// server routes, a mock Slack and a mock Okta, with no credentials.
     Demo {
-        /// The pipeline to run (default: pipelines/offboarding.yaml of this checkout).
+        /// Where `offboarding.yaml` is (default: pipelines/ of this checkout).
         #[arg(long)]
-        pipeline: Option<PathBuf>,
+        pipelines_dir: Option<PathBuf>,
     },
     /// Print the pipeline format's JSON Schema.
     Schema,
@@ -203,8 +204,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&g, &plugin).await,
         Command::Serve(args) => serve::serve(&g, args).await,
         Command::Approvers(cmd) => serve::approvers(&g, cmd).await,
-        Command::Demo { pipeline } => {
-            demo::run(pipeline, g.cache_dir.clone().or_else(Sandbox::default_cache_dir)).await
+        Command::Demo { pipelines_dir } => {
+            demo::run(pipelines_dir, g.cache_dir.clone().or_else(Sandbox::default_cache_dir)).await
         }
     }
 }

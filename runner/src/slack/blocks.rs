@@ -8,6 +8,7 @@ use crate::pipeline::Plan;
 use crate::store::{EventRecord, RunRecord, RunRequest, RunStatus, StepRecord, StepStatus};
 
 /// Action ids of the buttons.
+pub const START_ACTION: &str = START;
 pub(crate) const START: &str = "start";
 pub(crate) const CANCEL: &str = "cancel";
 pub(crate) const RETRY: &str = "retry";
@@ -356,5 +357,17 @@ fn plain(s: &str) -> String {
         rest = &rest[start + end + 1..];
     }
     out.push_str(rest);
+    // Bold markers and whole-line italics read as noise in a terminal.
     out.replace("```", "")
+        .replace('*', "")
+        .lines()
+        .map(|l| {
+            let t = l.trim_start();
+            match t.strip_prefix('_').and_then(|t| t.strip_suffix('_')) {
+                Some(inner) => format!("{}{inner}", &l[..l.len() - t.len()]),
+                None => l.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

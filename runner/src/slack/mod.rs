@@ -271,6 +271,17 @@ impl AppState {
     }
 }
 
+/// The `X-Slack-Signature` Slack would send for `body` at `timestamp` (the demo and the
+/// benchmark sign their requests with it, like Slack does).
+pub fn signature(signing_secret: &str, timestamp: i64, body: &[u8]) -> String {
+    verify::Verifier::new(Secret::new(signing_secret)).sign(timestamp, body)
+}
+
+/// Now, in unix seconds (the clock signatures are checked against).
+pub fn unix_now() -> i64 {
+    verify::unix_now()
+}
+
 /// The server's routes.
 pub fn app(state: AppState) -> Router {
     Router::new()

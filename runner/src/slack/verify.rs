@@ -75,7 +75,7 @@ impl Verifier {
         mac.finalize().into_bytes().to_vec()
     }
 
-    /// The `X-Slack-Signature` value Slack would send (the demo and benchmarks sign with it).
+    /// The `X-Slack-Signature` value Slack would send.
     pub(crate) fn sign(&self, ts: i64, body: &[u8]) -> String {
         format!("v0={}", hex::encode(self.mac(&ts.to_string(), body)))
     }

@@ -195,6 +195,8 @@ pub trait Store: Send + Sync {
     /// In pipeline order.
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError>;
     async fn events(&self, run_id: &str) -> Result<Vec<EventRecord>, StoreError>;
+    /// The newest events of any run or none (refusals, approver changes), newest first.
+    async fn recent_events(&self, limit: u32) -> Result<Vec<EventRecord>, StoreError>;
     /// Sets a run's status if it is currently one of `from` (empty: any). Returns whether it did.
     async fn set_run_status(
         &self,

@@ -108,6 +108,18 @@ async fn insert_event(
     Ok(())
 }
 
+fn event_from_row(row: &SqliteRow) -> Result<EventRecord, StoreError> {
+    Ok(EventRecord {
+        id: row.try_get("id")?,
+        run_id: row.try_get("run_id")?,
+        step_id: row.try_get("step_id")?,
+        at: row.try_get("at")?,
+        actor: row.try_get("actor")?,
+        kind: row.try_get("kind")?,
+        detail: parse_json(row.try_get("detail")?)?.unwrap_or_default(),
+    })
+}
+
 fn request_from_row(row: &SqliteRow) -> Result<RunRequest, StoreError> {
     let inputs = match parse_json(row.try_get("inputs")?)? {
         Some(serde_json::Value::Object(m)) => m,
@@ -200,19 +212,15 @@ impl Store for SqliteStore {
     async fn events(&self, run_id: &str) -> Result<Vec<EventRecord>, StoreError> {
         let rows =
             sqlx::query("SELECT * FROM events WHERE run_id = ? ORDER BY id").bind(run_id).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(EventRecord {
-                    id: row.try_get("id")?,
-                    run_id: row.try_get("run_id")?,
-                    step_id: row.try_get("step_id")?,
-                    at: row.try_get("at")?,
-                    actor: row.try_get("actor")?,
-                    kind: row.try_get("kind")?,
-                    detail: parse_json(row.try_get("detail")?)?.unwrap_or_default(),
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn recent_events(&self, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM events ORDER BY id DESC LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn set_run_status(
