@@ -165,7 +165,13 @@ async fn log_and_inject(State(state): State<MockState>, req: Request, next: Next
                 tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
             }
             let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            if path.starts_with("/slack") { slack::error_response(status) } else { okta::error_response(status) }
+            match path.strip_prefix("/slack/api/") {
+                Some(method) => {
+                    state.slack.record(method, &json!({ "injected_status": f.status }), None);
+                    slack::error_response(status)
+                }
+                None => okta::error_response(status),
+            }
         }
         None => next.run(req).await,
     };

@@ -97,7 +97,7 @@ impl Workspace {
         self.calls().into_iter().filter(|c| c.method == "response_url").map(|c| c.body).collect()
     }
 
-    fn record(&self, method: &str, body: &Value, path: Option<String>) {
+    pub(crate) fn record(&self, method: &str, body: &Value, path: Option<String>) {
         if let Ok(mut i) = self.inner.lock() {
             let at_ms = u64::try_from(i.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             i.calls.push(SlackCall { method: method.to_string(), body: body.clone(), at_ms, path });

@@ -128,6 +128,9 @@ async fn publish(
 ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     let store = state.store();
     let api = state.api();
+    // Read before rendering: a run that is over now is rendered over. One that ends while this
+    // message is being sent gets another pass (its transitions are queued for the reporter).
+    let over = store.run(run_id).await?.status.is_finished();
     let existing = store.run_message(run_id).await?;
     let message = match existing {
         Some(m) if !m.ts.is_empty() => {
@@ -161,7 +164,7 @@ async fn publish(
             api.post_message(&message.channel, &blocks::step_error(s), None, Some(&message.ts)).await?;
         }
     }
-    if run.status.is_finished() {
+    if over {
         api.pace(channel).await;
         api.call(
             "chat.postMessage",

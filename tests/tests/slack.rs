@@ -1,0 +1,771 @@
+//! The Slack front door end to end: requests signed by a test helper (its own HMAC, not
+//! offramp's), the real router driven with `oneshot`, the real engine, plugins and SQLite, and
+//! a mock Slack Web API that records every call.
+
+mod common;
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use hmac::{Hmac, Mac};
+use http_body_util::BodyExt;
+use offramp::engine::{Engine, EngineConfig};
+use offramp::mock::Fault;
+use offramp::pipeline::LoadOptions;
+use offramp::secrets::{Secret, SecretSource};
+use offramp::slack::{self, AppState, ServeConfig, SlackApiConfig};
+use offramp::store::{RunStatus, SqliteStore, Store};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use common::{Harness, TOKEN, sandbox};
+
+const SIGNING_SECRET: &str = "test-signing-secret-3b9f1c";
+const CHANNEL: &str = "C0OFFRAMP";
+const ADMIN: &str = "U0ADMIN";
+const OTHER_ADMIN: &str = "U0OTHER";
+const STRANGER: &str = "U0STRANGER";
+
+/// `X-Slack-Signature` computed here, independently of offramp.
+fn sign(secret: &str, ts: i64, body: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Like Slack's, different for every click (so two clicks are two different signed bodies).
+fn action_ts() -> String {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+struct Slack {
+    h: Harness,
+    app: axum::Router,
+    pipelines: tempfile::TempDir,
+}
+
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    raw: String,
+}
+
+impl Slack {
+    async fn new() -> Slack {
+        Self::with(|_| {}, None).await
+    }
+
+    /// A server over a fresh database with ADMIN and OTHER_ADMIN approved. `tune` may change the
+    /// config; `store` replaces the database (e.g. with a slow one).
+    async fn with(tune: impl FnOnce(&mut ServeConfig), store: Option<Arc<dyn Store>>) -> Slack {
+        let h = Harness::new().await;
+        let store = match store {
+            Some(s) => s,
+            None => h.store().clone(),
+        };
+        store.add_approver(ADMIN, "test").await.unwrap();
+        store.add_approver(OTHER_ADMIN, "test").await.unwrap();
+        let engine = Engine::new(
+            store,
+            sandbox(),
+            SecretSource::fixed([("OKTA_API_TOKEN".to_string(), TOKEN.to_string())]),
+            EngineConfig::default(),
+        )
+        .unwrap();
+        let pipelines = tempfile::tempdir().unwrap();
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines/offboarding.yaml");
+        std::fs::copy(repo, pipelines.path().join("offboarding.yaml")).unwrap();
+        let mut config = ServeConfig {
+            signing_secret: Secret::new(SIGNING_SECRET),
+            bot_token: Secret::new("xoxb-mock-token"),
+            api_token: Some(Secret::new("api-token-for-tests")),
+            slack: SlackApiConfig {
+                base_url: format!("{}/slack/api", h.mock.url()),
+                channel_rate: NonZeroU32::new(50).unwrap(),
+                ..SlackApiConfig::default()
+            },
+            channel: CHANNEL.into(),
+            command: "/offboard".into(),
+            pipelines_dir: pipelines.path().to_path_buf(),
+            default_pipeline: "offboarding".into(),
+            load: LoadOptions {
+                plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
+                vars: [("okta_url".to_string(), h.mock.url())].into_iter().collect(),
+            },
+            ack_budget: Duration::from_millis(2500),
+        };
+        tune(&mut config);
+        let app = slack::app(AppState::new(config, engine).unwrap());
+        Slack { h, app, pipelines }
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        self.h.store()
+    }
+
+    fn response_url(&self) -> String {
+        format!("{}/slack/hooks/commands/T0MOCK/1/test", self.h.mock.url())
+    }
+
+    async fn send(&self, path: &str, body: String, ts: i64, signature: Option<String>) -> Reply {
+        let mut req = Request::post(path).header("content-type", "application/x-www-form-urlencoded");
+        if let Some(sig) = signature {
+            req = req.header("x-slack-request-timestamp", ts.to_string()).header("x-slack-signature", sig);
+        }
+        let resp = self.app.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let raw = String::from_utf8_lossy(&bytes).into_owned();
+        Reply { status, body: serde_json::from_str(&raw).unwrap_or(Value::Null), raw }
+    }
+
+    async fn signed(&self, path: &str, body: String) -> Reply {
+        let ts = now();
+        let sig = sign(SIGNING_SECRET, ts, &body);
+        self.send(path, body, ts, Some(sig)).await
+    }
+
+    fn command_body(&self, user: &str, text: &str) -> String {
+        serde_urlencoded::to_string([
+            ("token", "unused"),
+            ("team_id", "T0MOCK"),
+            ("channel_id", CHANNEL),
+            ("user_id", user),
+            ("command", "/offboard"),
+            ("text", text),
+            ("response_url", &self.response_url()),
+            ("trigger_id", &action_ts()),
+        ])
+        .unwrap()
+    }
+
+    async fn command(&self, user: &str, text: &str) -> Reply {
+        self.signed("/slack/commands", self.command_body(user, text)).await
+    }
+
+    fn click_body(&self, user: &str, action: &str, value: &str) -> String {
+        let payload = json!({
+            "type": "block_actions",
+            "user": { "id": user },
+            "channel": { "id": CHANNEL },
+            "response_url": self.response_url(),
+            "actions": [{ "type": "button", "action_id": action, "value": value, "action_ts": action_ts() }],
+        });
+        serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+    }
+
+    async fn click(&self, user: &str, action: &str, value: &str) -> Reply {
+        self.signed("/slack/interactions", self.click_body(user, action, value)).await
+    }
+
+    /// Asks for a run of the default pipeline and returns the request id from the Start button.
+    async fn request(&self, user: &str) -> String {
+        let reply = self.command(user, "alice@example.com").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        button(&reply.body["blocks"], "start").unwrap_or_else(|| panic!("no Start button: {}", reply.body))
+    }
+
+    fn responses(&self) -> Vec<Value> {
+        self.h.mock.state.slack.responses()
+    }
+
+    async fn wait_response(&self, count: usize) -> Value {
+        let ws = self.h.mock.state.slack.clone();
+        wait(&format!("{count} response_url answers"), || {
+            let r = ws.responses();
+            (r.len() >= count).then(|| r[count - 1].clone())
+        })
+        .await
+    }
+
+    async fn runs(&self) -> Vec<offramp::store::RunRecord> {
+        self.store().runs(50).await.unwrap()
+    }
+
+    async fn wait_status(&self, run_id: &str, status: RunStatus) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = self.store().run(run_id).await.unwrap().status;
+            if now == status {
+                return;
+            }
+            assert!(Instant::now() < deadline, "run {run_id} is {now}, expected {status}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn wait_run(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(r) = self.runs().await.first() {
+                return r.id.clone();
+            }
+            assert!(Instant::now() < deadline, "no run started");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The run's channel message once it matches `pred`.
+    async fn wait_message(&self, what: &str, pred: impl Fn(&offramp::mock::slack::Message) -> bool) -> offramp::mock::slack::Message {
+        let ws = self.h.mock.state.slack.clone();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(m) = ws.messages().into_iter().find(|m| m.thread_ts.is_none() && pred(m)) {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; Slack saw {:#?}", ws.calls());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn refusals(&self) -> Vec<offramp::store::EventRecord> {
+        self.store().recent_events(100).await.unwrap().into_iter().filter(|e| e.kind == "refused").collect()
+    }
+}
+
+async fn wait<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn button(blocks: &Value, action: &str) -> Option<String> {
+    blocks.as_array()?.iter().filter(|b| b["type"] == "actions").find_map(|b| {
+        b["elements"].as_array()?.iter().find(|e| e["action_id"] == action)?["value"].as_str().map(str::to_string)
+    })
+}
+
+fn deactivate_fails_once(s: &Slack) {
+    s.h.mock.state.inject(Fault {
+        method: Some("POST".into()),
+        path_contains: "/lifecycle/deactivate".into(),
+        status: 403,
+        times: 1,
+        delay_ms: 0,
+    });
+}
+
+#[tokio::test]
+async fn command_start_pause_retry_success() {
+    let s = Slack::new().await;
+    deactivate_fails_once(&s);
+
+    let reply = s.command(ADMIN, "alice@example.com").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["response_type"], "ephemeral", "the confirmation is for the requester only");
+    let text = slack::blocks::render_text(&reply.body);
+    assert!(text.contains("Offboard alice@example.com with `offboarding`?"), "{text}");
+    for step in ["lookup", "suspend", "clear_sessions", "remove_groups", "deactivate"] {
+        assert!(text.contains(&format!("`{step}`")), "{step} is listed: {text}");
+    }
+    let start = reply.body["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|b| b["elements"].as_array()?.iter().find(|e| e["action_id"] == "start").cloned())
+        .unwrap();
+    assert_eq!(start["style"], "danger");
+    assert!(start["confirm"]["title"]["text"].as_str().unwrap().contains("Start offboarding"));
+    assert!(s.runs().await.is_empty(), "nothing runs before Start");
+
+    let request = button(&reply.body["blocks"], "start").unwrap();
+    let ack = s.click(ADMIN, "start", &request).await;
+    assert_eq!(ack.status, StatusCode::OK);
+    let run_id = s.wait_run().await;
+    s.wait_status(&run_id, RunStatus::Paused).await;
+
+    let paused = s.wait_message("the run message with Retry", |m| button(&m.blocks, "retry").is_some()).await;
+    let shown = slack::blocks::render_text(&json!({ "blocks": paused.blocks }));
+    assert!(shown.contains("Offboarding alice@example.com"), "{shown}");
+    assert!(shown.contains("Requested by @U0ADMIN · approved by @U0ADMIN"), "{shown}");
+    assert!(shown.contains("deactivate` paused") && shown.contains("E0000006"), "{shown}");
+    let ws = s.h.mock.state.slack.clone();
+    let thread = wait("the error in the thread", || {
+        ws.messages().into_iter().find(|m| m.thread_ts.as_deref() == Some(&paused.ts))
+    })
+    .await;
+    assert!(thread.text.contains("`deactivate` paused after 1 attempt"), "{}", thread.text);
+
+    let value = button(&paused.blocks, "retry").unwrap();
+    let target: Value = serde_json::from_str(&value).unwrap();
+    assert_eq!((target["r"].as_str(), target["s"].as_str(), target["a"].as_u64()), (Some(run_id.as_str()), Some("deactivate"), Some(1)));
+    assert_eq!(s.click(ADMIN, "retry", &value).await.status, StatusCode::OK);
+    s.wait_status(&run_id, RunStatus::Succeeded).await;
+    let summary = wait("the summary", || {
+        ws.messages().into_iter().find(|m| m.thread_ts.as_deref() == Some(&paused.ts) && m.reply_broadcast)
+    })
+    .await;
+    assert!(summary.text.contains("succeeded: alice@example.com"), "{}", summary.text);
+
+    let done = s.wait_message("the final message", |m| m.ts == paused.ts && m.text.contains("succeeded")).await;
+    let shown = slack::blocks::render_text(&json!({ "blocks": done.blocks }));
+    assert!(shown.contains("retried by @U0ADMIN"), "{shown}");
+    assert!(button(&done.blocks, "retry").is_none(), "no buttons once finished");
+    let top_level: Vec<_> = ws.messages().into_iter().filter(|m| m.thread_ts.is_none()).collect();
+    assert_eq!(top_level.len(), 1, "one channel message per run, updated in place");
+    assert_eq!(s.h.mock.state.okta.user("alice@example.com").unwrap().status, "DEPROVISIONED");
+
+    let run = s.store().run(&run_id).await.unwrap();
+    assert_eq!(run.requested_by, "slack:U0ADMIN");
+    let events = s.store().events(&run_id).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "run_approved" && e.actor == "slack:U0ADMIN"));
+    assert!(events.iter().any(|e| e.kind == "decision" && e.actor == "slack:U0ADMIN" && e.detail["decision"] == "retry"));
+    for call in ws.calls() {
+        assert!(!call.body.to_string().contains(TOKEN), "the Okta token never reaches Slack");
+    }
+}
+
+#[tokio::test]
+async fn callers_not_on_the_approvers_list_are_refused_and_logged() {
+    let s = Slack::new().await;
+    let reply = s.command(STRANGER, "alice@example.com").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["response_type"], "ephemeral");
+    assert!(reply.body["text"].as_str().unwrap().contains("not on offramp's approvers list"), "{}", reply.raw);
+    assert!(reply.body.get("blocks").is_none(), "no Start button for a stranger");
+    let refusals = s.refusals().await;
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(refusals[0].actor, "slack:U0STRANGER");
+    assert_eq!(refusals[0].detail["text"], "alice@example.com");
+    // `help` is for everyone; `status` is not.
+    assert!(s.command(STRANGER, "help").await.raw.contains("Usage"));
+    assert!(s.command(STRANGER, "status 0190").await.raw.contains("not on offramp's approvers list"));
+    assert_eq!(s.refusals().await.len(), 2);
+}
+
+#[tokio::test]
+async fn clicks_from_non_approvers_do_nothing() {
+    let s = Slack::new().await;
+    let request = s.request(ADMIN).await;
+    assert_eq!(s.click(STRANGER, "start", &request).await.status, StatusCode::OK);
+    let answer = s.wait_response(1).await;
+    assert!(answer["text"].as_str().unwrap().contains("not on offramp's approvers list"), "{answer}");
+    assert_eq!(answer["replace_original"], false);
+    assert!(s.runs().await.is_empty());
+    assert_eq!(s.store().request(&request).await.unwrap().status, offramp::store::RequestStatus::Pending);
+    let refusals = s.refusals().await;
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(refusals[0].detail["button"], "start");
+
+    // Another approver cannot press someone else's Start either (no two-person rule here).
+    s.click(OTHER_ADMIN, "start", &request).await;
+    let answer = s.wait_response(2).await;
+    assert!(answer["text"].as_str().unwrap().contains("Only <@U0ADMIN> can start"), "{answer}");
+    assert!(s.runs().await.is_empty());
+}
+
+#[tokio::test]
+async fn unsigned_forged_stale_future_and_tampered_requests_get_401() {
+    let s = Slack::new().await;
+    let body = s.command_body(ADMIN, "alice@example.com");
+    let ts = now();
+    let cases: Vec<(&str, String, i64, Option<String>)> = vec![
+        ("no headers", body.clone(), ts, None),
+        ("other secret", body.clone(), ts, Some(sign("not-the-secret", ts, &body))),
+        ("stale", body.clone(), ts - 301, Some(sign(SIGNING_SECRET, ts - 301, &body))),
+        ("future", body.clone(), ts + 301, Some(sign(SIGNING_SECRET, ts + 301, &body))),
+        ("tampered", body.replace("alice", "mallory"), ts, Some(sign(SIGNING_SECRET, ts, &body))),
+        ("bad prefix", body.clone(), ts, Some(sign(SIGNING_SECRET, ts, &body).replacen("v0=", "v1=", 1))),
+        ("bad hex", body.clone(), ts, Some(format!("v0={}", "zz".repeat(32)))),
+        ("short", body.clone(), ts, Some("v0=abcd".into())),
+    ];
+    for (name, body, ts, sig) in cases {
+        for path in ["/slack/commands", "/slack/interactions"] {
+            let reply = s.send(path, body.clone(), ts, sig.clone()).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{name} on {path}");
+            assert_eq!(reply.body, json!({ "error": "unauthorized" }), "{name}: no detail");
+        }
+    }
+    // Within the window, either side, is fine.
+    for skew in [-290, 290] {
+        let body = s.command_body(ADMIN, "help");
+        let reply = s.send("/slack/commands", body.clone(), ts + skew, Some(sign(SIGNING_SECRET, ts + skew, &body))).await;
+        assert_eq!(reply.status, StatusCode::OK, "skew {skew}");
+    }
+    assert!(s.store().recent_events(100).await.unwrap().iter().all(|e| e.kind != "run_requested"));
+}
+
+#[tokio::test]
+async fn a_replayed_request_starts_nothing_twice() {
+    let s = Slack::new().await;
+    let body = s.command_body(ADMIN, "alice@example.com");
+    let ts = now();
+    let sig = sign(SIGNING_SECRET, ts, &body);
+    let first = s.send("/slack/commands", body.clone(), ts, Some(sig.clone())).await;
+    let request = button(&first.body["blocks"], "start").unwrap();
+    let again = s.send("/slack/commands", body, ts, Some(sig)).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert!(again.raw.contains("already handled"), "{}", again.raw);
+    let requested = s.store().recent_events(100).await.unwrap().into_iter().filter(|e| e.kind == "run_requested").count();
+    assert_eq!(requested, 1);
+
+    // The same signed Start click, twice.
+    let click = s.click_body(ADMIN, "start", &request);
+    let ts = now();
+    let sig = sign(SIGNING_SECRET, ts, &click);
+    s.send("/slack/interactions", click.clone(), ts, Some(sig.clone())).await;
+    s.send("/slack/interactions", click, ts, Some(sig)).await;
+    let run_id = s.wait_run().await;
+    s.wait_status(&run_id, RunStatus::Succeeded).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.runs().await.len(), 1, "one run");
+}
+
+#[tokio::test]
+async fn a_second_start_click_is_a_no_op_that_says_who_started() {
+    let s = Slack::new().await;
+    let request = s.request(ADMIN).await;
+    s.click(ADMIN, "start", &request).await;
+    let run_id = s.wait_run().await;
+    s.wait_response(1).await;
+    // A second, separately signed click on the same button.
+    s.click(ADMIN, "start", &request).await;
+    let answer = s.wait_response(2).await;
+    let text = answer["text"].as_str().unwrap();
+    assert!(text.contains("already started by <@U0ADMIN>") && text.contains(&run_id), "{text}");
+    assert_eq!(s.runs().await.len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_decisions_have_exactly_one_effect() {
+    let s = Slack::new().await;
+    deactivate_fails_once(&s);
+    let request = s.request(ADMIN).await;
+    s.click(ADMIN, "start", &request).await;
+    let run_id = s.wait_run().await;
+    s.wait_status(&run_id, RunStatus::Paused).await;
+    let paused = s.wait_message("Retry", |m| button(&m.blocks, "retry").is_some()).await;
+    let value = button(&paused.blocks, "retry").unwrap();
+    let skip = button(&paused.blocks, "skip").unwrap();
+    let before = s.responses().len();
+    // Two approvers at once: one retries, the other skips.
+    let (a, b) = tokio::join!(s.click(ADMIN, "retry", &value), s.click(OTHER_ADMIN, "skip", &skip));
+    assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK));
+    let loser = s.wait_response(before + 1).await;
+    let text = loser["text"].as_str().unwrap();
+    assert!(text.contains("`deactivate` is already") && text.contains("handled by <@"), "{text}");
+    let run = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = s.store().run(&run_id).await.unwrap();
+            if r.status.is_finished() {
+                break r;
+            }
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    assert_eq!(run.status, RunStatus::Succeeded);
+    let decisions: Vec<_> =
+        s.store().events(&run_id).await.unwrap().into_iter().filter(|e| e.kind == "decision").collect();
+    assert_eq!(decisions.len(), 1, "exactly one decision took effect: {decisions:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.responses().len(), before + 1, "only the loser hears back");
+}
+
+#[tokio::test]
+async fn a_stale_click_tells_who_already_decided() {
+    let s = Slack::new().await;
+    deactivate_fails_once(&s);
+    let request = s.request(ADMIN).await;
+    s.click(ADMIN, "start", &request).await;
+    let run_id = s.wait_run().await;
+    s.wait_status(&run_id, RunStatus::Paused).await;
+    let paused = s.wait_message("Retry", |m| button(&m.blocks, "retry").is_some()).await;
+    let abort = button(&paused.blocks, "abort").unwrap();
+    let before = s.responses().len();
+    s.click(OTHER_ADMIN, "skip", &button(&paused.blocks, "skip").unwrap()).await;
+    s.wait_status(&run_id, RunStatus::Succeeded).await;
+    s.click(ADMIN, "abort", &abort).await;
+    let answer = s.wait_response(before + 1).await;
+    let text = answer["text"].as_str().unwrap();
+    assert!(text.contains("already skipped") && text.contains("<@U0OTHER> (skip)"), "{text}");
+    assert_eq!(s.store().run(&run_id).await.unwrap().status, RunStatus::Succeeded, "the stale abort did nothing");
+}
+
+#[tokio::test]
+async fn slack_rate_limits_are_waited_out() {
+    let s = Slack::new().await;
+    s.h.mock.state.inject(Fault {
+        method: Some("POST".into()),
+        path_contains: "chat.postMessage".into(),
+        status: 429,
+        times: 1,
+        delay_ms: 0,
+    });
+    let request = s.request(ADMIN).await;
+    s.click(ADMIN, "start", &request).await;
+    let run_id = s.wait_run().await;
+    s.wait_status(&run_id, RunStatus::Succeeded).await;
+    let done = s.wait_message("the final message", |m| m.text.contains("succeeded")).await;
+    let posts: Vec<_> =
+        s.h.mock.state.slack.calls().into_iter().filter(|c| c.method == "chat.postMessage" && c.body.get("thread_ts").is_none()).collect();
+    assert_eq!(posts.len(), 2, "the first post was rate limited and retried: {posts:?}");
+    assert!(posts[1].at_ms - posts[0].at_ms >= 900, "waited Retry-After: 1 ({} ms)", posts[1].at_ms - posts[0].at_ms);
+    assert_eq!(s.store().run_message(&run_id).await.unwrap().unwrap().ts, done.ts);
+}
+
+#[tokio::test]
+async fn updates_to_the_channel_are_coalesced_to_one_a_second() {
+    let s = Slack::with(|c| c.slack.channel_rate = NonZeroU32::new(1).unwrap(), None).await;
+    let request = s.request(ADMIN).await;
+    s.click(ADMIN, "start", &request).await;
+    let run_id = s.wait_run().await;
+    s.wait_status(&run_id, RunStatus::Succeeded).await;
+    let ws = s.h.mock.state.slack.clone();
+    wait("the summary", || ws.messages().into_iter().find(|m| m.reply_broadcast)).await;
+    let writes: Vec<u64> = ws.calls().iter().filter(|c| c.method.starts_with("chat.")).map(|c| c.at_ms).collect();
+    // Five steps make at least 10 transitions; bursts become a few writes, a second apart.
+    assert!(writes.len() <= 6, "{writes:?}");
+    for pair in writes.windows(2) {
+        assert!(pair[1] - pair[0] >= 950, "writes to the channel at most once a second: {writes:?}");
+    }
+    let last = ws.messages().into_iter().find(|m| m.thread_ts.is_none()).unwrap();
+    assert!(last.text.contains("succeeded"), "the final state is shown: {}", last.text);
+}
+
+#[tokio::test]
+async fn ssl_check_and_bad_text_never_fail() {
+    let s = Slack::new().await;
+    let reply = s.send("/slack/commands", "ssl_check=1&token=abc".into(), now(), None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    for text in ["alice@example.com bob@example.com", "status", "alice@example.com pipeline=../../etc/passwd", "alice@example.com nope=1", "not-an-email"] {
+        let reply = s.command(ADMIN, text).await;
+        assert_eq!(reply.status, StatusCode::OK, "{text}");
+        assert_eq!(reply.body["response_type"], "ephemeral", "{text}");
+        let t = reply.body["text"].as_str().unwrap();
+        assert!(t.contains(":warning:") && t.contains("Usage"), "{text}: {t}");
+    }
+    assert!(s.command(ADMIN, "alice@example.com pipeline=nope").await.raw.contains("there is no pipeline `nope` (known: offboarding)"));
+    assert!(s.command(ADMIN, "alice@example.com nope=1").await.raw.contains("unknown input `nope`"));
+    assert!(s.command(ADMIN, "not-an-email").await.raw.contains("email"));
+    // An unreadable interaction is a 400, not a 500.
+    let reply = s.signed("/slack/interactions", "payload=%7Bnot-json".into()).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(s.store().recent_events(100).await.unwrap().iter().all(|e| e.kind != "run_requested"));
+}
+
+#[tokio::test]
+async fn status_shows_a_run() {
+    let s = Slack::new().await;
+    let request = s.request(ADMIN).await;
+    s.click(ADMIN, "start", &request).await;
+    let run_id = s.wait_run().await;
+    s.wait_status(&run_id, RunStatus::Succeeded).await;
+    let reply = s.command(ADMIN, &format!("status {run_id}")).await;
+    let shown = slack::blocks::render_text(&reply.body);
+    assert!(shown.contains("succeeded") && shown.contains("`deactivate` succeeded"), "{shown}");
+    assert!(s.command(ADMIN, "status 0190-nope").await.raw.contains("There is no run `0190-nope`"));
+}
+
+#[tokio::test]
+async fn the_two_person_rule_needs_another_approver() {
+    let s = Slack::new().await;
+    let text = std::fs::read_to_string(s.pipelines.path().join("offboarding.yaml")).unwrap();
+    let text = text.replacen("inputs:", "approval: { approvers: 1, allow_self: false }\n\ninputs:", 1);
+    std::fs::write(s.pipelines.path().join("guarded.yaml"), text).unwrap();
+
+    let reply = s.command(ADMIN, "alice@example.com pipeline=guarded").await;
+    assert!(reply.raw.contains("Asked for approval"), "{}", reply.raw);
+    let ws = s.h.mock.state.slack.clone();
+    let post = wait("the approval request in the channel", || {
+        ws.messages().into_iter().find(|m| m.text.contains("asks to offboard"))
+    })
+    .await;
+    let request = button(&post.blocks, "start").unwrap();
+    let shown = slack::blocks::render_text(&json!({ "blocks": post.blocks }));
+    assert!(shown.contains("[ Approve and start ]"), "{shown}");
+
+    // The requester's own Start does not count.
+    s.click(ADMIN, "start", &request).await;
+    let answer = s.wait_response(1).await;
+    assert!(answer["text"].as_str().unwrap().contains("your Start does not count"), "{answer}");
+    assert!(s.runs().await.is_empty());
+    // A stranger's does not either.
+    s.click(STRANGER, "start", &request).await;
+    s.wait_response(2).await;
+    assert!(s.runs().await.is_empty());
+
+    s.click(OTHER_ADMIN, "start", &request).await;
+    let run_id = s.wait_run().await;
+    s.wait_status(&run_id, RunStatus::Succeeded).await;
+    let msg = s.wait_message("the run message", |m| m.text.contains("succeeded")).await;
+    let shown = slack::blocks::render_text(&json!({ "blocks": msg.blocks }));
+    assert!(shown.contains("Requested by @U0ADMIN · approved by @U0OTHER"), "{shown}");
+    let closed = wait("the approval post closed", || {
+        ws.messages().into_iter().find(|m| m.ts == post.ts && m.text.starts_with("Started run"))
+    })
+    .await;
+    assert!(button(&closed.blocks, "start").is_none());
+}
+
+#[tokio::test]
+async fn cancel_closes_the_request() {
+    let s = Slack::new().await;
+    let request = s.request(ADMIN).await;
+    s.click(ADMIN, "cancel", &request).await;
+    let answer = s.wait_response(1).await;
+    assert_eq!(answer["replace_original"], true);
+    assert!(answer["text"].as_str().unwrap().contains("Cancelled by <@U0ADMIN>"));
+    s.click(ADMIN, "start", &request).await;
+    let answer = s.wait_response(2).await;
+    assert!(answer["text"].as_str().unwrap().contains("was cancelled by <@U0ADMIN>"), "{answer}");
+    assert!(s.runs().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_changed_pipeline_is_not_started_from_an_old_confirmation() {
+    let s = Slack::new().await;
+    let request = s.request(ADMIN).await;
+    let path = s.pipelines.path().join("offboarding.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("deactivate them.", "deactivate them!")).unwrap();
+    s.click(ADMIN, "start", &request).await;
+    let answer = s.wait_response(1).await;
+    assert!(answer["text"].as_str().unwrap().contains("changed since this request was made"), "{answer}");
+    assert!(s.runs().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_api_needs_the_bearer_token() {
+    let s = Slack::new().await;
+    let request = s.request(ADMIN).await;
+    s.click(ADMIN, "start", &request).await;
+    let run_id = s.wait_run().await;
+    let get = |path: String, auth: Option<&'static str>| {
+        let app = s.app.clone();
+        async move {
+            let mut req = Request::get(path);
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let resp = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
+        }
+    };
+    assert_eq!(get("/api/runs".into(), None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(get("/api/runs".into(), Some("Bearer api-token-for-test")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(get("/api/runs".into(), Some("api-token-for-tests")).await.0, StatusCode::UNAUTHORIZED);
+    let (status, body) = get("/api/runs".into(), Some("Bearer api-token-for-tests")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["runs"][0]["id"], run_id.as_str());
+    let (status, body) = get(format!("/api/runs/{run_id}"), Some("Bearer api-token-for-tests")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["steps"].as_array().unwrap().len(), 5);
+    assert!(body["events"].as_array().unwrap().iter().any(|e| e["kind"] == "run_approved"));
+    let (status, body) = get("/api/runs/nope".into(), Some("Bearer api-token-for-tests")).await;
+    assert_eq!((status, body), (StatusCode::NOT_FOUND, json!({ "error": "not found" })));
+    assert_eq!(get("/healthz".into(), None).await, (StatusCode::OK, json!({ "status": "ok" })));
+}
+
+#[tokio::test]
+async fn no_api_token_configured_means_no_api() {
+    let s = Slack::with(|c| c.api_token = None, None).await;
+    let req = Request::get("/api/runs").header("authorization", "Bearer ").body(Body::empty()).unwrap();
+    assert_eq!(s.app.clone().oneshot(req).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn missing_secrets_refuse_to_start() {
+    let h = Harness::new().await;
+    let engine = Engine::new(h.store().clone(), sandbox(), SecretSource::fixed([]), EngineConfig::default()).unwrap();
+    let config = |signing: &str, bot: &str| ServeConfig {
+        signing_secret: Secret::new(signing),
+        bot_token: Secret::new(bot),
+        api_token: None,
+        slack: SlackApiConfig::default(),
+        channel: CHANNEL.into(),
+        command: "/offboard".into(),
+        pipelines_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines"),
+        default_pipeline: "offboarding".into(),
+        load: LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), vars: Default::default() },
+        ack_budget: Duration::from_millis(2500),
+    };
+    let err = AppState::new(config("", "xoxb-1"), engine.clone()).err().unwrap();
+    assert!(err.to_string().contains("SLACK_SIGNING_SECRET is not set"), "{err}");
+    let err = AppState::new(config("secret", " "), engine.clone()).err().unwrap();
+    assert!(err.to_string().contains("SLACK_BOT_TOKEN is not set"), "{err}");
+    let mut c = config("secret", "xoxb-1");
+    c.default_pipeline = "nope".into();
+    assert!(AppState::new(c, engine.clone()).err().unwrap().to_string().contains("default pipeline `nope`"));
+    assert!(AppState::new(config("secret", "xoxb-1"), engine).is_ok());
+}
+
+/// A store whose every call first waits: a database that has become slow.
+struct SlowStore {
+    inner: Arc<dyn Store>,
+    delay: Duration,
+}
+
+macro_rules! slow {
+    ($self:ident . $name:ident ( $($arg:expr),* )) => {{
+        tokio::time::sleep($self.delay).await;
+        $self.inner.$name($($arg),*).await
+    }};
+}
+
+#[async_trait::async_trait]
+impl Store for SlowStore {
+    async fn create_run(&self, run: &offramp::store::NewRun, event: offramp::store::Event) -> Result<(), offramp::store::StoreError> { slow!(self.create_run(run, event)) }
+    async fn run(&self, id: &str) -> Result<offramp::store::RunRecord, offramp::store::StoreError> { slow!(self.run(id)) }
+    async fn runs(&self, limit: u32) -> Result<Vec<offramp::store::RunRecord>, offramp::store::StoreError> { slow!(self.runs(limit)) }
+    async fn steps(&self, run_id: &str) -> Result<Vec<offramp::store::StepRecord>, offramp::store::StoreError> { slow!(self.steps(run_id)) }
+    async fn events(&self, run_id: &str) -> Result<Vec<offramp::store::EventRecord>, offramp::store::StoreError> { slow!(self.events(run_id)) }
+    async fn recent_events(&self, limit: u32) -> Result<Vec<offramp::store::EventRecord>, offramp::store::StoreError> { slow!(self.recent_events(limit)) }
+    async fn set_run_status(&self, id: &str, from: &[RunStatus], to: RunStatus, event: offramp::store::Event) -> Result<bool, offramp::store::StoreError> { slow!(self.set_run_status(id, from, to, event)) }
+    async fn change_step(&self, run_id: &str, step_id: &str, from: &[offramp::store::StepStatus], attempt: Option<u32>, change: offramp::store::StepChange, event: offramp::store::Event) -> Result<bool, offramp::store::StoreError> { slow!(self.change_step(run_id, step_id, from, attempt, change, event)) }
+    async fn append_event(&self, run_id: Option<&str>, step_id: Option<&str>, event: offramp::store::Event) -> Result<(), offramp::store::StoreError> { slow!(self.append_event(run_id, step_id, event)) }
+    async fn add_approver(&self, user_id: &str, added_by: &str) -> Result<bool, offramp::store::StoreError> { self.inner.add_approver(user_id, added_by).await }
+    async fn remove_approver(&self, user_id: &str, by: &str) -> Result<bool, offramp::store::StoreError> { slow!(self.remove_approver(user_id, by)) }
+    async fn approvers(&self) -> Result<Vec<offramp::store::Approver>, offramp::store::StoreError> { slow!(self.approvers()) }
+    async fn approver(&self, user_id: &str) -> Result<Option<offramp::store::Approver>, offramp::store::StoreError> { slow!(self.approver(user_id)) }
+    async fn create_request(&self, req: &offramp::store::RunRequest, event: offramp::store::Event) -> Result<(), offramp::store::StoreError> { slow!(self.create_request(req, event)) }
+    async fn request(&self, id: &str) -> Result<offramp::store::RunRequest, offramp::store::StoreError> { slow!(self.request(id)) }
+    async fn approve_request(&self, id: &str, user: &str) -> Result<Option<u32>, offramp::store::StoreError> { slow!(self.approve_request(id, user)) }
+    async fn approvals(&self, id: &str) -> Result<Vec<String>, offramp::store::StoreError> { slow!(self.approvals(id)) }
+    async fn close_request(&self, id: &str, to: offramp::store::RequestStatus, by: &str, run_id: Option<&str>, event: offramp::store::Event) -> Result<bool, offramp::store::StoreError> { slow!(self.close_request(id, to, by, run_id, event)) }
+    async fn set_request_message(&self, id: &str, channel: &str, ts: &str) -> Result<(), offramp::store::StoreError> { slow!(self.set_request_message(id, channel, ts)) }
+    async fn set_run_message(&self, msg: &offramp::store::RunMessage) -> Result<(), offramp::store::StoreError> { slow!(self.set_run_message(msg)) }
+    async fn run_message(&self, run_id: &str) -> Result<Option<offramp::store::RunMessage>, offramp::store::StoreError> { slow!(self.run_message(run_id)) }
+    async fn first_sighting(&self, signature: &str, now_secs: i64, keep_secs: i64) -> Result<bool, offramp::store::StoreError> { slow!(self.first_sighting(signature, now_secs, keep_secs)) }
+}
+
+#[tokio::test]
+async fn a_slow_database_does_not_delay_the_acknowledgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.path().join("slow.db").display())).await.unwrap());
+    let slow: Arc<dyn Store> = Arc::new(SlowStore { inner, delay: Duration::from_millis(400) });
+    // A budget of 300 ms against a database that takes 400 ms a query (Slack's is 3 s).
+    let s = Slack::with(|c| c.ack_budget = Duration::from_millis(300), Some(slow)).await;
+    let started = Instant::now();
+    let reply = s.command(ADMIN, "alice@example.com").await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.raw.contains("Working on it"), "{}", reply.raw);
+    assert!(took < Duration::from_millis(1000), "acknowledged in {took:?}");
+    // The confirmation follows through the response_url.
+    let answer = s.wait_response(1).await;
+    let request = button(&answer["blocks"], "start").unwrap_or_else(|| panic!("{answer}"));
+
+    // Clicks are acknowledged at once, whatever the database does.
+    let started = Instant::now();
+    assert_eq!(s.click(ADMIN, "start", &request).await.status, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_millis(300), "click acknowledged in {:?}", started.elapsed());
+}
