@@ -215,7 +215,11 @@ impl Slack {
     }
 
     /// The run's channel message once it matches `pred`.
-    async fn wait_message(&self, what: &str, pred: impl Fn(&offramp::mock::slack::Message) -> bool) -> offramp::mock::slack::Message {
+    async fn wait_message(
+        &self,
+        what: &str,
+        pred: impl Fn(&offramp::mock::slack::Message) -> bool,
+    ) -> offramp::mock::slack::Message {
         let ws = self.h.mock.state.slack.clone();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -302,7 +306,10 @@ async fn command_start_pause_retry_success() {
 
     let value = button(&paused.blocks, "retry").unwrap();
     let target: Value = serde_json::from_str(&value).unwrap();
-    assert_eq!((target["r"].as_str(), target["s"].as_str(), target["a"].as_u64()), (Some(run_id.as_str()), Some("deactivate"), Some(1)));
+    assert_eq!(
+        (target["r"].as_str(), target["s"].as_str(), target["a"].as_u64()),
+        (Some(run_id.as_str()), Some("deactivate"), Some(1))
+    );
     assert_eq!(s.click(ADMIN, "retry", &value).await.status, StatusCode::OK);
     s.wait_status(&run_id, RunStatus::Succeeded).await;
     let summary = wait("the summary", || {
@@ -323,7 +330,9 @@ async fn command_start_pause_retry_success() {
     assert_eq!(run.requested_by, "slack:U0ADMIN");
     let events = s.store().events(&run_id).await.unwrap();
     assert!(events.iter().any(|e| e.kind == "run_approved" && e.actor == "slack:U0ADMIN"));
-    assert!(events.iter().any(|e| e.kind == "decision" && e.actor == "slack:U0ADMIN" && e.detail["decision"] == "retry"));
+    assert!(
+        events.iter().any(|e| e.kind == "decision" && e.actor == "slack:U0ADMIN" && e.detail["decision"] == "retry")
+    );
     for call in ws.calls() {
         assert!(!call.body.to_string().contains(TOKEN), "the Okta token never reaches Slack");
     }
@@ -393,7 +402,8 @@ async fn unsigned_forged_stale_future_and_tampered_requests_get_401() {
     // Within the window, either side, is fine.
     for skew in [-290, 290] {
         let body = s.command_body(ADMIN, "help");
-        let reply = s.send("/slack/commands", body.clone(), ts + skew, Some(sign(SIGNING_SECRET, ts + skew, &body))).await;
+        let reply =
+            s.send("/slack/commands", body.clone(), ts + skew, Some(sign(SIGNING_SECRET, ts + skew, &body))).await;
         assert_eq!(reply.status, StatusCode::OK, "skew {skew}");
     }
     assert!(s.store().recent_events(100).await.unwrap().iter().all(|e| e.kind != "run_requested"));
@@ -410,7 +420,8 @@ async fn a_replayed_request_starts_nothing_twice() {
     let again = s.send("/slack/commands", body, ts, Some(sig)).await;
     assert_eq!(again.status, StatusCode::OK);
     assert!(again.raw.contains("already handled"), "{}", again.raw);
-    let requested = s.store().recent_events(100).await.unwrap().into_iter().filter(|e| e.kind == "run_requested").count();
+    let requested =
+        s.store().recent_events(100).await.unwrap().into_iter().filter(|e| e.kind == "run_requested").count();
     assert_eq!(requested, 1);
 
     // The same signed Start click, twice.
@@ -513,7 +524,13 @@ async fn slack_rate_limits_are_waited_out() {
     s.wait_status(&run_id, RunStatus::Succeeded).await;
     let done = s.wait_message("the final message", |m| m.text.contains("succeeded")).await;
     let posts: Vec<_> =
-        s.h.mock.state.slack.calls().into_iter().filter(|c| c.method == "chat.postMessage" && c.body.get("thread_ts").is_none()).collect();
+        s.h.mock
+            .state
+            .slack
+            .calls()
+            .into_iter()
+            .filter(|c| c.method == "chat.postMessage" && c.body.get("thread_ts").is_none())
+            .collect();
     assert_eq!(posts.len(), 2, "the first post was rate limited and retried: {posts:?}");
     assert!(posts[1].at_ms - posts[0].at_ms >= 900, "waited Retry-After: 1 ({} ms)", posts[1].at_ms - posts[0].at_ms);
     assert_eq!(s.store().run_message(&run_id).await.unwrap().unwrap().ts, done.ts);
@@ -543,14 +560,25 @@ async fn ssl_check_and_bad_text_never_fail() {
     let s = Slack::new().await;
     let reply = s.send("/slack/commands", "ssl_check=1&token=abc".into(), now(), None).await;
     assert_eq!(reply.status, StatusCode::OK);
-    for text in ["alice@example.com bob@example.com", "status", "alice@example.com pipeline=../../etc/passwd", "alice@example.com nope=1", "not-an-email"] {
+    for text in [
+        "alice@example.com bob@example.com",
+        "status",
+        "alice@example.com pipeline=../../etc/passwd",
+        "alice@example.com nope=1",
+        "not-an-email",
+    ] {
         let reply = s.command(ADMIN, text).await;
         assert_eq!(reply.status, StatusCode::OK, "{text}");
         assert_eq!(reply.body["response_type"], "ephemeral", "{text}");
         let t = reply.body["text"].as_str().unwrap();
         assert!(t.contains(":warning:") && t.contains("Usage"), "{text}: {t}");
     }
-    assert!(s.command(ADMIN, "alice@example.com pipeline=nope").await.raw.contains("there is no pipeline `nope` (known: offboarding)"));
+    assert!(
+        s.command(ADMIN, "alice@example.com pipeline=nope")
+            .await
+            .raw
+            .contains("there is no pipeline `nope` (known: offboarding)")
+    );
     assert!(s.command(ADMIN, "alice@example.com nope=1").await.raw.contains("unknown input `nope`"));
     assert!(s.command(ADMIN, "not-an-email").await.raw.contains("email"));
     // An unreadable interaction is a 400, not a 500.
@@ -722,28 +750,114 @@ macro_rules! slow {
 
 #[async_trait::async_trait]
 impl Store for SlowStore {
-    async fn create_run(&self, run: &offramp::store::NewRun, event: offramp::store::Event) -> Result<(), offramp::store::StoreError> { slow!(self.create_run(run, event)) }
-    async fn run(&self, id: &str) -> Result<offramp::store::RunRecord, offramp::store::StoreError> { slow!(self.run(id)) }
-    async fn runs(&self, limit: u32) -> Result<Vec<offramp::store::RunRecord>, offramp::store::StoreError> { slow!(self.runs(limit)) }
-    async fn steps(&self, run_id: &str) -> Result<Vec<offramp::store::StepRecord>, offramp::store::StoreError> { slow!(self.steps(run_id)) }
-    async fn events(&self, run_id: &str) -> Result<Vec<offramp::store::EventRecord>, offramp::store::StoreError> { slow!(self.events(run_id)) }
-    async fn recent_events(&self, limit: u32) -> Result<Vec<offramp::store::EventRecord>, offramp::store::StoreError> { slow!(self.recent_events(limit)) }
-    async fn set_run_status(&self, id: &str, from: &[RunStatus], to: RunStatus, event: offramp::store::Event) -> Result<bool, offramp::store::StoreError> { slow!(self.set_run_status(id, from, to, event)) }
-    async fn change_step(&self, run_id: &str, step_id: &str, from: &[offramp::store::StepStatus], attempt: Option<u32>, change: offramp::store::StepChange, event: offramp::store::Event) -> Result<bool, offramp::store::StoreError> { slow!(self.change_step(run_id, step_id, from, attempt, change, event)) }
-    async fn append_event(&self, run_id: Option<&str>, step_id: Option<&str>, event: offramp::store::Event) -> Result<(), offramp::store::StoreError> { slow!(self.append_event(run_id, step_id, event)) }
-    async fn add_approver(&self, user_id: &str, added_by: &str) -> Result<bool, offramp::store::StoreError> { self.inner.add_approver(user_id, added_by).await }
-    async fn remove_approver(&self, user_id: &str, by: &str) -> Result<bool, offramp::store::StoreError> { slow!(self.remove_approver(user_id, by)) }
-    async fn approvers(&self) -> Result<Vec<offramp::store::Approver>, offramp::store::StoreError> { slow!(self.approvers()) }
-    async fn approver(&self, user_id: &str) -> Result<Option<offramp::store::Approver>, offramp::store::StoreError> { slow!(self.approver(user_id)) }
-    async fn create_request(&self, req: &offramp::store::RunRequest, event: offramp::store::Event) -> Result<(), offramp::store::StoreError> { slow!(self.create_request(req, event)) }
-    async fn request(&self, id: &str) -> Result<offramp::store::RunRequest, offramp::store::StoreError> { slow!(self.request(id)) }
-    async fn approve_request(&self, id: &str, user: &str) -> Result<Option<u32>, offramp::store::StoreError> { slow!(self.approve_request(id, user)) }
-    async fn approvals(&self, id: &str) -> Result<Vec<String>, offramp::store::StoreError> { slow!(self.approvals(id)) }
-    async fn close_request(&self, id: &str, to: offramp::store::RequestStatus, by: &str, run_id: Option<&str>, event: offramp::store::Event) -> Result<bool, offramp::store::StoreError> { slow!(self.close_request(id, to, by, run_id, event)) }
-    async fn set_request_message(&self, id: &str, channel: &str, ts: &str) -> Result<(), offramp::store::StoreError> { slow!(self.set_request_message(id, channel, ts)) }
-    async fn set_run_message(&self, msg: &offramp::store::RunMessage) -> Result<(), offramp::store::StoreError> { slow!(self.set_run_message(msg)) }
-    async fn run_message(&self, run_id: &str) -> Result<Option<offramp::store::RunMessage>, offramp::store::StoreError> { slow!(self.run_message(run_id)) }
-    async fn first_sighting(&self, signature: &str, now_secs: i64, keep_secs: i64) -> Result<bool, offramp::store::StoreError> { slow!(self.first_sighting(signature, now_secs, keep_secs)) }
+    async fn create_run(
+        &self,
+        run: &offramp::store::NewRun,
+        event: offramp::store::Event,
+    ) -> Result<(), offramp::store::StoreError> {
+        slow!(self.create_run(run, event))
+    }
+    async fn run(&self, id: &str) -> Result<offramp::store::RunRecord, offramp::store::StoreError> {
+        slow!(self.run(id))
+    }
+    async fn runs(&self, limit: u32) -> Result<Vec<offramp::store::RunRecord>, offramp::store::StoreError> {
+        slow!(self.runs(limit))
+    }
+    async fn steps(&self, run_id: &str) -> Result<Vec<offramp::store::StepRecord>, offramp::store::StoreError> {
+        slow!(self.steps(run_id))
+    }
+    async fn events(&self, run_id: &str) -> Result<Vec<offramp::store::EventRecord>, offramp::store::StoreError> {
+        slow!(self.events(run_id))
+    }
+    async fn recent_events(&self, limit: u32) -> Result<Vec<offramp::store::EventRecord>, offramp::store::StoreError> {
+        slow!(self.recent_events(limit))
+    }
+    async fn set_run_status(
+        &self,
+        id: &str,
+        from: &[RunStatus],
+        to: RunStatus,
+        event: offramp::store::Event,
+    ) -> Result<bool, offramp::store::StoreError> {
+        slow!(self.set_run_status(id, from, to, event))
+    }
+    async fn change_step(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        from: &[offramp::store::StepStatus],
+        attempt: Option<u32>,
+        change: offramp::store::StepChange,
+        event: offramp::store::Event,
+    ) -> Result<bool, offramp::store::StoreError> {
+        slow!(self.change_step(run_id, step_id, from, attempt, change, event))
+    }
+    async fn append_event(
+        &self,
+        run_id: Option<&str>,
+        step_id: Option<&str>,
+        event: offramp::store::Event,
+    ) -> Result<(), offramp::store::StoreError> {
+        slow!(self.append_event(run_id, step_id, event))
+    }
+    async fn add_approver(&self, user_id: &str, added_by: &str) -> Result<bool, offramp::store::StoreError> {
+        self.inner.add_approver(user_id, added_by).await
+    }
+    async fn remove_approver(&self, user_id: &str, by: &str) -> Result<bool, offramp::store::StoreError> {
+        slow!(self.remove_approver(user_id, by))
+    }
+    async fn approvers(&self) -> Result<Vec<offramp::store::Approver>, offramp::store::StoreError> {
+        slow!(self.approvers())
+    }
+    async fn approver(&self, user_id: &str) -> Result<Option<offramp::store::Approver>, offramp::store::StoreError> {
+        slow!(self.approver(user_id))
+    }
+    async fn create_request(
+        &self,
+        req: &offramp::store::RunRequest,
+        event: offramp::store::Event,
+    ) -> Result<(), offramp::store::StoreError> {
+        slow!(self.create_request(req, event))
+    }
+    async fn request(&self, id: &str) -> Result<offramp::store::RunRequest, offramp::store::StoreError> {
+        slow!(self.request(id))
+    }
+    async fn approve_request(&self, id: &str, user: &str) -> Result<Option<u32>, offramp::store::StoreError> {
+        slow!(self.approve_request(id, user))
+    }
+    async fn approvals(&self, id: &str) -> Result<Vec<String>, offramp::store::StoreError> {
+        slow!(self.approvals(id))
+    }
+    async fn close_request(
+        &self,
+        id: &str,
+        to: offramp::store::RequestStatus,
+        by: &str,
+        run_id: Option<&str>,
+        event: offramp::store::Event,
+    ) -> Result<bool, offramp::store::StoreError> {
+        slow!(self.close_request(id, to, by, run_id, event))
+    }
+    async fn set_request_message(&self, id: &str, channel: &str, ts: &str) -> Result<(), offramp::store::StoreError> {
+        slow!(self.set_request_message(id, channel, ts))
+    }
+    async fn set_run_message(&self, msg: &offramp::store::RunMessage) -> Result<(), offramp::store::StoreError> {
+        slow!(self.set_run_message(msg))
+    }
+    async fn run_message(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<offramp::store::RunMessage>, offramp::store::StoreError> {
+        slow!(self.run_message(run_id))
+    }
+    async fn first_sighting(
+        &self,
+        signature: &str,
+        now_secs: i64,
+        keep_secs: i64,
+    ) -> Result<bool, offramp::store::StoreError> {
+        slow!(self.first_sighting(signature, now_secs, keep_secs))
+    }
 }
 
 #[tokio::test]

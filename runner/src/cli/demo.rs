@@ -121,8 +121,20 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     let mock = MockServer::start(DEMO_TOKEN).await.context("starting the mock Okta and Slack")?;
     // The first suspend answers 503 (the step's retry absorbs it); the first deactivate answers
     // 403 (the token lacks a permission): that step has `on_failure: pause`, so a person decides.
-    mock.state.inject(Fault { method: Some("POST".into()), path_contains: "/lifecycle/suspend".into(), status: 503, times: 1, delay_ms: 0 });
-    mock.state.inject(Fault { method: Some("POST".into()), path_contains: "/lifecycle/deactivate".into(), status: 403, times: 1, delay_ms: 0 });
+    mock.state.inject(Fault {
+        method: Some("POST".into()),
+        path_contains: "/lifecycle/suspend".into(),
+        status: 503,
+        times: 1,
+        delay_ms: 0,
+    });
+    mock.state.inject(Fault {
+        method: Some("POST".into()),
+        path_contains: "/lifecycle/deactivate".into(),
+        status: 403,
+        times: 1,
+        delay_ms: 0,
+    });
 
     let dir = pipelines_dir.unwrap_or_else(default_pipelines_dir);
     let dir = dir.canonicalize().unwrap_or(dir);
@@ -170,8 +182,8 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     let (status, reply, took) = slack_side.command(ADMIN, "alice@example.com").await?;
     println!("  → HTTP {status}, acknowledged in {} ms; only @{ADMIN} sees:", took.as_millis());
     show("offramp (only visible to you)", &reply);
-    let request_id = button_value(&reply["blocks"], slack::blocks::START_ACTION)
-        .context("the confirmation has no Start button")?;
+    let request_id =
+        button_value(&reply["blocks"], slack::blocks::START_ACTION).context("the confirmation has no Start button")?;
 
     println!("\n@{ADMIN} clicks [ Start ] and confirms \"Start offboarding?\"");
     let (status, _, took) = slack_side.click(ADMIN, slack::blocks::START_ACTION, &request_id).await?;
@@ -179,11 +191,10 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     let replaced = wait_for("the confirmation to be replaced", async || ws.responses().into_iter().last()).await?;
     show("offramp (only visible to you; replaces the confirmation)", &replaced);
 
-    let run_id = wait_for("the run to start", async || store.runs(1).await.ok()?.into_iter().next().map(|r| r.id)).await?;
-    wait_for("the run to pause", async || {
-        (store.run(&run_id).await.ok()?.status == RunStatus::Paused).then_some(())
-    })
-    .await?;
+    let run_id =
+        wait_for("the run to start", async || store.runs(1).await.ok()?.into_iter().next().map(|r| r.id)).await?;
+    wait_for("the run to pause", async || (store.run(&run_id).await.ok()?.status == RunStatus::Paused).then_some(()))
+        .await?;
     let paused = wait_for("the channel message to offer Retry", async || {
         ws.messages().into_iter().find(|m| m.thread_ts.is_none() && button_value(&m.blocks, "retry").is_some())
     })
@@ -210,7 +221,9 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     show("#it-offboarding · thread reply, also sent to the channel", &json!({ "text": summary.text }));
 
     let channel_writes = ws.calls().iter().filter(|c| c.method.starts_with("chat.")).count();
-    println!("\nSlack API calls: {channel_writes} (chat.postMessage / chat.update), at most one a second to the channel.");
+    println!(
+        "\nSlack API calls: {channel_writes} (chat.postMessage / chat.update), at most one a second to the channel."
+    );
     super::print_run(store.as_ref(), &run_id, false, false).await?;
 
     println!("\nWhat the mock Okta saw (the API token was injected by the host; the plugins never had it):");

@@ -120,10 +120,8 @@ pub fn error_response(status: StatusCode) -> Response {
 }
 
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Value {
-    let json_ct = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+    let json_ct =
+        headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     if json_ct {
         return serde_json::from_slice(body).unwrap_or(Value::Null);
     }

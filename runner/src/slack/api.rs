@@ -121,10 +121,10 @@ impl SlackApi {
             body["thread_ts"] = json!(t);
         }
         let v = self.call("chat.postMessage", &body).await?;
-        v.get("ts").and_then(Value::as_str).map(str::to_string).ok_or_else(|| SlackError::Api {
-            method: "chat.postMessage".into(),
-            error: "the answer has no ts".into(),
-        })
+        v.get("ts")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| SlackError::Api { method: "chat.postMessage".into(), error: "the answer has no ts".into() })
     }
 
     /// Replaces a message's text and blocks.

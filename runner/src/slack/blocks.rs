@@ -78,10 +78,18 @@ fn steps_lines(plan: &Plan) -> Vec<String> {
 }
 
 /// The ephemeral "are you sure?" with Start and Cancel, or the channel post asking for approval.
-pub(crate) fn request_message(req: &RunRequest, plan: &Plan, approvals: &[String], in_channel: bool) -> (String, Value) {
+pub(crate) fn request_message(
+    req: &RunRequest,
+    plan: &Plan,
+    approvals: &[String],
+    in_channel: bool,
+) -> (String, Value) {
     let mut blocks = Vec::new();
-    let inputs: Vec<String> =
-        req.inputs.iter().map(|(k, v)| format!("`{k}={}`", v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect();
+    let inputs: Vec<String> = req
+        .inputs
+        .iter()
+        .map(|(k, v)| format!("`{k}={}`", v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+        .collect();
     let text = if in_channel {
         format!("{} asks to offboard {} with `{}`", mention(&req.requested_by), req.subject, req.pipeline)
     } else {
@@ -108,7 +116,12 @@ pub(crate) fn request_message(req: &RunRequest, plan: &Plan, approvals: &[String
         let mut b = button(START, if in_channel { "Approve and start" } else { "Start" }, &req.id, Some("danger"));
         b["confirm"] = confirm(
             "Start offboarding?",
-            &format!("This runs {} steps of `{}` for {} against your live systems.", plan.steps.len(), req.pipeline, req.subject),
+            &format!(
+                "This runs {} steps of `{}` for {} against your live systems.",
+                plan.steps.len(),
+                req.pipeline,
+                req.subject
+            ),
             "Start",
         );
         b
@@ -169,7 +182,9 @@ pub(crate) struct DecisionRef {
 pub(crate) fn run_message(v: &RunView<'_>) -> (String, Value) {
     let run = v.run;
     let text = format!("Offboarding {}: {}", run.subject, run.status);
-    let mut blocks = vec![json!({ "type": "header", "text": { "type": "plain_text", "text": truncate(&format!("Offboarding {}", run.subject), 150) } })];
+    let mut blocks = vec![
+        json!({ "type": "header", "text": { "type": "plain_text", "text": truncate(&format!("Offboarding {}", run.subject), 150) } }),
+    ];
     let asked = v.request.map_or_else(|| mention(&run.requested_by), |r| mention(&r.requested_by));
     let mut approved: Vec<String> = v.approvals.iter().map(|a| mention(a)).collect();
     if let Some(by) = v.request.and_then(|r| r.decided_by.as_deref()) {
@@ -194,7 +209,9 @@ pub(crate) fn run_message(v: &RunView<'_>) -> (String, Value) {
         if s.attempts > 1 {
             line.push_str(&format!(" · {} attempts", s.attempts));
         }
-        if let Some(d) = v.events.iter().rev().find(|e| e.kind == "decision" && e.step_id.as_deref() == Some(&s.step_id)) {
+        if let Some(d) =
+            v.events.iter().rev().find(|e| e.kind == "decision" && e.step_id.as_deref() == Some(&s.step_id))
+        {
             let what = d.detail.get("decision").and_then(Value::as_str).unwrap_or("decided");
             let verb = match what {
                 "retry" => "retried",
@@ -226,8 +243,12 @@ pub(crate) fn run_message(v: &RunView<'_>) -> (String, Value) {
         blocks.push(mrkdwn(chunk));
     }
     for s in v.steps.iter().filter(|s| s.status == StepStatus::Paused) {
-        let value = serde_json::to_string(&DecisionRef { run_id: run.id.clone(), step_id: s.step_id.clone(), attempt: s.attempts })
-            .unwrap_or_default();
+        let value = serde_json::to_string(&DecisionRef {
+            run_id: run.id.clone(),
+            step_id: s.step_id.clone(),
+            attempt: s.attempts,
+        })
+        .unwrap_or_default();
         let mut abort = button(ABORT, "Abort run", &value, Some("danger"));
         abort["confirm"] = confirm("Abort the run?", &format!("Steps after `{}` will not run.", s.step_id), "Abort");
         blocks.push(context(format!("`{}` is paused. Retry it, skip it and go on, or abort the run:", s.step_id)));
@@ -287,8 +308,7 @@ pub fn render_text(message: &Value) -> String {
                         out.extend(text_of(&b["text"]).lines().map(str::to_string));
                     }
                     Some("context") => {
-                        let parts: Vec<String> =
-                            b["elements"].as_array().into_iter().flatten().map(text_of).collect();
+                        let parts: Vec<String> = b["elements"].as_array().into_iter().flatten().map(text_of).collect();
                         out.push(format!("  {}", parts.join(" ")));
                     }
                     Some("divider") => out.push("────────────────────────────────────────".into()),

@@ -31,7 +31,9 @@ pub(crate) fn parse(text: &str) -> Result<SlashCommand, String> {
     }
     let subject = unwrap_link(first);
     if subject.contains('=') {
-        return Err(format!("start with who is leaving (e.g. `alice@example.com`), then `key=value` options; got `{first}` first"));
+        return Err(format!(
+            "start with who is leaving (e.g. `alice@example.com`), then `key=value` options; got `{first}` first"
+        ));
     }
     let mut pipeline = None;
     let mut inputs = BTreeMap::new();
@@ -62,7 +64,11 @@ pub(crate) fn pipeline_name(name: &str) -> Result<String, String> {
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok { Ok(name.to_string()) } else { Err(format!("`{name}` is not a pipeline name (lower-case letters, digits, `-`, `_`)")) }
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(format!("`{name}` is not a pipeline name (lower-case letters, digits, `-`, `_`)"))
+    }
 }
 
 /// Slack may send `<mailto:a@b.c|a@b.c>` or `<https://x|x>` for what the user typed; take the label.

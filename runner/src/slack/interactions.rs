@@ -54,9 +54,8 @@ pub(super) async fn handle(State(state): State<AppState>, headers: HeaderMap, bo
             return AppError::Unauthorized.into_response();
         }
     };
-    let payload = serde_urlencoded::from_bytes::<Form>(&body)
-        .ok()
-        .and_then(|f| serde_json::from_str::<Payload>(&f.payload).ok());
+    let payload =
+        serde_urlencoded::from_bytes::<Form>(&body).ok().and_then(|f| serde_json::from_str::<Payload>(&f.payload).ok());
     let Some(payload) = payload else {
         tracing::info!(target: "offramp::serve", "unreadable interaction payload");
         return AppError::BadRequest.into_response();
@@ -178,14 +177,21 @@ async fn start(state: &AppState, user: &str, request_id: &str, reply_to: &Option
     };
     let _ = state
         .store()
-        .append_event(None, None, Event::new(&format!("slack:{user}"), "request_approved", json!({ "request": req.id, "approvals": count })))
+        .append_event(
+            None,
+            None,
+            Event::new(&format!("slack:{user}"), "request_approved", json!({ "request": req.id, "approvals": count })),
+        )
         .await;
     if count >= req.approvals_needed {
         return launch(state, &req, user, &None).await;
     }
     // Not enough yet: show the approvals so far on the channel post.
     refresh_request_message(state, &req).await;
-    Err(format!("Approved ({count} of {}). The run starts when enough approvers have pressed Start.", req.approvals_needed))
+    Err(format!(
+        "Approved ({count} of {}). The run starts when enough approvers have pressed Start.",
+        req.approvals_needed
+    ))
 }
 
 /// Re-renders the channel post of a two-person request (approvals so far).
@@ -208,7 +214,13 @@ async fn launch(state: &AppState, req: &RunRequest, user: &str, reply_to: &Optio
     if plan.content_hash != req.pipeline_hash {
         let _ = state
             .store()
-            .close_request(&req.id, RequestStatus::Cancelled, "offramp", None, Event::new("offramp", "request_stale", json!({ "request": req.id })))
+            .close_request(
+                &req.id,
+                RequestStatus::Cancelled,
+                "offramp",
+                None,
+                Event::new("offramp", "request_stale", json!({ "request": req.id })),
+            )
             .await;
         return Err(format!(
             "Pipeline `{}` changed since this request was made, so it was not started. Run the command again to see the new steps.",
@@ -243,7 +255,10 @@ async fn launch(state: &AppState, req: &RunRequest, user: &str, reply_to: &Optio
         state.config().channel
     );
     // The ephemeral confirmation loses its buttons; so does a channel approval post.
-    state.respond_later(reply_to.clone(), json!({ "replace_original": true, "text": text, "blocks": blocks::request_closed(&text) }));
+    state.respond_later(
+        reply_to.clone(),
+        json!({ "replace_original": true, "text": text, "blocks": blocks::request_closed(&text) }),
+    );
     if let (Some(channel), Some(ts)) = (&req.message_channel, &req.message_ts) {
         let (api, channel, ts) = (state.api().clone(), channel.clone(), ts.clone());
         tokio::spawn(async move {
@@ -266,7 +281,10 @@ async fn cancel(state: &AppState, user: &str, request_id: &str, reply_to: &Optio
         Err(e) => return Err(store_trouble(e)),
     }
     let text = format!("Cancelled by {}: nothing was run for {}.", mention(&actor), req.subject);
-    state.respond_later(reply_to.clone(), json!({ "replace_original": true, "text": text, "blocks": blocks::request_closed(&text) }));
+    state.respond_later(
+        reply_to.clone(),
+        json!({ "replace_original": true, "text": text, "blocks": blocks::request_closed(&text) }),
+    );
     if let (Some(channel), Some(ts)) = (&req.message_channel, &req.message_ts) {
         state.api().pace(channel).await;
         if let Err(e) = state.api().update(channel, ts, &text, &blocks::request_closed(&text)).await {

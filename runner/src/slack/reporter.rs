@@ -81,7 +81,9 @@ async fn report(
     let mut reported: HashSet<(String, u32)> = match store.steps(run_id).await {
         Ok(steps) => steps
             .iter()
-            .filter(|s| matches!(s.status, StepStatus::Failed | StepStatus::Paused) && s.resolution.as_deref() != Some("abort"))
+            .filter(|s| {
+                matches!(s.status, StepStatus::Failed | StepStatus::Paused) && s.resolution.as_deref() != Some("abort")
+            })
             .map(|s| (s.step_id.clone(), s.attempts))
             .collect(),
         Err(_) => HashSet::new(),
@@ -89,12 +91,7 @@ async fn report(
     loop {
         api.pace(&channel).await;
         // Coalesce: everything that happened while waiting is in the one render below.
-        loop {
-            match rx.try_recv() {
-                Ok(_) | Err(TryRecvError::Lagged(_)) => continue,
-                Err(_) => break,
-            }
-        }
+        while matches!(rx.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}
         let finished = match publish(state, run_id, &channel, request_id.as_deref(), &mut reported).await {
             Ok(finished) => finished,
             Err(e) => {
@@ -141,12 +138,8 @@ async fn publish(
         earlier => {
             let request_id = earlier.and_then(|m| m.request_id).or_else(|| request_id.map(str::to_string));
             // Record which request this run came from before the first render (it names the approvers).
-            let placeholder = RunMessage {
-                run_id: run_id.to_string(),
-                channel: channel.to_string(),
-                ts: String::new(),
-                request_id,
-            };
+            let placeholder =
+                RunMessage { run_id: run_id.to_string(), channel: channel.to_string(), ts: String::new(), request_id };
             store.set_run_message(&placeholder).await?;
             let (text, blocks) = view(state, run_id).await?;
             let ts = api.post_message(channel, &text, Some(&blocks), None).await?;
@@ -158,7 +151,8 @@ async fn publish(
     let run = store.run(run_id).await?;
     let steps = store.steps(run_id).await?;
     for s in &steps {
-        let is_error = matches!(s.status, StepStatus::Failed | StepStatus::Paused) && s.resolution.as_deref() != Some("abort");
+        let is_error =
+            matches!(s.status, StepStatus::Failed | StepStatus::Paused) && s.resolution.as_deref() != Some("abort");
         if is_error && reported.insert((s.step_id.clone(), s.attempts)) {
             api.pace(channel).await;
             api.post_message(&message.channel, &blocks::step_error(s), None, Some(&message.ts)).await?;

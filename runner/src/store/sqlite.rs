@@ -7,7 +7,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    Approver, Event, EventRecord, RequestStatus, RunMessage, RunRequest, NewRun, RunRecord, RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError, now,
+    Approver, Event, EventRecord, NewRun, RequestStatus, RunMessage, RunRecord, RunRequest, RunStatus, StepChange,
+    StepRecord, StepStatus, Store, StoreError, now,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -330,14 +331,15 @@ impl Store for SqliteStore {
     async fn add_approver(&self, user_id: &str, added_by: &str) -> Result<bool, StoreError> {
         let at = now();
         let mut tx = self.pool.begin().await?;
-        let added = sqlx::query("INSERT INTO approvers (user_id, added_by, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(user_id)
-            .bind(added_by)
-            .bind(&at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
+        let added =
+            sqlx::query("INSERT INTO approvers (user_id, added_by, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+                .bind(user_id)
+                .bind(added_by)
+                .bind(&at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
         if added {
             let event = Event::new(added_by, "approver_added", serde_json::json!({ "user": user_id }));
             insert_event(&mut tx, None, None, &at, &event).await?;
@@ -367,15 +369,24 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT * FROM approvers ORDER BY added_at, user_id").fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
-                Ok(Approver { user_id: r.try_get("user_id")?, added_by: r.try_get("added_by")?, added_at: r.try_get("added_at")? })
+                Ok(Approver {
+                    user_id: r.try_get("user_id")?,
+                    added_by: r.try_get("added_by")?,
+                    added_at: r.try_get("added_at")?,
+                })
             })
             .collect()
     }
 
     async fn approver(&self, user_id: &str) -> Result<Option<Approver>, StoreError> {
-        let row = sqlx::query("SELECT * FROM approvers WHERE user_id = ?").bind(user_id).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT * FROM approvers WHERE user_id = ?").bind(user_id).fetch_optional(&self.pool).await?;
         row.map(|r| {
-            Ok(Approver { user_id: r.try_get("user_id")?, added_by: r.try_get("added_by")?, added_at: r.try_get("added_at")? })
+            Ok(Approver {
+                user_id: r.try_get("user_id")?,
+                added_by: r.try_get("added_by")?,
+                added_at: r.try_get("added_at")?,
+            })
         })
         .transpose()
     }
@@ -496,7 +507,8 @@ impl Store for SqliteStore {
     }
 
     async fn run_message(&self, run_id: &str) -> Result<Option<RunMessage>, StoreError> {
-        let row = sqlx::query("SELECT * FROM run_messages WHERE run_id = ?").bind(run_id).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT * FROM run_messages WHERE run_id = ?").bind(run_id).fetch_optional(&self.pool).await?;
         row.map(|r| {
             Ok(RunMessage {
                 run_id: r.try_get("run_id")?,
@@ -510,14 +522,18 @@ impl Store for SqliteStore {
 
     async fn first_sighting(&self, signature: &str, now_secs: i64, keep_secs: i64) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM seen_signatures WHERE seen_at < ?").bind(now_secs - keep_secs).execute(&mut *tx).await?;
-        let first = sqlx::query("INSERT INTO seen_signatures (signature, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
-            .bind(signature)
-            .bind(now_secs)
+        sqlx::query("DELETE FROM seen_signatures WHERE seen_at < ?")
+            .bind(now_secs - keep_secs)
             .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
+            .await?;
+        let first =
+            sqlx::query("INSERT INTO seen_signatures (signature, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(signature)
+                .bind(now_secs)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
         tx.commit().await?;
         Ok(first)
     }

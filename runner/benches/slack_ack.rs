@@ -1,0 +1,144 @@
+//! Acknowledgement latency and throughput of `POST /slack/commands` under concurrent load.
+//!
+//! `cargo bench -p offramp --bench slack_ack`
+//!
+//! The real server (`offramp serve`'s router) listens on loopback over a file-backed SQLite
+//! database (WAL), with a mock Slack. A load generator signs requests like Slack does and
+//! sends them from N concurrent connections:
+//!
+//! - `offboard`: `/offboard alice@example.com` from an approver — verify the signature, record
+//!   it (replay guard), check the approvers table, load and validate the pipeline, record the
+//!   request, answer with the Block Kit confirmation. The full work of a real command.
+//! - `help`: `/offboard help` — verify, replay guard, answer.
+//!
+//! Prints p50 / p90 / p99 / max latency and requests per second per concurrency level.
+//! `OFFRAMP_BENCH_REQUESTS` sets the requests per level (default 2000).
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use offramp::engine::{Engine, EngineConfig};
+use offramp::mock::MockServer;
+use offramp::pipeline::LoadOptions;
+use offramp::sandbox::Sandbox;
+use offramp::secrets::{Secret, SecretSource};
+use offramp::slack::{self, AppState, ServeConfig, SlackApiConfig};
+use offramp::store::{SqliteStore, Store};
+
+const SECRET: &str = "bench-signing-secret";
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let per_level: u64 = std::env::var("OFFRAMP_BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let mock = MockServer::start("bench-okta-token").await?;
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.path().join("bench.db").display())).await?);
+    store.add_approver("U0ADMIN", "bench").await?;
+    let engine = Engine::new(
+        store,
+        Arc::new(Sandbox::new(Some(dir.path().join("cache")))?),
+        SecretSource::fixed([]),
+        EngineConfig::default(),
+    )?;
+    let config = ServeConfig {
+        signing_secret: Secret::new(SECRET),
+        bot_token: Secret::new("xoxb-mock-token"),
+        api_token: None,
+        slack: SlackApiConfig {
+            base_url: format!("{}/slack/api", mock.url()),
+            channel_rate: NonZeroU32::MIN,
+            ..SlackApiConfig::default()
+        },
+        channel: "C0OFFRAMP".into(),
+        command: "/offboard".into(),
+        pipelines_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines"),
+        default_pipeline: "offboarding".into(),
+        load: LoadOptions {
+            plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
+            vars: [("okta_url".to_string(), mock.url())].into_iter().collect(),
+        },
+        ack_budget: Duration::from_millis(2500),
+    };
+    let state = AppState::new(config, engine).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/slack/commands", listener.local_addr()?);
+    tokio::spawn(axum::serve(listener, slack::app(state)).into_future());
+
+    println!("POST /slack/commands on loopback, SQLite (WAL) in a temp dir, {per_level} requests per row");
+    println!("{:<9} {:>5} {:>9} {:>9} {:>9} {:>9} {:>10}", "command", "conc", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s");
+    let counter = Arc::new(AtomicU64::new(0));
+    for text in ["offboard", "help"] {
+        for concurrency in [1u64, 8, 32, 64] {
+            let started = Instant::now();
+            let mut workers = Vec::new();
+            for _ in 0..concurrency {
+                let (url, counter) = (url.clone(), counter.clone());
+                let n = per_level / concurrency;
+                workers.push(tokio::spawn(async move {
+                    let client = reqwest::Client::new();
+                    let mut lat = Vec::with_capacity(n as usize);
+                    for _ in 0..n {
+                        let i = counter.fetch_add(1, Ordering::Relaxed);
+                        let body = serde_urlencoded::to_string([
+                            ("command", "/offboard"),
+                            ("text", if text == "help" { "help" } else { "alice@example.com" }),
+                            ("user_id", "U0ADMIN"),
+                            ("channel_id", "C0OFFRAMP"),
+                            ("trigger_id", &format!("bench.{i}")),
+                        ])?;
+                        let ts = slack::unix_now();
+                        let sig = slack::signature(SECRET, ts, body.as_bytes());
+                        let t = Instant::now();
+                        let resp = client
+                            .post(&url)
+                            .header("content-type", "application/x-www-form-urlencoded")
+                            .header("x-slack-request-timestamp", ts.to_string())
+                            .header("x-slack-signature", sig)
+                            .body(body)
+                            .send()
+                            .await?;
+                        let status = resp.status();
+                        let reply = resp.text().await?;
+                        lat.push(t.elapsed());
+                        anyhow::ensure!(status.is_success(), "HTTP {status}: {reply}");
+                        anyhow::ensure!(
+                            text == "help" || reply.contains("\"action_id\":\"start\""),
+                            "no confirmation: {reply}"
+                        );
+                    }
+                    Ok::<_, anyhow::Error>(lat)
+                }));
+            }
+            let mut all = Vec::new();
+            for w in workers {
+                all.extend(w.await??);
+            }
+            let elapsed = started.elapsed();
+            all.sort();
+            println!(
+                "{:<9} {:>5} {:>9} {:>9} {:>9} {:>9} {:>10.0}",
+                text,
+                concurrency,
+                ms(percentile(&all, 0.50)),
+                ms(percentile(&all, 0.90)),
+                ms(percentile(&all, 0.99)),
+                ms(all[all.len() - 1]),
+                all.len() as f64 / elapsed.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
