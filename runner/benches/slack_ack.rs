@@ -78,7 +78,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(axum::serve(listener, slack::app(state)).into_future());
 
     println!("POST /slack/commands on loopback, SQLite (WAL) in a temp dir, {per_level} requests per row");
-    println!("{:<9} {:>5} {:>9} {:>9} {:>9} {:>9} {:>10}", "command", "conc", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s");
+    println!(
+        "{:<9} {:>5} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "command", "conc", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s"
+    );
     let counter = Arc::new(AtomicU64::new(0));
     for text in ["offboard", "help"] {
         for concurrency in [1u64, 8, 32, 64] {

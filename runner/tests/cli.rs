@@ -281,3 +281,71 @@ fn approvers_are_added_listed_and_removed() {
     let (_, list) = cli.json(&["approvers", "list", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
+
+/// `GET path` over a plain TCP connection; returns the status line and body.
+fn http_get(addr: &str, path: &str) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).ok()?;
+    let status = out.lines().next()?.to_string();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    Some((status, body))
+}
+
+#[test]
+fn serve_starts_from_a_config_file_and_answers_health_checks() {
+    let cli = Cli::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = cli.dir.path().join("offramp.yaml");
+    let pipelines = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {addr}\nchannel: C0TEST\npipelines_dir: {}\nvars: {{ okta_url: https://acme.okta.com }}\n",
+            pipelines.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(offramp_bin())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("DATABASE_URL", format!("sqlite://{}", cli.dir.path().join("serve.db").display()))
+        .env("SLACK_SIGNING_SECRET", "test-signing-secret")
+        .env("SLACK_BOT_TOKEN", "xoxb-test")
+        .env("OFFRAMP_API_TOKEN", "api-token")
+        .env_remove("OFFRAMP_SECRETS_FILE")
+        .current_dir(cli.dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("offramp serve starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let health = loop {
+        if let Some(r) = http_get(&addr, "/healthz") {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "offramp serve did not answer on {addr}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let runs = http_get(&addr, "/api/runs");
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(health.0.contains("200"), "{health:?}");
+    assert!(health.1.contains(r#"{"status":"ok"}"#), "{health:?}");
+    assert!(runs.is_some_and(|r| r.0.contains("401")), "the API needs the bearer token");
+    assert!(text(&out.stderr).contains("reporting to C0TEST"), "{}", text(&out.stderr));
+
+    // A typo in the file is an error, not a silently ignored key.
+    std::fs::write(&config, "chanel: C0TEST\n").unwrap();
+    let out = Command::new(offramp_bin())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("SLACK_SIGNING_SECRET", "x")
+        .env("SLACK_BOT_TOKEN", "y")
+        .current_dir(cli.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown field `chanel`"), "{}", text(&out.stderr));
+}

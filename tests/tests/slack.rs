@@ -883,3 +883,32 @@ async fn a_slow_database_does_not_delay_the_acknowledgement() {
     assert_eq!(s.click(ADMIN, "start", &request).await.status, StatusCode::OK);
     assert!(started.elapsed() < Duration::from_millis(300), "click acknowledged in {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_slack_outage_loses_no_run_state() {
+    let s = Slack::new().await;
+    // Every Web API call fails with a 500 for the rest of the test.
+    s.h.mock.state.inject(Fault {
+        method: None,
+        path_contains: "/slack/api/".into(),
+        status: 500,
+        times: 10_000,
+        delay_ms: 0,
+    });
+    let request = s.request(ADMIN).await;
+    s.click(ADMIN, "start", &request).await;
+    let run_id = s.wait_run().await;
+    // The run does not wait for Slack.
+    s.wait_status(&run_id, RunStatus::Succeeded).await;
+    let steps = s.h.steps(&run_id).await;
+    assert_eq!(steps.len(), 5);
+    assert!(steps.values().all(|st| st.status.is_finished()), "{steps:?}");
+    assert_eq!(s.h.mock.state.okta.user("alice@example.com").unwrap().status, "DEPROVISIONED");
+    // The reporter kept trying (with backoff) and nothing was posted.
+    let ws = s.h.mock.state.slack.clone();
+    wait("retries of the run message", || {
+        (ws.calls().iter().filter(|c| c.method == "chat.postMessage").count() >= 2).then_some(())
+    })
+    .await;
+    assert!(ws.messages().is_empty());
+}
