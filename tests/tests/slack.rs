@@ -231,6 +231,18 @@ impl Slack {
         }
     }
 
+    /// A run of the default pipeline started by ADMIN, paused at `deactivate` (a 403 once), and
+    /// its channel message showing the Retry button.
+    async fn paused_run(&self) -> (String, offramp::mock::slack::Message) {
+        deactivate_fails_once(self);
+        let request = self.request(ADMIN).await;
+        self.click(ADMIN, "start", &request).await;
+        let run_id = self.wait_run().await;
+        self.wait_status(&run_id, RunStatus::Paused).await;
+        let paused = self.wait_message("Retry", |m| button(&m.blocks, "retry").is_some()).await;
+        (run_id, paused)
+    }
+
     async fn refusals(&self) -> Vec<offramp::store::EventRecord> {
         self.store().recent_events(100).await.unwrap().into_iter().filter(|e| e.kind == "refused").collect()
     }
@@ -454,12 +466,7 @@ async fn a_second_start_click_is_a_no_op_that_says_who_started() {
 #[tokio::test]
 async fn concurrent_decisions_have_exactly_one_effect() {
     let s = Slack::new().await;
-    deactivate_fails_once(&s);
-    let request = s.request(ADMIN).await;
-    s.click(ADMIN, "start", &request).await;
-    let run_id = s.wait_run().await;
-    s.wait_status(&run_id, RunStatus::Paused).await;
-    let paused = s.wait_message("Retry", |m| button(&m.blocks, "retry").is_some()).await;
+    let (run_id, paused) = s.paused_run().await;
     let value = button(&paused.blocks, "retry").unwrap();
     let skip = button(&paused.blocks, "skip").unwrap();
     let before = s.responses().len();
@@ -469,18 +476,8 @@ async fn concurrent_decisions_have_exactly_one_effect() {
     let loser = s.wait_response(before + 1).await;
     let text = loser["text"].as_str().unwrap();
     assert!(text.contains("`deactivate` is already") && text.contains("handled by <@"), "{text}");
-    let run = {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let r = s.store().run(&run_id).await.unwrap();
-            if r.status.is_finished() {
-                break r;
-            }
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    };
-    assert_eq!(run.status, RunStatus::Succeeded);
+    // Retry or Skip, either way the run then succeeds (the 403 came once).
+    s.wait_status(&run_id, RunStatus::Succeeded).await;
     let decisions: Vec<_> =
         s.store().events(&run_id).await.unwrap().into_iter().filter(|e| e.kind == "decision").collect();
     assert_eq!(decisions.len(), 1, "exactly one decision took effect: {decisions:?}");
@@ -491,12 +488,7 @@ async fn concurrent_decisions_have_exactly_one_effect() {
 #[tokio::test]
 async fn a_stale_click_tells_who_already_decided() {
     let s = Slack::new().await;
-    deactivate_fails_once(&s);
-    let request = s.request(ADMIN).await;
-    s.click(ADMIN, "start", &request).await;
-    let run_id = s.wait_run().await;
-    s.wait_status(&run_id, RunStatus::Paused).await;
-    let paused = s.wait_message("Retry", |m| button(&m.blocks, "retry").is_some()).await;
+    let (run_id, paused) = s.paused_run().await;
     let abort = button(&paused.blocks, "abort").unwrap();
     let before = s.responses().len();
     s.click(OTHER_ADMIN, "skip", &button(&paused.blocks, "skip").unwrap()).await;
@@ -730,6 +722,9 @@ async fn missing_secrets_refuse_to_start() {
     let err = AppState::new(config("secret", " "), engine.clone()).err().unwrap();
     assert!(err.to_string().contains("SLACK_BOT_TOKEN is not set"), "{err}");
     let mut c = config("secret", "xoxb-1");
+    c.load.vars.insert("okta_ulr".into(), "https://acme.okta.com".into());
+    assert!(AppState::new(c, engine.clone()).err().unwrap().to_string().contains("declares the var(s) okta_ulr"));
+    let mut c = config("secret", "xoxb-1");
     c.default_pipeline = "nope".into();
     assert!(AppState::new(c, engine.clone()).err().unwrap().to_string().contains("default pipeline `nope`"));
     assert!(AppState::new(config("secret", "xoxb-1"), engine).is_ok());
@@ -786,11 +781,11 @@ impl Store for SlowStore {
         run_id: &str,
         step_id: &str,
         from: &[offramp::store::StepStatus],
-        attempt: Option<u32>,
+        guard: Option<offramp::store::Guard>,
         change: offramp::store::StepChange,
         event: offramp::store::Event,
     ) -> Result<bool, offramp::store::StoreError> {
-        slow!(self.change_step(run_id, step_id, from, attempt, change, event))
+        slow!(self.change_step(run_id, step_id, from, guard, change, event))
     }
     async fn append_event(
         &self,
@@ -828,15 +823,22 @@ impl Store for SlowStore {
     async fn approvals(&self, id: &str) -> Result<Vec<String>, offramp::store::StoreError> {
         slow!(self.approvals(id))
     }
-    async fn close_request(
+    async fn create_run_for_request(
         &self,
-        id: &str,
-        to: offramp::store::RequestStatus,
+        request_id: &str,
         by: &str,
-        run_id: Option<&str>,
+        run: &offramp::store::NewRun,
         event: offramp::store::Event,
     ) -> Result<bool, offramp::store::StoreError> {
-        slow!(self.close_request(id, to, by, run_id, event))
+        slow!(self.create_run_for_request(request_id, by, run, event))
+    }
+    async fn cancel_request(
+        &self,
+        id: &str,
+        by: &str,
+        event: offramp::store::Event,
+    ) -> Result<bool, offramp::store::StoreError> {
+        slow!(self.cancel_request(id, by, event))
     }
     async fn set_request_message(&self, id: &str, channel: &str, ts: &str) -> Result<(), offramp::store::StoreError> {
         slow!(self.set_request_message(id, channel, ts))
@@ -911,4 +913,78 @@ async fn a_slack_outage_loses_no_run_state() {
     })
     .await;
     assert!(ws.messages().is_empty());
+}
+
+#[tokio::test]
+async fn a_click_answers_one_pause_even_when_the_step_pauses_again_at_the_same_attempt() {
+    let s = Slack::new().await;
+    // A credential that is not set: the step pauses before its plugin runs, at attempt 0, and
+    // pauses again after every Retry until someone sets it.
+    std::fs::write(
+        s.pipelines.path().join("needs-secret.yaml"),
+        r#"version: 1
+name: needs-secret
+inputs: { email: { type: email, required: true } }
+vars: { api: "https://api.example.com" }
+steps:
+  - id: notify
+    uses: http
+    with: { method: POST, url: "{{ vars.api }}/leavers", json: { email: "{{ inputs.email }}" } }
+    allow: ["{{ vars.api }}"]
+    credentials:
+      - { host: "{{ vars.api }}", secret: NOT_SET_ANYWHERE, header: Authorization, format: "Bearer {secret}" }
+"#,
+    )
+    .unwrap();
+    let reply = s.command(ADMIN, "alice@example.com pipeline=needs-secret").await;
+    let start = button(&reply.body["blocks"], "start").unwrap_or_else(|| panic!("{}", reply.raw));
+    s.click(ADMIN, "start", &start).await;
+    let run_id = s.wait_run().await;
+    s.wait_status(&run_id, RunStatus::Paused).await;
+    let first = s.wait_message("Retry", |m| button(&m.blocks, "retry").is_some()).await;
+    let (retry, skip) = (button(&first.blocks, "retry").unwrap(), button(&first.blocks, "skip").unwrap());
+    assert!(retry.contains(r#""a":0,"p":1"#), "{retry}");
+
+    let before = s.responses().len();
+    s.click(ADMIN, "retry", &retry).await;
+    // It pauses again, at the same attempt, at pause 2.
+    let store = s.store().clone();
+    let rid = run_id.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let step = store.steps(&rid).await.unwrap().remove(0);
+        if step.pauses == 2 && step.status == offramp::store::StepStatus::Paused {
+            assert_eq!(step.attempts, 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{step:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // The old buttons answer pause 1: a second Retry and a late Skip do nothing.
+    s.click(ADMIN, "retry", &retry).await;
+    s.click(OTHER_ADMIN, "skip", &skip).await;
+    let a = s.wait_response(before + 1).await;
+    let b = s.wait_response(before + 2).await;
+    for answer in [a, b] {
+        let text = answer["text"].as_str().unwrap();
+        assert!(text.contains("handled by <@U0ADMIN> (retry)"), "{text}");
+    }
+    let step = s.store().steps(&run_id).await.unwrap().remove(0);
+    assert_eq!(
+        (step.status, step.pauses),
+        (offramp::store::StepStatus::Paused, 2),
+        "still waiting for an answer to pause 2"
+    );
+    let decisions = s.store().events(&run_id).await.unwrap().into_iter().filter(|e| e.kind == "decision").count();
+    assert_eq!(decisions, 1);
+    // Each pause got its own thread reply, and the message now carries pause 2's buttons.
+    let ws = s.h.mock.state.slack.clone();
+    wait("two error replies", || {
+        (ws.messages().iter().filter(|m| m.thread_ts.as_deref() == Some(&first.ts)).count() == 2).then_some(())
+    })
+    .await;
+    let now = s
+        .wait_message("pause 2's buttons", |m| button(&m.blocks, "retry").is_some_and(|v| v.contains(r#""p":2"#)))
+        .await;
+    assert!(slack::blocks::render_text(&json!({ "blocks": now.blocks })).contains("NOT_SET_ANYWHERE"));
 }

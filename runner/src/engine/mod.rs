@@ -20,7 +20,7 @@ use crate::http::{Gate, HttpLimits, Injection};
 use crate::pipeline::{OnFailure, Plan, StepPlan, coerce_input, template};
 use crate::sandbox::{AttemptReport, AttemptResult, AttemptSpec, FailureKind, Sandbox};
 use crate::secrets::SecretSource;
-use crate::store::{Event, NewRun, RunRecord, RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError};
+use crate::store::{Event, Guard, NewRun, RunRecord, RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError};
 
 /// Engine failures callers act on.
 #[derive(Debug, thiserror::Error)]
@@ -123,37 +123,50 @@ impl Engine {
 
     /// Checks inputs and records a new `pending` run. Nothing runs until [`Engine::drive`].
     pub async fn start(&self, plan: &Plan, req: StartRequest) -> Result<String, EngineError> {
-        self.start_with_id(plan, req, new_run_id()).await
+        let (run, event) = self.new_run(plan, &req, new_run_id())?;
+        self.store.create_run(&run, event).await?;
+        Ok(run.id)
     }
 
-    /// [`Engine::start`] with an id chosen beforehand (Slack records it with the request first).
-    pub async fn start_with_id(&self, plan: &Plan, req: StartRequest, id: String) -> Result<String, EngineError> {
+    /// Starts the run of a request approved in Slack: the request is marked started and the run
+    /// created in one transaction. Returns `None` if the request was no longer pending (someone
+    /// else started or cancelled it).
+    pub async fn start_for_request(
+        &self,
+        plan: &Plan,
+        req: StartRequest,
+        request_id: &str,
+        approved_by: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let (run, mut event) = self.new_run(plan, &req, new_run_id())?;
+        event.detail["request"] = json!(request_id);
+        event.detail["approved_by"] = json!(approved_by);
+        let started = self.store.create_run_for_request(request_id, approved_by, &run, event).await?;
+        Ok(started.then_some(run.id))
+    }
+
+    fn new_run(&self, plan: &Plan, req: &StartRequest, id: String) -> Result<(NewRun, Event), EngineError> {
         let inputs = check_inputs(plan, &req.inputs)?;
         let subject = pick_subject(plan, &inputs);
         let steps = plan.steps.iter().map(|s| (s.id.clone(), idempotency_key(&id, &s.id))).collect();
         let plan_json = serde_json::to_value(plan).map_err(|e| EngineError::Plan(e.to_string()))?;
+        let event = Event::new(
+            &req.requested_by,
+            "run_created",
+            json!({ "pipeline": plan.name, "subject": subject, "dry_run": req.dry_run }),
+        );
         let run = NewRun {
-            id: id.clone(),
+            id,
             pipeline_name: plan.name.clone(),
             pipeline_hash: plan.content_hash.clone(),
             plan: plan_json,
-            subject: subject.clone(),
+            subject,
             inputs: Value::Object(inputs.into_iter().collect()),
             requested_by: req.requested_by.clone(),
             dry_run: req.dry_run,
             steps,
         };
-        self.store
-            .create_run(
-                &run,
-                Event::new(
-                    &req.requested_by,
-                    "run_created",
-                    json!({ "pipeline": plan.name, "subject": subject, "dry_run": req.dry_run }),
-                ),
-            )
-            .await?;
-        Ok(id)
+        Ok((run, event))
     }
 
     /// Runs a run until it finishes or pauses; returns its status then.
@@ -240,7 +253,7 @@ impl Engine {
                         run_id,
                         &step.id,
                         &[StepStatus::Pending, StepStatus::Running],
-                        Some(rec.attempts),
+                        Some(Guard::Attempt(rec.attempts)),
                         StepChange { status: Some(StepStatus::Running), started: true, ..Default::default() },
                         Event::new("engine", "step_started", json!({ "attempt": rec.attempts + 1 })),
                     )
@@ -383,6 +396,7 @@ impl Engine {
                     log: Some(log),
                     requests: Some(requests),
                     finished: !pause,
+                    paused: pause,
                     ..Default::default()
                 },
                 Event::new(
@@ -423,7 +437,12 @@ impl Engine {
                     .await;
             }
         };
-        let plugin = match self.sandbox.plugin(&step.plugin) {
+        // Loading may compile the component (seconds): off the async workers.
+        let (sandbox, path) = (self.sandbox.clone(), step.plugin.clone());
+        let loaded = tokio::task::spawn_blocking(move || sandbox.plugin(&path))
+            .await
+            .map_err(|e| EngineError::Setup(format!("loading the plugin failed: {e}")))?;
+        let plugin = match loaded {
             Ok(p) => p,
             Err(e) => {
                 return self
@@ -554,14 +573,15 @@ impl Engine {
         }
     }
 
-    /// Applies a person's decision to a paused step. Exactly one of several concurrent
-    /// decisions on the same step and attempt wins (enforced by the store). Returns
+    /// Applies a person's decision to a paused step. `pause` names the pause it answers (the
+    /// step's `pauses` count when it was shown; `None`: the current one). Exactly one of
+    /// several concurrent decisions on the same pause wins (enforced by the store). Returns
     /// `AlreadyHandled` for a stale or repeated decision. Call [`Engine::drive`] afterwards.
     pub async fn decide(
         &self,
         run_id: &str,
         step_id: &str,
-        attempt: Option<u32>,
+        pause: Option<u32>,
         decision: Decision,
         actor: &str,
     ) -> Result<DecisionOutcome, EngineError> {
@@ -570,7 +590,9 @@ impl Engine {
         let Some(step) = steps.iter().find(|s| s.step_id == step_id) else {
             return Err(EngineError::Decision(format!("run {run_id} has no step `{step_id}`")));
         };
-        let event = Event::new(actor, "decision", json!({ "decision": decision, "attempt": step.attempts }));
+        let pause = pause.unwrap_or(step.pauses);
+        let event =
+            Event::new(actor, "decision", json!({ "decision": decision, "attempt": step.attempts, "pause": pause }));
         let change = match decision {
             Decision::Retry => StepChange {
                 status: Some(StepStatus::Pending),
@@ -595,14 +617,19 @@ impl Engine {
         };
         let applied = self
             .store
-            .change_step(run_id, step_id, &[StepStatus::Paused], attempt.or(Some(step.attempts)), change, event)
+            .change_step(run_id, step_id, &[StepStatus::Paused], Some(Guard::Pause(pause)), change, event)
             .await?;
         if !applied {
             let events = self.store.events(run_id).await?;
-            let by =
-                events.iter().rev().find(|e| e.kind == "decision" && e.step_id.as_deref() == Some(step_id)).map(|e| {
-                    format!("{} ({})", e.actor, e.detail.get("decision").and_then(Value::as_str).unwrap_or("?"))
-                });
+            // Who answered this pause (or, for a click on a pause long gone, the latest one).
+            let decisions: Vec<_> =
+                events.iter().filter(|e| e.kind == "decision" && e.step_id.as_deref() == Some(step_id)).collect();
+            let by = decisions
+                .iter()
+                .rev()
+                .find(|e| e.detail.get("pause").and_then(Value::as_u64) == Some(u64::from(pause)))
+                .or(decisions.last())
+                .map(|e| format!("{} ({})", e.actor, e.detail.get("decision").and_then(Value::as_str).unwrap_or("?")));
             let now = self
                 .store
                 .steps(run_id)

@@ -32,6 +32,29 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Plan, LoadError> {
     })
 }
 
+/// Reads and validates a pipeline file, applying only the operator vars it declares (a server
+/// sets vars for all its pipelines; each pipeline takes the ones it has).
+pub fn load_declared(path: &Path, opts: &LoadOptions) -> Result<Plan, LoadError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
+    let declared = declared_vars(&text);
+    let opts = LoadOptions {
+        plugins_dir: opts.plugins_dir.clone(),
+        vars: opts.vars.iter().filter(|(k, _)| declared.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
+    load(path, &opts)
+}
+
+/// The names under a pipeline's `vars:` (none if it does not parse; validation says why).
+pub fn declared_vars(text: &str) -> std::collections::BTreeSet<String> {
+    #[derive(serde::Deserialize)]
+    struct VarsOnly {
+        #[serde(default)]
+        vars: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+    }
+    serde_saphyr::from_str::<VarsOnly>(text).map(|v| v.vars.into_keys().collect()).unwrap_or_default()
+}
+
 /// The JSON Schema of the pipeline format, generated from the Rust types.
 pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(validate::Document);

@@ -173,6 +173,16 @@ pub fn validate(text: &str, file: &Path, opts: &LoadOptions) -> Result<Plan, Vec
                 ),
             ));
         }
+        if let Some(a) = shell.approval
+            && a.approvers == 1
+            && a.allow_self
+        {
+            let loc = root.get("approval").map_or(root.loc, |n| n.get("allow_self").map_or(n.loc, |n| n.loc));
+            diags.push(Diagnostic::new(
+                loc,
+                "`approvers: 1` with `allow_self: true` lets the requester start alone: use `allow_self: false` or `approvers: 2`",
+            ));
+        }
     }
 
     let mut vars: BTreeMap<String, String> = shell.as_ref().map(|s| s.vars.clone()).unwrap_or_default();

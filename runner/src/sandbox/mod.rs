@@ -275,9 +275,18 @@ impl Sandbox {
         let mut store =
             Store::new(&self.engine, StepState::new(gate, usize::try_from(memory_bytes).unwrap_or(usize::MAX)));
         store.limiter(|s| &mut s.memory);
-        let ticks = (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
+        // Every tick, a running guest yields to the async runtime (so a spinning plugin cannot
+        // hold a worker thread that Slack acknowledgements need) until its time is up.
+        let mut ticks_left = u64::try_from((timeout.as_millis() / EPOCH_TICK.as_millis()).max(1)).unwrap_or(u64::MAX);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            ticks_left = ticks_left.saturating_sub(1);
+            Ok(if ticks_left == 0 {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
+        });
         store
     }
 

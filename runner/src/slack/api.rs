@@ -160,12 +160,24 @@ impl SlackApi {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            // A new message may have been posted even though the answer was lost or a 5xx: posting
+            // again could duplicate it, so `chat.postMessage` is retried only when Slack surely
+            // did not take it (no connection, or rate limited). Updates are safe to repeat.
+            let repeatable = method != "chat.postMessage";
             let outcome = match request().send().await {
-                Ok(resp) => self.read(method, resp).await,
-                Err(e) => Attempt::Retry {
+                Ok(resp) => match self.read(method, resp).await {
+                    Attempt::Retry { why, .. } if !repeatable && !matches!(why, SlackError::RateLimited { .. }) => {
+                        Attempt::Fail(why)
+                    }
+                    other => other,
+                },
+                Err(e) if repeatable || e.is_connect() => Attempt::Retry {
                     after: None,
                     why: SlackError::Transport { method: method.into(), message: e.without_url().to_string() },
                 },
+                Err(e) => {
+                    Attempt::Fail(SlackError::Transport { method: method.into(), message: e.without_url().to_string() })
+                }
             };
             match outcome {
                 Attempt::Done(v) => return Ok(v),

@@ -167,7 +167,8 @@ pub(crate) struct RunView<'a> {
     pub approvals: &'a [String],
 }
 
-/// The value a Retry / Skip / Abort button carries: the run, the step and the attempt it is about.
+/// The value a Retry / Skip / Abort button carries: the run, the step, its attempt and the
+/// pause it answers (a click on an earlier pause of the same step does nothing).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct DecisionRef {
     #[serde(rename = "r")]
@@ -176,6 +177,8 @@ pub(crate) struct DecisionRef {
     pub step_id: String,
     #[serde(rename = "a")]
     pub attempt: u32,
+    #[serde(rename = "p")]
+    pub pause: u32,
 }
 
 /// The channel message of a run.
@@ -247,6 +250,7 @@ pub(crate) fn run_message(v: &RunView<'_>) -> (String, Value) {
             run_id: run.id.clone(),
             step_id: s.step_id.clone(),
             attempt: s.attempts,
+            pause: s.pauses,
         })
         .unwrap_or_default();
         let mut abort = button(ABORT, "Abort run", &value, Some("danger"));

@@ -131,7 +131,8 @@ async fn answer(state: &AppState, signature: &str, form: SlashForm) -> Value {
     match state.is_approver(&form.user_id).await {
         Ok(true) => {}
         Ok(false) => {
-            state.log_refusal(&form.user_id, json!({ "command": cmd_name, "text": form.text })).await;
+            let text = blocks::truncate(&form.text, 200);
+            state.log_refusal(&form.user_id, json!({ "command": cmd_name, "text": text })).await;
             return ephemeral(format!(
                 "You are not on offramp's approvers list, so you cannot start or follow offboarding runs. \
                  An operator can add you with `offramp approvers add {}`.",
@@ -239,6 +240,7 @@ async fn request(
     // Two-person rule: ask the channel, in the background (Slack may be slow).
     let (text, blocks) = blocks::request_message(&req, &plan, &[], true);
     let (st, channel, id) = (state.clone(), state.config().channel.clone(), req.id.clone());
+    let response_url = form.response_url.clone();
     tokio::spawn(async move {
         st.api().pace(&channel).await;
         match st.api().post_message(&channel, &text, Some(&blocks), None).await {
@@ -247,7 +249,15 @@ async fn request(
                     tracing::error!(target: "offramp::serve", error = %e, "cannot record the approval message");
                 }
             }
-            Err(e) => tracing::error!(target: "offramp::slack", error = %e, "cannot post the approval request"),
+            Err(e) => {
+                tracing::error!(target: "offramp::slack", error = %e, "cannot post the approval request");
+                st.respond_later(
+                    response_url,
+                    ephemeral(format!(
+                        ":warning: offramp could not post the approval request to <#{channel}> ({e}); nothing will run. Is the bot in that channel?"
+                    )),
+                );
+            }
         }
     });
     Ok(ephemeral(format!(

@@ -1,5 +1,5 @@
 //! `POST /slack/interactions`: button clicks. This is where a click becomes an engine
-//! decision: Start → [`Engine::start_with_id`](crate::engine::Engine::start_with_id), Retry /
+//! decision: Start → [`Engine::start_for_request`](crate::engine::Engine::start_for_request), Retry /
 //! Skip / Abort → [`Engine::decide`](crate::engine::Engine::decide), the same entry point as
 //! `offramp resume`. The click is acknowledged at once; its effect and any answer follow
 //! (through the store, the run message and the `response_url`).
@@ -184,7 +184,7 @@ async fn start(state: &AppState, user: &str, request_id: &str, reply_to: &Option
         )
         .await;
     if count >= req.approvals_needed {
-        return launch(state, &req, user, &None).await;
+        return launch(state, &req, user, reply_to).await;
     }
     // Not enough yet: show the approvals so far on the channel post.
     refresh_request_message(state, &req).await;
@@ -194,54 +194,46 @@ async fn start(state: &AppState, user: &str, request_id: &str, reply_to: &Option
     ))
 }
 
-/// Re-renders the channel post of a two-person request (approvals so far).
+/// Re-renders the channel post of a two-person request (approvals so far), unless it has
+/// been started or cancelled meanwhile (then its closing update must not be undone).
 async fn refresh_request_message(state: &AppState, req: &RunRequest) {
     let (Some(channel), Some(ts)) = (&req.message_channel, &req.message_ts) else { return };
     let Ok(plan) = state.load_pipeline(&req.pipeline) else { return };
+    state.api().pace(channel).await;
+    match state.store().request(&req.id).await {
+        Ok(now) if now.status == RequestStatus::Pending => {}
+        _ => return,
+    }
     let approvals = state.store().approvals(&req.id).await.unwrap_or_default();
     let (text, blocks) = blocks::request_message(req, &plan, &approvals, true);
-    state.api().pace(channel).await;
     if let Err(e) = state.api().update(channel, ts, &text, &blocks).await {
         tracing::warn!(target: "offramp::slack", error = %e, "cannot update the approval request");
     }
 }
 
-/// Starts the run of an approved request: the request is marked started (with the run's id)
-/// before the run exists, so two racing clicks start one run.
+/// Starts the run of an approved request. Marking the request started and creating the run
+/// are one transaction, so two racing clicks start one run and a failure leaves the request
+/// pending.
 async fn launch(state: &AppState, req: &RunRequest, user: &str, reply_to: &Option<String>) -> Result<(), String> {
     let plan = state.load_pipeline(&req.pipeline)?;
     let actor = format!("slack:{user}");
     if plan.content_hash != req.pipeline_hash {
-        let _ = state
-            .store()
-            .close_request(
-                &req.id,
-                RequestStatus::Cancelled,
-                "offramp",
-                None,
-                Event::new("offramp", "request_stale", json!({ "request": req.id })),
-            )
-            .await;
+        let event = Event::new("offramp", "request_stale", json!({ "request": req.id }));
+        let _ = state.store().cancel_request(&req.id, "offramp", event).await;
         return Err(format!(
             "Pipeline `{}` changed since this request was made, so it was not started. Run the command again to see the new steps.",
             req.pipeline
         ));
     }
-    let run_id = crate::engine::new_run_id();
-    let event = Event::new(&actor, "request_started", json!({ "request": req.id, "run": run_id }));
-    match state.store().close_request(&req.id, RequestStatus::Started, &actor, Some(&run_id), event).await {
-        Ok(true) => {}
-        Ok(false) => return Err(closed_text(&load_request(state, &req.id).await?)),
-        Err(e) => return Err(store_trouble(e)),
-    }
     let inputs: BTreeMap<String, String> =
         req.inputs.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect();
     let start = StartRequest { inputs, requested_by: format!("slack:{}", req.requested_by), dry_run: false };
-    match state.engine().start_with_id(&plan, start, run_id.clone()).await {
-        Ok(_) => {}
+    let run_id = match state.engine().start_for_request(&plan, start, &req.id, &actor).await {
+        Ok(Some(id)) => id,
+        Ok(None) => return Err(closed_text(&load_request(state, &req.id).await?)),
         Err(EngineError::Inputs(errors)) => return Err(format!("The run could not start: {}", errors.join("; "))),
         Err(e) => return Err(store_trouble(e)),
-    }
+    };
     let _ = state
         .store()
         .append_event(Some(&run_id), None, Event::new(&actor, "run_approved", json!({ "request": req.id })))
@@ -275,7 +267,7 @@ async fn cancel(state: &AppState, user: &str, request_id: &str, reply_to: &Optio
     let req = load_request(state, request_id).await?;
     let actor = format!("slack:{user}");
     let event = Event::new(&actor, "request_cancelled", json!({ "request": req.id }));
-    match state.store().close_request(&req.id, RequestStatus::Cancelled, &actor, None, event).await {
+    match state.store().cancel_request(&req.id, &actor, event).await {
         Ok(true) => {}
         Ok(false) => return Err(closed_text(&load_request(state, request_id).await?)),
         Err(e) => return Err(store_trouble(e)),
@@ -299,7 +291,7 @@ async fn decide(state: &AppState, user: &str, value: &str, decision: Decision) -
         return Err("This button does not say which step it is about; use `offramp resume` instead.".into());
     };
     let actor = format!("slack:{user}");
-    match state.engine().decide(&target.run_id, &target.step_id, Some(target.attempt), decision, &actor).await {
+    match state.engine().decide(&target.run_id, &target.step_id, Some(target.pause), decision, &actor).await {
         Ok(DecisionOutcome::Applied) => {
             state.spawn_run(&target.run_id, None);
             Ok(())

@@ -2,7 +2,7 @@
 //!
 //! A request's path: [`app`] routes it; [`verify`] checks it came from Slack (signed, fresh,
 //! not replayed); [`commands`] turns `/offboard …` into a confirmation; [`interactions`] turns
-//! a button click into an engine decision (Start → [`Engine::start_with_id`], Retry / Skip /
+//! a button click into an engine decision (Start → [`Engine::start_for_request`], Retry / Skip /
 //! Abort → [`Engine::decide`]); [`reporter`] keeps the run's one channel message current; [`api`]
 //! is the Slack Web API client. Every Slack request is acknowledged within the ack budget
 //! (Slack's limit is 3 s) whatever the database or the pipeline does: slow work finishes in the
@@ -74,6 +74,8 @@ pub enum ConfigError {
     BadCommand(String),
     #[error("the default pipeline `{name}` does not load: {message}")]
     DefaultPipeline { name: String, message: String },
+    #[error("no pipeline in the pipelines directory declares the var(s) {0}: check the spelling")]
+    UnknownVars(String),
     #[error("{0}")]
     Slack(#[from] SlackError),
 }
@@ -164,6 +166,17 @@ impl AppState {
         };
         let default = state.config().default_pipeline.clone();
         state.load_pipeline(&default).map_err(|message| ConfigError::DefaultPipeline { name: default, message })?;
+        // A var no pipeline declares is a typo (each pipeline takes only the vars it declares).
+        let mut declared = std::collections::BTreeSet::new();
+        for name in state.pipeline_names() {
+            let path = state.config().pipelines_dir.join(format!("{name}.yaml"));
+            declared.extend(std::fs::read_to_string(path).map(|t| pipeline::declared_vars(&t)).unwrap_or_default());
+        }
+        let unknown: Vec<String> =
+            state.config().load.vars.keys().filter(|k| !declared.contains(*k)).cloned().collect();
+        if !unknown.is_empty() {
+            return Err(ConfigError::UnknownVars(unknown.join(", ")));
+        }
         Ok(state)
     }
 
@@ -190,7 +203,7 @@ impl AppState {
         if !path.is_file() {
             return Err(format!("there is no pipeline `{name}` (known: {})", self.pipeline_names().join(", ")));
         }
-        pipeline::load(&path, &self.config().load).map_err(|e| {
+        pipeline::load_declared(&path, &self.config().load).map_err(|e| {
             tracing::error!(target: "offramp::serve", pipeline = %path.display(), error = %e, "pipeline does not load");
             format!("pipeline `{name}` does not validate; an operator should run `offramp validate` on it")
         })
@@ -243,6 +256,15 @@ impl AppState {
         }
         let (state, run_id) = (self.clone(), run_id.to_string());
         tokio::spawn(async move {
+            // If the drive panics, forget the run here so a later click can drive it again.
+            let mut release = OnDrop::new({
+                let (state, run_id) = (state.clone(), run_id.clone());
+                move || {
+                    if let Ok(mut drivers) = state.inner.drivers.lock() {
+                        drivers.remove(&run_id);
+                    }
+                }
+            });
             loop {
                 if let Err(e) = state.engine().drive(&run_id).await {
                     tracing::error!(target: "offramp::serve", run = %run_id, error = %e, "driving the run failed");
@@ -252,6 +274,7 @@ impl AppState {
                     Some(again) if *again => *again = false,
                     _ => {
                         drivers.remove(&run_id);
+                        release.disarm();
                         return;
                     }
                 }
@@ -280,6 +303,27 @@ pub fn signature(signing_secret: &str, timestamp: i64, body: &[u8]) -> String {
 /// Now, in unix seconds (the clock signatures are checked against).
 pub fn unix_now() -> i64 {
     verify::unix_now()
+}
+
+/// Runs a closure when dropped (however the scope ends, a panic included) unless disarmed.
+pub(crate) struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> OnDrop<F> {
+    pub(crate) fn new(f: F) -> Self {
+        OnDrop(Some(f))
+    }
+
+    pub(crate) fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
 
 /// The server's routes.

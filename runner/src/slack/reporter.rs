@@ -7,6 +7,7 @@
 //! whatever happened meanwhile, then renders once.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -37,10 +38,17 @@ pub(super) fn ensure(state: &AppState, run_id: &str, request_id: Option<String>)
     let rx = state.engine().progress().subscribe();
     let (state, run_id) = (state.clone(), run_id.to_string());
     tokio::spawn(async move {
+        // Leaves the set however the task ends (a panic included), so a later click can start
+        // a new reporter.
+        let _release = super::OnDrop::new({
+            let (state, run_id) = (state.clone(), run_id.clone());
+            move || {
+                if let Ok(mut live) = state.inner.reporters.lock() {
+                    live.remove(&run_id);
+                }
+            }
+        });
         report(&state, &run_id, request_id, rx).await;
-        if let Ok(mut live) = state.inner.reporters.lock() {
-            live.remove(&run_id);
-        }
     });
 }
 
@@ -76,42 +84,60 @@ async fn report(
 ) {
     let channel = state.config().channel.clone();
     let api = state.api();
-    let store = state.store();
     // Errors already in the run when this reporter started were reported by an earlier one.
-    let mut reported: HashSet<(String, u32)> = match store.steps(run_id).await {
-        Ok(steps) => steps
-            .iter()
-            .filter(|s| {
-                matches!(s.status, StepStatus::Failed | StepStatus::Paused) && s.resolution.as_deref() != Some("abort")
-            })
-            .map(|s| (s.step_id.clone(), s.attempts))
-            .collect(),
+    let mut reported: HashSet<ErrorKey> = match state.store().steps(run_id).await {
+        Ok(steps) => steps.iter().filter_map(error_key).collect(),
         Err(_) => HashSet::new(),
     };
+    let mut backoff = RETRY_FIRST;
     loop {
         api.pace(&channel).await;
         // Coalesce: everything that happened while waiting is in the one render below.
         while matches!(rx.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}
-        let finished = match publish(state, run_id, &channel, request_id.as_deref(), &mut reported).await {
-            Ok(finished) => finished,
-            Err(e) => {
-                tracing::warn!(target: "offramp::slack", run = %run_id, error = %e, "cannot update the run message");
+        let failed = match publish(state, run_id, &channel, request_id.as_deref(), &mut reported).await {
+            Ok(true) => return,
+            Ok(false) => {
+                backoff = RETRY_FIRST;
                 false
             }
+            Err(e) => {
+                tracing::warn!(target: "offramp::slack", run = %run_id, error = %e, retry_in_s = backoff.as_secs(), "cannot update the run message");
+                true
+            }
         };
-        if finished {
+        // Wait for something about this run; after a failure, also try again on a timer (the
+        // update that failed may have been the last one: the pause, or the end of the run).
+        let next_event = async {
+            loop {
+                match rx.recv().await {
+                    Ok(e) if run_of(&e) == run_id => return true,
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => return true,
+                    Err(RecvError::Closed) => return false,
+                }
+            }
+        };
+        if failed {
+            tokio::select! {
+                alive = next_event => if !alive { return },
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(RETRY_MAX);
+        } else if !next_event.await {
             return;
         }
-        // Wait for something about this run.
-        loop {
-            match rx.recv().await {
-                Ok(e) if run_of(&e) == run_id => break,
-                Ok(_) => continue,
-                Err(RecvError::Lagged(_)) => break,
-                Err(RecvError::Closed) => return,
-            }
-        }
     }
+}
+
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// A step error worth a thread reply: the step, which pause (a step may pause again), status.
+type ErrorKey = (String, u32, &'static str);
+
+fn error_key(s: &crate::store::StepRecord) -> Option<ErrorKey> {
+    (matches!(s.status, StepStatus::Failed | StepStatus::Paused) && s.resolution.as_deref() != Some("abort"))
+        .then(|| (s.step_id.clone(), s.pauses, s.status.as_str()))
 }
 
 /// Posts or updates the message, posts new step errors, and the summary once the run is over.
@@ -121,7 +147,7 @@ async fn publish(
     run_id: &str,
     channel: &str,
     request_id: Option<&str>,
-    reported: &mut HashSet<(String, u32)>,
+    reported: &mut HashSet<ErrorKey>,
 ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     let store = state.store();
     let api = state.api();
@@ -151,9 +177,9 @@ async fn publish(
     let run = store.run(run_id).await?;
     let steps = store.steps(run_id).await?;
     for s in &steps {
-        let is_error =
-            matches!(s.status, StepStatus::Failed | StepStatus::Paused) && s.resolution.as_deref() != Some("abort");
-        if is_error && reported.insert((s.step_id.clone(), s.attempts)) {
+        if let Some(key) = error_key(s)
+            && reported.insert(key)
+        {
             api.pace(channel).await;
             api.post_message(&message.channel, &blocks::step_error(s), None, Some(&message.ts)).await?;
         }

@@ -46,7 +46,7 @@ impl Verifier {
             return Err(VerifyError::MissingHeader);
         };
         let ts_num: i64 = ts.parse().map_err(|_| VerifyError::BadTimestamp)?;
-        if (now_secs - ts_num).abs() > MAX_SKEW_SECS {
+        if now_secs.abs_diff(ts_num) > MAX_SKEW_SECS.unsigned_abs() {
             return Err(VerifyError::Stale);
         }
         let hex_part = sig.strip_prefix("v0=").ok_or(VerifyError::Malformed)?;
@@ -116,6 +116,7 @@ mod tests {
             Err(VerifyError::Malformed)
         );
         assert_eq!(v.verify(&headers("soon", sig), body, 1531420618), Err(VerifyError::BadTimestamp));
+        assert_eq!(v.verify(&headers(&i64::MIN.to_string(), sig), body, 1531420618), Err(VerifyError::Stale));
         assert_eq!(v.verify(&HeaderMap::new(), body, 1531420618), Err(VerifyError::MissingHeader));
     }
 }

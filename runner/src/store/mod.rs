@@ -132,6 +132,8 @@ pub struct StepRecord {
     pub position: i64,
     pub status: StepStatus,
     pub attempts: u32,
+    /// How many times the step has paused (a decision names the pause it answers).
+    pub pauses: u32,
     pub idempotency_key: String,
     pub output: Option<serde_json::Value>,
     pub error: Option<String>,
@@ -182,6 +184,16 @@ pub struct StepChange {
     pub requests: Option<serde_json::Value>,
     pub started: bool,
     pub finished: bool,
+    /// Counts a pause (`pauses + 1`).
+    pub paused: bool,
+}
+
+/// The extra condition of [`Store::change_step`]: the step is still at this attempt, or at
+/// this pause. What makes a stale or racing change a no-op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    Attempt(u32),
+    Pause(u32),
 }
 
 /// The results table.
@@ -205,14 +217,14 @@ pub trait Store: Send + Sync {
         to: RunStatus,
         event: Event,
     ) -> Result<bool, StoreError>;
-    /// Applies `change` to a step if its status is one of `from` (and, when given, its attempt
-    /// count is `attempt`). Returns whether it did: two racing decisions cannot both win.
+    /// Applies `change` to a step if its status is one of `from` (and, when given, the guard
+    /// holds). Returns whether it did: two racing decisions cannot both win.
     async fn change_step(
         &self,
         run_id: &str,
         step_id: &str,
         from: &[StepStatus],
-        attempt: Option<u32>,
+        guard: Option<Guard>,
         change: StepChange,
         event: Event,
     ) -> Result<bool, StoreError>;
@@ -231,21 +243,24 @@ pub trait Store: Send + Sync {
     /// Records a new `pending` request.
     async fn create_request(&self, req: &RunRequest, event: Event) -> Result<(), StoreError>;
     async fn request(&self, id: &str) -> Result<RunRequest, StoreError>;
-    /// Records `user`'s approval of a pending request. Returns the number of approvals after it,
-    /// or `None` if the request is not pending or `user` had already approved it.
+    /// Records `user`'s approval of a pending request. Returns the number of approvals after it
+    /// by users who are approvers now, or `None` if the request is not pending or `user` had
+    /// already approved it.
     async fn approve_request(&self, id: &str, user: &str) -> Result<Option<u32>, StoreError>;
     /// Users who approved a request, in order.
     async fn approvals(&self, id: &str) -> Result<Vec<String>, StoreError>;
-    /// Moves a pending request to `started` (with the id its run will have) or `cancelled`.
-    /// Returns whether it did: of two racing Start clicks, one wins.
-    async fn close_request(
+    /// Starts a pending request: marks it `started` by `by` and creates its run, in one
+    /// transaction. Returns false (and creates nothing) if the request was no longer pending:
+    /// of two racing Start clicks, one wins.
+    async fn create_run_for_request(
         &self,
-        id: &str,
-        to: RequestStatus,
+        request_id: &str,
         by: &str,
-        run_id: Option<&str>,
+        run: &NewRun,
         event: Event,
     ) -> Result<bool, StoreError>;
+    /// Cancels a pending request. Returns whether it did.
+    async fn cancel_request(&self, id: &str, by: &str, event: Event) -> Result<bool, StoreError>;
     /// Remembers the channel post that asks for approval of a request.
     async fn set_request_message(&self, id: &str, channel: &str, ts: &str) -> Result<(), StoreError>;
 

@@ -7,8 +7,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    Approver, Event, EventRecord, NewRun, RequestStatus, RunMessage, RunRecord, RunRequest, RunStatus, StepChange,
-    StepRecord, StepStatus, Store, StoreError, now,
+    Approver, Event, EventRecord, Guard, NewRun, RequestStatus, RunMessage, RunRecord, RunRequest, RunStatus,
+    StepChange, StepRecord, StepStatus, Store, StoreError, now,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -78,6 +78,7 @@ fn step_from_row(row: &SqliteRow) -> Result<StepRecord, StoreError> {
         position: row.try_get("position")?,
         status: StepStatus::from_str(row.try_get::<&str, _>("status")?)?,
         attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
+        pauses: u32::try_from(row.try_get::<i64, _>("pauses")?).unwrap_or(0),
         idempotency_key: row.try_get("idempotency_key")?,
         output: parse_json(row.try_get("output")?)?,
         error: row.try_get("error")?,
@@ -146,16 +147,10 @@ fn request_from_row(row: &SqliteRow) -> Result<RunRequest, StoreError> {
     })
 }
 
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
-}
-
-#[async_trait::async_trait]
-impl Store for SqliteStore {
-    async fn create_run(&self, run: &NewRun, event: Event) -> Result<(), StoreError> {
-        let at = now();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
+/// Inserts a run, its `pending` step rows and its creation event.
+async fn insert_run(tx: &mut sqlx::SqliteConnection, run: &NewRun, event: &Event) -> Result<(), StoreError> {
+    let at = now();
+    sqlx::query(
             "INSERT INTO runs (id, pipeline_name, pipeline_hash, plan, subject, inputs, requested_by, dry_run, status, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
         )
@@ -171,20 +166,32 @@ impl Store for SqliteStore {
         .bind(&at)
         .execute(&mut *tx)
         .await?;
-        for (pos, (step, key)) in run.steps.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO step_results (run_id, step_id, position, status, attempts, idempotency_key, updated_at)
+    for (pos, (step, key)) in run.steps.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO step_results (run_id, step_id, position, status, attempts, idempotency_key, updated_at)
                  VALUES (?, ?, ?, 'pending', 0, ?, ?)",
-            )
-            .bind(&run.id)
-            .bind(step)
-            .bind(i64::try_from(pos).unwrap_or(i64::MAX))
-            .bind(key)
-            .bind(&at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        insert_event(&mut tx, Some(&run.id), None, &at, &event).await?;
+        )
+        .bind(&run.id)
+        .bind(step)
+        .bind(i64::try_from(pos).unwrap_or(i64::MAX))
+        .bind(key)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    insert_event(tx, Some(&run.id), None, &at, event).await?;
+    Ok(())
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn create_run(&self, run: &NewRun, event: Event) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_run(&mut tx, run, &event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -256,7 +263,7 @@ impl Store for SqliteStore {
         run_id: &str,
         step_id: &str,
         from: &[StepStatus],
-        attempt: Option<u32>,
+        guard: Option<Guard>,
         change: StepChange,
         event: Event,
     ) -> Result<bool, StoreError> {
@@ -295,12 +302,17 @@ impl Store for SqliteStore {
         if change.finished {
             set("finished_at", Some(at.clone()));
         }
+        if change.paused {
+            sets.push("pauses = pauses + 1".into());
+        }
         let mut sql = format!("UPDATE step_results SET {} WHERE run_id = ? AND step_id = ?", sets.join(", "));
         if !from.is_empty() {
             sql.push_str(&format!(" AND status IN ({})", placeholders(from.len())));
         }
-        if attempt.is_some() {
-            sql.push_str(" AND attempts = ?");
+        match guard {
+            Some(Guard::Attempt(_)) => sql.push_str(" AND attempts = ?"),
+            Some(Guard::Pause(_)) => sql.push_str(" AND pauses = ?"),
+            None => {}
         }
         let mut tx = self.pool.begin().await?;
         let mut q = sqlx::query(&sql);
@@ -311,8 +323,8 @@ impl Store for SqliteStore {
         for s in from {
             q = q.bind(s.as_str());
         }
-        if let Some(a) = attempt {
-            q = q.bind(i64::from(a));
+        if let Some(Guard::Attempt(n) | Guard::Pause(n)) = guard {
+            q = q.bind(i64::from(n));
         }
         let done = q.execute(&mut *tx).await?.rows_affected() == 1;
         if done {
@@ -438,10 +450,13 @@ impl Store for SqliteStore {
             tx.rollback().await?;
             return Ok(None);
         }
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM request_approvals WHERE request_id = ?")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM request_approvals
+             WHERE request_id = ? AND user_id IN (SELECT user_id FROM approvers)",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Some(u32::try_from(n).unwrap_or(u32::MAX)))
     }
@@ -453,23 +468,44 @@ impl Store for SqliteStore {
             .await?)
     }
 
-    async fn close_request(
+    async fn create_run_for_request(
         &self,
-        id: &str,
-        to: RequestStatus,
+        request_id: &str,
         by: &str,
-        run_id: Option<&str>,
+        run: &NewRun,
         event: Event,
     ) -> Result<bool, StoreError> {
         let at = now();
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE run_requests SET status = ?, decided_by = ?, decided_at = ?, run_id = ? WHERE id = ? AND status = 'pending'",
+        let claimed = sqlx::query(
+            "UPDATE run_requests SET status = 'started', decided_by = ?, decided_at = ?, run_id = ?
+             WHERE id = ? AND status = 'pending'",
         )
-        .bind(to.as_str())
         .bind(by)
         .bind(&at)
-        .bind(run_id)
+        .bind(&run.id)
+        .bind(request_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_run(&mut tx, run, &event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn cancel_request(&self, id: &str, by: &str, event: Event) -> Result<bool, StoreError> {
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE run_requests SET status = 'cancelled', decided_by = ?, decided_at = ? WHERE id = ? AND status = 'pending'",
+        )
+        .bind(by)
+        .bind(&at)
         .bind(id)
         .execute(&mut *tx)
         .await?
