@@ -1,9 +1,10 @@
 //! The results table: runs, step results and an append-only event log, behind [`Store`].
 //!
-//! SQLite is the default (`sqlite://offramp.db`, WAL). The engine only sees the trait, so a
-//! PostgreSQL implementation slots in beside [`sqlite::SqliteStore`].
+//! SQLite is the default (`sqlite://offramp.db`, WAL); `postgres://…` selects [`PgStore`].
+//! The engine and the Slack front door only see the trait.
 
 mod front;
+mod postgres;
 mod sqlite;
 
 use std::fmt;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use front::{Approver, RequestStatus, RunMessage, RunRequest};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Store failures. Callers match on `NotFound`; the rest are reported.
@@ -28,7 +30,7 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row: {0}")]
     Corrupt(String),
-    #[error("unsupported database URL `{0}`: use sqlite://PATH (PostgreSQL support is planned)")]
+    #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://USER@HOST/DATABASE")]
     Unsupported(String),
 }
 
@@ -277,6 +279,9 @@ pub trait Store: Send + Sync {
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         return Ok(Arc::new(SqliteStore::open(url).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PgStore::open(url).await?));
     }
     Err(StoreError::Unsupported(url.split('@').next_back().unwrap_or(url).to_string()))
 }
