@@ -310,9 +310,12 @@ fn serve_starts_from_a_config_file_and_answers_health_checks() {
         ),
     )
     .unwrap();
+    // A run a killed process left behind: `serve` picks it up at start.
+    let db = format!("sqlite://{}", cli.dir.path().join("serve.db").display());
+    let crashed = crashed_run(&cli, &db);
     let mut child = Command::new(offramp_bin())
         .args(["serve", "--config", config.to_str().unwrap()])
-        .env("DATABASE_URL", format!("sqlite://{}", cli.dir.path().join("serve.db").display()))
+        .env("DATABASE_URL", &db)
         .env("SLACK_SIGNING_SECRET", "test-signing-secret")
         .env("SLACK_BOT_TOKEN", "xoxb-test")
         .env("OFFRAMP_API_TOKEN", "api-token")
@@ -330,12 +333,27 @@ fn serve_starts_from_a_config_file_and_answers_health_checks() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     let runs = http_get(&addr, "/api/runs");
+    let finished = loop {
+        let out = Command::new(offramp_bin())
+            .args(["runs", "show", &crashed, "--json"])
+            .env("DATABASE_URL", &db)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if v["run"]["status"] == "succeeded" || std::time::Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     assert!(health.0.contains("200"), "{health:?}");
     assert!(health.1.contains(r#"{"status":"ok"}"#), "{health:?}");
     assert!(runs.is_some_and(|r| r.0.contains("401")), "the API needs the bearer token");
     assert!(text(&out.stderr).contains("reporting to C0TEST"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("picking up 1 run(s)"), "{}", text(&out.stderr));
+    assert_eq!(finished["run"]["status"], "succeeded", "the interrupted run was finished: {finished}");
+    assert_eq!(finished["steps"][1]["attempts"], 2);
 
     // A typo in the file is an error, not a silently ignored key.
     std::fs::write(&config, "chanel: C0TEST\n").unwrap();
@@ -348,4 +366,65 @@ fn serve_starts_from_a_config_file_and_answers_health_checks() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("unknown field `chanel`"), "{}", text(&out.stderr));
+}
+
+/// Leaves in `db` a run of the pause-demo pipeline as a killed process would: `first` done,
+/// `flaky` claimed (running attempt 1), the run `running`. Returns its id.
+fn crashed_run(cli: &Cli, db: &str) -> String {
+    use offramp::store::{Event, Guard, RunStatus, StepChange, StepStatus, Store};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store: std::sync::Arc<dyn Store> = offramp::store::open(db).await.unwrap();
+        let opts = offramp::pipeline::LoadOptions {
+            plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
+            vars: Default::default(),
+        };
+        let plan = offramp::pipeline::load(std::path::Path::new(&cli.pipeline()), &opts).unwrap();
+        let sandbox = std::sync::Arc::new(offramp::sandbox::Sandbox::new(None).unwrap());
+        let engine = offramp::engine::Engine::new(
+            store.clone(),
+            sandbox,
+            offramp::secrets::SecretSource::fixed([]),
+            Default::default(),
+        )
+        .unwrap();
+        let req = offramp::engine::StartRequest {
+            inputs: [("who".to_string(), "dan".to_string())].into_iter().collect(),
+            requested_by: "test".into(),
+            dry_run: false,
+        };
+        let id = engine.start(&plan, req).await.unwrap();
+        let ev = |k: &str| Event::new("engine", k, serde_json::json!({}));
+        store.set_run_status(&id, &[RunStatus::Pending], RunStatus::Running, ev("run_started")).await.unwrap();
+        let done = StepChange {
+            status: Some(StepStatus::Succeeded),
+            attempts: Some(1),
+            output: Some(serde_json::json!({ "value": "dan" })),
+            finished: true,
+            ..Default::default()
+        };
+        store.change_step(&id, "first", &[], None, done, ev("step_finished")).await.unwrap();
+        let claim =
+            StepChange { status: Some(StepStatus::Running), attempts: Some(1), started: true, ..Default::default() };
+        store.change_step(&id, "flaky", &[], Some(Guard::Attempt(0)), claim, ev("step_started")).await.unwrap();
+        id
+    })
+}
+
+#[test]
+fn recover_continues_runs_a_killed_process_left_in_flight() {
+    let cli = Cli::new();
+    let db = format!("sqlite://{}", cli.dir.path().join("cli.db").display());
+    let id = crashed_run(&cli, &db);
+    let (code, out) = cli.json(&["recover", "--json"]);
+    // `flaky` fails on attempt 1 only; picked up as attempt 2, it succeeds, and so does the run.
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["run"]["id"], id.as_str());
+    assert_eq!(out["run"]["status"], "succeeded");
+    let steps = out["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["attempts"], 1, "the finished step did not run again");
+    assert_eq!(steps[1]["attempts"], 2, "the interrupted step ran as attempt 2");
+    assert_eq!(steps[1]["output"]["idempotency_key"], offramp::engine::idempotency_key(&id, "flaky").as_str());
+    let out = cli.run(&["recover"]);
+    assert!(text(&out.stdout).contains("no run was in flight"), "{}", text(&out.stdout));
 }

@@ -648,3 +648,83 @@ name: decide-while-running
     assert_eq!((s["quick_fail"].status, s["quick_fail"].attempts), (StepStatus::Succeeded, 2));
     assert_eq!(s["slow"].status, StepStatus::Succeeded);
 }
+
+/// What a run looks like after its process died while `second` was running attempt 1: the
+/// first step finished, the second claimed (`running`, attempt 1), the run `running`.
+async fn crashed_run(h: &Harness, idempotent: bool) -> String {
+    use offramp::store::{Event, Guard, StepChange};
+    let yaml = format!(
+        r#"version: 1
+name: crash
+steps:
+  - id: first
+    uses: testkit
+    with: {{ mode: echo, value: one }}
+  - id: second
+    needs: [first]
+    uses: testkit
+    idempotent: {idempotent}
+    with: {{ mode: echo, value: "{{{{ run.id }}}}" }}
+  - id: third
+    needs: [second]
+    uses: testkit
+    with: {{ mode: noop }}
+"#
+    );
+    let id = h.start(&yaml, &[]).await;
+    let store = h.store();
+    let ev = |k: &str| Event::new("engine", k, json!({}));
+    assert!(store.set_run_status(&id, &[RunStatus::Pending], RunStatus::Running, ev("run_started")).await.unwrap());
+    let finish = StepChange {
+        status: Some(StepStatus::Succeeded),
+        attempts: Some(1),
+        output: Some(json!({ "value": "one" })),
+        finished: true,
+        ..Default::default()
+    };
+    assert!(store.change_step(&id, "first", &[StepStatus::Pending], None, finish, ev("step_finished")).await.unwrap());
+    let claim =
+        StepChange { status: Some(StepStatus::Running), attempts: Some(1), started: true, ..Default::default() };
+    assert!(
+        store
+            .change_step(&id, "second", &[StepStatus::Pending], Some(Guard::Attempt(0)), claim, ev("step_started"))
+            .await
+            .unwrap()
+    );
+    id
+}
+
+#[tokio::test]
+async fn a_step_interrupted_by_a_crash_runs_again_with_the_same_key_and_the_next_attempt() {
+    let h = Harness::new().await;
+    let id = crashed_run(&h, true).await;
+    let in_flight: Vec<String> = h.engine.in_flight().await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(in_flight, std::slice::from_ref(&id));
+    assert_eq!(h.engine.drive(&id).await.unwrap(), RunStatus::Succeeded);
+    let steps = h.steps(&id).await;
+    assert_eq!(steps["first"].attempts, 1, "a finished step is not run again");
+    assert_eq!(steps["first"].output, Some(json!({ "value": "one" })), "its result is kept");
+    assert_eq!(steps["second"].attempts, 2, "the interrupted step runs as attempt 2");
+    assert_eq!(steps["second"].idempotency_key, offramp::engine::idempotency_key(&id, "second"));
+    assert_eq!(steps["third"].status, StepStatus::Unchanged, "the rest of the run went on");
+    assert!(h.engine.in_flight().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_non_idempotent_step_interrupted_by_a_crash_waits_for_a_person() {
+    use offramp::engine::{Decision, DecisionOutcome};
+    let h = Harness::new().await;
+    let id = crashed_run(&h, false).await;
+    assert_eq!(h.engine.drive(&id).await.unwrap(), RunStatus::Paused);
+    let steps = h.steps(&id).await;
+    let second = &steps["second"];
+    assert_eq!((second.status, second.attempts, second.pauses), (StepStatus::Paused, 1, 1));
+    assert!(second.error.as_deref().unwrap().starts_with("outcome unknown"), "{:?}", second.error);
+    assert_eq!(steps["third"].status, StepStatus::Pending, "nothing after it ran");
+    let events = h.store().events(&id).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "step_outcome_unknown"));
+    // A person checked: it did not take effect. Retry runs it as attempt 2.
+    assert_eq!(h.engine.decide(&id, "second", None, Decision::Retry, "ann").await.unwrap(), DecisionOutcome::Applied);
+    assert_eq!(h.engine.drive(&id).await.unwrap(), RunStatus::Succeeded);
+    assert_eq!(h.steps(&id).await["second"].attempts, 2);
+}

@@ -758,6 +758,9 @@ impl Store for SlowStore {
     async fn runs(&self, limit: u32) -> Result<Vec<offramp::store::RunRecord>, offramp::store::StoreError> {
         slow!(self.runs(limit))
     }
+    async fn runs_in_flight(&self, before: &str) -> Result<Vec<offramp::store::RunRecord>, offramp::store::StoreError> {
+        slow!(self.runs_in_flight(before))
+    }
     async fn steps(&self, run_id: &str) -> Result<Vec<offramp::store::StepRecord>, offramp::store::StoreError> {
         slow!(self.steps(run_id))
     }

@@ -70,6 +70,13 @@ enum Command {
     Runs(RunsCommand),
     /// Continue a paused run: retry, skip or abort its paused step.
     Resume(ResumeArgs),
+    /// Continue every run that was in flight when offramp stopped (what `offramp serve` does at
+    /// start). Finished steps are not run again; a step that was running runs again with the
+    /// same idempotency key, or pauses ("outcome unknown") if it is `idempotent: false`.
+    Recover {
+        #[arg(long)]
+        json: bool,
+    },
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -201,6 +208,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run(&g, args).await,
         Command::Runs(cmd) => runs(&g, cmd).await,
         Command::Resume(args) => resume(&g, args).await,
+        Command::Recover { json } => recover(&g, json).await,
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&g, &plugin).await,
         Command::Serve(args) => serve::serve(&g, args).await,
         Command::Approvers(cmd) => serve::approvers(&g, cmd).await,
@@ -470,6 +478,29 @@ async fn resume(g: &Global, args: ResumeArgs) -> Result<ExitCode> {
         }
     }
     drive_and_report(&engine, &run.id, steps.len(), args.json).await
+}
+
+async fn recover(g: &Global, json: bool) -> Result<ExitCode> {
+    let engine = engine(g).await?;
+    let runs = engine.in_flight().await?;
+    if runs.is_empty() {
+        if !json {
+            println!("no run was in flight");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut worst = ExitCode::SUCCESS;
+    for run in runs {
+        if !json {
+            println!("run {}: {} for {} ({} when offramp stopped)", run.id, run.pipeline_name, run.subject, run.status);
+        }
+        let steps = engine.store().steps(&run.id).await?.len();
+        let code = drive_and_report(&engine, &run.id, steps, json).await?;
+        if code != ExitCode::SUCCESS {
+            worst = code;
+        }
+    }
+    Ok(worst)
 }
 
 async fn inspect(g: &Global, path: &Path) -> Result<ExitCode> {

@@ -129,6 +129,10 @@ pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
     let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)));
     let engine = super::engine(g).await?;
     let state = AppState::new(config, engine)?;
+    let picked_up = state.recover().await?;
+    if picked_up > 0 {
+        eprintln!("offramp serve: picking up {picked_up} run(s) that were in flight when offramp last stopped");
+    }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     eprintln!(
         "offramp serve: listening on http://{} — Slack URLs: /slack/commands, /slack/interactions; reporting to {}",

@@ -221,6 +221,11 @@ impl Engine {
                 if rec.status != StepStatus::Pending && !orphaned {
                     continue;
                 }
+                if orphaned && !step.idempotent {
+                    self.outcome_unknown(run_id, &step.id, rec.attempts).await?;
+                    settled_some = true;
+                    continue;
+                }
                 match self.readiness(step, &status) {
                     Ready::Wait => continue,
                     Ready::Skip(reason) => {
@@ -280,6 +285,52 @@ impl Engine {
             active.remove(&done);
         }
         self.settle(run_id, aborting).await
+    }
+
+    /// Runs that were in flight when a process stopped (see [`Store::runs_in_flight`]): what
+    /// `offramp serve` and `offramp recover` drive again at start.
+    pub async fn in_flight(&self) -> Result<Vec<RunRecord>, EngineError> {
+        let cutoff = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
+        let fmt =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+        let cutoff = cutoff.format(&fmt).map_err(|e| EngineError::Setup(e.to_string()))?;
+        Ok(self.store.runs_in_flight(&cutoff).await?)
+    }
+
+    /// A step of `idempotent: false` found running after a crash: nobody knows whether it took
+    /// effect, so a person decides rather than offramp running it again.
+    async fn outcome_unknown(&self, run_id: &str, step_id: &str, attempts: u32) -> Result<(), EngineError> {
+        let message = format!(
+            "outcome unknown: offramp stopped while attempt {attempts} was running, and the step is \
+             `idempotent: false`, so it is not run again on its own. Check the target system, then \
+             Retry (run it again) or Skip (it took effect)."
+        );
+        let changed = self
+            .store
+            .change_step(
+                run_id,
+                step_id,
+                &[StepStatus::Running],
+                Some(Guard::Attempt(attempts)),
+                StepChange {
+                    status: Some(StepStatus::Paused),
+                    error: Some(Some(message.clone())),
+                    paused: true,
+                    ..Default::default()
+                },
+                Event::new("engine", "step_outcome_unknown", json!({ "attempt": attempts })),
+            )
+            .await?;
+        if changed {
+            self.progress.emit(ProgressEvent::Step {
+                run_id: run_id.to_string(),
+                step_id: step_id.to_string(),
+                status: StepStatus::Paused,
+                attempt: attempts,
+                detail: Some(message),
+            });
+        }
+        Ok(())
     }
 
     /// Decides the run's status once nothing is running.

@@ -177,6 +177,11 @@ pub struct Step {
     /// `abort` ends the run, `continue` carries on with steps that do not need this one.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// Whether running the step twice is harmless (the default, `true`). A step found running
+    /// after a crash is run again with the same idempotency key; with `idempotent: false` the
+    /// run pauses instead ("outcome unknown") so a person checks and decides.
+    #[serde(default)]
+    pub idempotent: Option<bool>,
     /// Where the step may send HTTP requests: `allow: [https://example.okta.com]`.
     /// Each entry is `scheme://host[:port]`; anything else is refused.
     #[serde(default)]

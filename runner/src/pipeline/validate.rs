@@ -110,6 +110,9 @@ pub struct StepPlan {
     pub memory_bytes: u64,
     pub retry: RetryPlan,
     pub on_failure: OnFailure,
+    /// `idempotent: false`: not re-run blindly after a crash.
+    #[serde(default = "yes")]
+    pub idempotent: bool,
     pub allow: Vec<Origin>,
     pub credentials: Vec<CredentialPlan>,
 }
@@ -247,6 +250,10 @@ pub fn validate(text: &str, file: &Path, opts: &LoadOptions) -> Result<Plan, Vec
         content_hash: sha256_hex(text.as_bytes()),
         source: text.to_string(),
     })
+}
+
+fn yes() -> bool {
+    true
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
@@ -461,6 +468,7 @@ fn check_steps(
             memory_bytes,
             retry: RetryPlan { attempts: *r.attempts, initial, max, factor: *r.backoff.factor },
             on_failure: step.on_failure,
+            idempotent: step.idempotent.unwrap_or(true),
             allow,
             credentials,
         });

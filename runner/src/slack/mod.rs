@@ -282,6 +282,17 @@ impl AppState {
         });
     }
 
+    /// Drives again, in the background, every run a stopped process left in flight (with its
+    /// channel message). Returns how many.
+    pub async fn recover(&self) -> Result<usize, crate::engine::EngineError> {
+        let runs = self.engine().in_flight().await?;
+        for run in &runs {
+            tracing::info!(target: "offramp::serve", run = %run.id, status = %run.status, "picking up an interrupted run");
+            self.spawn_run(&run.id, None);
+        }
+        Ok(runs.len())
+    }
+
     /// Answers through a `response_url` in the background, logging a failure.
     pub(crate) fn respond_later(&self, response_url: Option<String>, body: Value) {
         let Some(url) = response_url else { return };

@@ -206,6 +206,10 @@ pub trait Store: Send + Sync {
     async fn run(&self, id: &str) -> Result<RunRecord, StoreError>;
     /// Newest first.
     async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
+    /// Runs a process stopped in the middle of: `running`, or `pending` and created before
+    /// `pending_before` (a run just created is about to be driven by whoever created it).
+    /// Oldest first.
+    async fn runs_in_flight(&self, pending_before: &str) -> Result<Vec<RunRecord>, StoreError>;
     /// In pipeline order.
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError>;
     async fn events(&self, run_id: &str) -> Result<Vec<EventRecord>, StoreError>;

@@ -232,6 +232,16 @@ impl Store for PgStore {
         rows.iter().map(run_from_row).collect()
     }
 
+    async fn runs_in_flight(&self, pending_before: &str) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE status = 'running' OR (status = 'pending' AND created_at < $1) ORDER BY created_at, id",
+        )
+        .bind(pending_before)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM step_results WHERE run_id = $1 ORDER BY position")
             .bind(run_id)
