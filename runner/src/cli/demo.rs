@@ -183,10 +183,10 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     println!("  → HTTP {status}, acknowledged in {} ms; only @{ADMIN} sees:", took.as_millis());
     show("offramp (only visible to you)", &reply);
     let request_id =
-        button_value(&reply["blocks"], slack::blocks::START_ACTION).context("the confirmation has no Start button")?;
+        button_value(&reply["blocks"], slack::blocks::START).context("the confirmation has no Start button")?;
 
     println!("\n@{ADMIN} clicks [ Start ] and confirms \"Start offboarding?\"");
-    let (status, _, took) = slack_side.click(ADMIN, slack::blocks::START_ACTION, &request_id).await?;
+    let (status, _, took) = slack_side.click(ADMIN, slack::blocks::START, &request_id).await?;
     println!("  → HTTP {status}, acknowledged in {} ms", took.as_millis());
     let replaced = wait_for("the confirmation to be replaced", async || ws.responses().into_iter().last()).await?;
     show("offramp (only visible to you; replaces the confirmation)", &replaced);

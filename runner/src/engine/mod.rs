@@ -290,10 +290,7 @@ impl Engine {
     /// Runs that were in flight when a process stopped (see [`Store::runs_in_flight`]): what
     /// `offramp serve` and `offramp recover` drive again at start.
     pub async fn in_flight(&self) -> Result<Vec<RunRecord>, EngineError> {
-        let cutoff = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
-        let fmt =
-            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-        let cutoff = cutoff.format(&fmt).map_err(|e| EngineError::Setup(e.to_string()))?;
+        let cutoff = crate::store::timestamp(time::OffsetDateTime::now_utc() - time::Duration::minutes(1));
         Ok(self.store.runs_in_flight(&cutoff).await?)
     }
 

@@ -42,7 +42,11 @@ pub fn load_declared(path: &Path, opts: &LoadOptions) -> Result<Plan, LoadError>
         plugins_dir: opts.plugins_dir.clone(),
         vars: opts.vars.iter().filter(|(k, _)| declared.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
     };
-    load(path, &opts)
+    validate::validate(&text, path, &opts).map_err(|diagnostics| LoadError::Invalid {
+        path: path.display().to_string(),
+        source_text: text,
+        diagnostics,
+    })
 }
 
 /// The names under a pipeline's `vars:` (none if it does not parse; validation says why).

@@ -8,8 +8,7 @@ use crate::pipeline::Plan;
 use crate::store::{EventRecord, RunRecord, RunRequest, RunStatus, StepRecord, StepStatus};
 
 /// Action ids of the buttons.
-pub const START_ACTION: &str = START;
-pub(crate) const START: &str = "start";
+pub const START: &str = "start";
 pub(crate) const CANCEL: &str = "cancel";
 pub(crate) const RETRY: &str = "retry";
 pub(crate) const SKIP: &str = "skip";

@@ -15,7 +15,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use super::AppState;
 use super::blocks::{self, RunView};
 use crate::engine::ProgressEvent;
-use crate::store::{RunMessage, StepStatus, StoreError};
+use crate::store::{EventRecord, RunMessage, RunRecord, RunRequest, StepRecord, StepStatus, StoreError};
 
 fn run_of(e: &ProgressEvent) -> &str {
     match e {
@@ -52,28 +52,46 @@ pub(super) fn ensure(state: &AppState, run_id: &str, request_id: Option<String>)
     });
 }
 
+/// What the run message shows, read from the store in one go.
+struct Snapshot {
+    run: RunRecord,
+    steps: Vec<StepRecord>,
+    events: Vec<EventRecord>,
+    request: Option<RunRequest>,
+    approvals: Vec<String>,
+}
+
+impl Snapshot {
+    async fn load(state: &AppState, run_id: &str) -> Result<Self, StoreError> {
+        let store = state.store();
+        let run = store.run(run_id).await?;
+        let steps = store.steps(run_id).await?;
+        let events = store.events(run_id).await?;
+        let request = match store.run_message(run_id).await?.and_then(|m| m.request_id) {
+            Some(id) => store.request(&id).await.ok(),
+            None => None,
+        };
+        let approvals = match &request {
+            Some(r) => store.approvals(&r.id).await?,
+            None => vec![],
+        };
+        Ok(Snapshot { run, steps, events, request, approvals })
+    }
+
+    fn render(&self) -> (String, Value) {
+        blocks::run_message(&RunView {
+            run: &self.run,
+            steps: &self.steps,
+            events: &self.events,
+            request: self.request.as_ref(),
+            approvals: &self.approvals,
+        })
+    }
+}
+
 /// The run's message as it should look now.
 pub(super) async fn view(state: &AppState, run_id: &str) -> Result<(String, Value), StoreError> {
-    let store = state.store();
-    let run = store.run(run_id).await?;
-    let steps = store.steps(run_id).await?;
-    let events = store.events(run_id).await?;
-    let request_id = store.run_message(run_id).await?.and_then(|m| m.request_id);
-    let request = match request_id {
-        Some(id) => store.request(&id).await.ok(),
-        None => None,
-    };
-    let approvals = match &request {
-        Some(r) => store.approvals(&r.id).await?,
-        None => vec![],
-    };
-    Ok(blocks::run_message(&RunView {
-        run: &run,
-        steps: &steps,
-        events: &events,
-        request: request.as_ref(),
-        approvals: &approvals,
-    }))
+    Ok(Snapshot::load(state, run_id).await?.render())
 }
 
 async fn report(
@@ -135,7 +153,7 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 /// A step error worth a thread reply: the step, which pause (a step may pause again), status.
 type ErrorKey = (String, u32, &'static str);
 
-fn error_key(s: &crate::store::StepRecord) -> Option<ErrorKey> {
+fn error_key(s: &StepRecord) -> Option<ErrorKey> {
     (matches!(s.status, StepStatus::Failed | StepStatus::Paused) && s.resolution.as_deref() != Some("abort"))
         .then(|| (s.step_id.clone(), s.pauses, s.status.as_str()))
 }
@@ -151,32 +169,33 @@ async fn publish(
 ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     let store = state.store();
     let api = state.api();
-    // Read before rendering: a run that is over now is rendered over. One that ends while this
-    // message is being sent gets another pass (its transitions are queued for the reporter).
-    let over = store.run(run_id).await?.status.is_finished();
-    let existing = store.run_message(run_id).await?;
-    let message = match existing {
-        Some(m) if !m.ts.is_empty() => {
-            let (text, blocks) = view(state, run_id).await?;
-            api.update(&m.channel, &m.ts, &text, &blocks).await?;
-            m
-        }
+    let message = match store.run_message(run_id).await? {
+        Some(m) if !m.ts.is_empty() => m,
         earlier => {
-            let request_id = earlier.and_then(|m| m.request_id).or_else(|| request_id.map(str::to_string));
             // Record which request this run came from before the first render (it names the approvers).
+            let request_id = earlier.and_then(|m| m.request_id).or_else(|| request_id.map(str::to_string));
             let placeholder =
                 RunMessage { run_id: run_id.to_string(), channel: channel.to_string(), ts: String::new(), request_id };
             store.set_run_message(&placeholder).await?;
-            let (text, blocks) = view(state, run_id).await?;
-            let ts = api.post_message(channel, &text, Some(&blocks), None).await?;
-            let m = RunMessage { ts, ..placeholder };
-            store.set_run_message(&m).await?;
-            m
+            placeholder
         }
     };
-    let run = store.run(run_id).await?;
-    let steps = store.steps(run_id).await?;
-    for s in &steps {
+    // One read for the whole pass. A run over in it is rendered over; one that ends while this
+    // message is being sent gets another pass (its transitions are queued for the reporter).
+    let snap = Snapshot::load(state, run_id).await?;
+    let over = snap.run.status.is_finished();
+    let (text, blocks) = snap.render();
+    let message = if message.ts.is_empty() {
+        let ts = api.post_message(channel, &text, Some(&blocks), None).await?;
+        let m = RunMessage { ts, ..message };
+        store.set_run_message(&m).await?;
+        m
+    } else {
+        api.update(&message.channel, &message.ts, &text, &blocks).await?;
+        message
+    };
+    let (run, steps) = (&snap.run, &snap.steps);
+    for s in steps {
         if let Some(key) = error_key(s)
             && reported.insert(key)
         {
@@ -192,7 +211,7 @@ async fn publish(
                 "channel": message.channel,
                 "thread_ts": message.ts,
                 "reply_broadcast": true,
-                "text": blocks::summary(&run, &steps),
+                "text": blocks::summary(run, steps),
             }),
         )
         .await?;

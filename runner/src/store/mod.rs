@@ -292,7 +292,12 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 
 /// Now, as RFC 3339 UTC with milliseconds.
 pub(crate) fn now() -> String {
-    let now = time::OffsetDateTime::now_utc();
+    timestamp(time::OffsetDateTime::now_utc())
+}
+
+/// A moment as the stores write it: RFC 3339 UTC with milliseconds (text order = time order).
+pub(crate) fn timestamp(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    now.format(&fmt).unwrap_or_else(|_| now.unix_timestamp().to_string())
+    at.format(&fmt).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
