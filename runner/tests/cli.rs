@@ -385,7 +385,8 @@ fn crashed_run(cli: &Cli, db: &str) -> String {
             store.clone(),
             sandbox,
             offramp::secrets::SecretSource::fixed([]),
-            Default::default(),
+            // A process that dies: its lease runs out at once.
+            offramp::engine::EngineConfig { lease: std::time::Duration::from_millis(1), ..Default::default() },
         )
         .unwrap();
         let req = offramp::engine::StartRequest {
@@ -395,7 +396,7 @@ fn crashed_run(cli: &Cli, db: &str) -> String {
         };
         let id = engine.start(&plan, req).await.unwrap();
         let ev = |k: &str| Event::new("engine", k, serde_json::json!({}));
-        store.set_run_status(&id, &[RunStatus::Pending], RunStatus::Running, ev("run_started")).await.unwrap();
+        store.set_run_status(&id, &[RunStatus::Pending], RunStatus::Running, None, ev("run_started")).await.unwrap();
         let done = StepChange {
             status: Some(StepStatus::Succeeded),
             attempts: Some(1),
@@ -403,10 +404,10 @@ fn crashed_run(cli: &Cli, db: &str) -> String {
             finished: true,
             ..Default::default()
         };
-        store.change_step(&id, "first", &[], None, done, ev("step_finished")).await.unwrap();
+        store.change_step(&id, "first", &[], None, None, done, ev("step_finished")).await.unwrap();
         let claim =
             StepChange { status: Some(StepStatus::Running), attempts: Some(1), started: true, ..Default::default() };
-        store.change_step(&id, "flaky", &[], Some(Guard::Attempt(0)), claim, ev("step_started")).await.unwrap();
+        store.change_step(&id, "flaky", &[], Some(Guard::Attempt(0)), None, claim, ev("step_started")).await.unwrap();
         id
     })
 }
@@ -426,5 +427,5 @@ fn recover_continues_runs_a_killed_process_left_in_flight() {
     assert_eq!(steps[1]["attempts"], 2, "the interrupted step ran as attempt 2");
     assert_eq!(steps[1]["output"]["idempotency_key"], offramp::engine::idempotency_key(&id, "flaky").as_str());
     let out = cli.run(&["recover"]);
-    assert!(text(&out.stdout).contains("no run was in flight"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("no run was left in flight"), "{}", text(&out.stdout));
 }

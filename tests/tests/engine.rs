@@ -651,6 +651,9 @@ name: decide-while-running
 
 /// What a run looks like after its process died while `second` was running attempt 1: the
 /// first step finished, the second claimed (`running`, attempt 1), the run `running`.
+/// The lease owner of a process that was killed.
+const DEAD: &str = "host:4242:dead";
+
 async fn crashed_run(h: &Harness, idempotent: bool) -> String {
     use offramp::store::{Event, Guard, StepChange};
     let yaml = format!(
@@ -673,8 +676,13 @@ steps:
     );
     let id = h.start(&yaml, &[]).await;
     let store = h.store();
+    // The process that was driving it died: its lease has run out.
+    store.release_run(&id, h.engine.owner()).await.unwrap();
+    assert!(store.claim_run(&id, DEAD, offramp::store::now_ms(), 0).await.unwrap());
     let ev = |k: &str| Event::new("engine", k, json!({}));
-    assert!(store.set_run_status(&id, &[RunStatus::Pending], RunStatus::Running, ev("run_started")).await.unwrap());
+    assert!(
+        store.set_run_status(&id, &[RunStatus::Pending], RunStatus::Running, None, ev("run_started")).await.unwrap()
+    );
     let finish = StepChange {
         status: Some(StepStatus::Succeeded),
         attempts: Some(1),
@@ -682,12 +690,22 @@ steps:
         finished: true,
         ..Default::default()
     };
-    assert!(store.change_step(&id, "first", &[StepStatus::Pending], None, finish, ev("step_finished")).await.unwrap());
+    assert!(
+        store.change_step(&id, "first", &[StepStatus::Pending], None, None, finish, ev("step_finished")).await.unwrap()
+    );
     let claim =
         StepChange { status: Some(StepStatus::Running), attempts: Some(1), started: true, ..Default::default() };
     assert!(
         store
-            .change_step(&id, "second", &[StepStatus::Pending], Some(Guard::Attempt(0)), claim, ev("step_started"))
+            .change_step(
+                &id,
+                "second",
+                &[StepStatus::Pending],
+                Some(Guard::Attempt(0)),
+                None,
+                claim,
+                ev("step_started")
+            )
             .await
             .unwrap()
     );
@@ -698,8 +716,8 @@ steps:
 async fn a_step_interrupted_by_a_crash_runs_again_with_the_same_key_and_the_next_attempt() {
     let h = Harness::new().await;
     let id = crashed_run(&h, true).await;
-    let in_flight: Vec<String> = h.engine.in_flight().await.unwrap().into_iter().map(|r| r.id).collect();
-    assert_eq!(in_flight, std::slice::from_ref(&id));
+    let claimed = h.engine.claim_orphans(10).await.unwrap();
+    assert_eq!(claimed, [offramp::store::Claimed { run_id: id.clone(), previous_owner: Some(DEAD.into()) }]);
     assert_eq!(h.engine.drive(&id).await.unwrap(), RunStatus::Succeeded);
     let steps = h.steps(&id).await;
     assert_eq!(steps["first"].attempts, 1, "a finished step is not run again");
@@ -707,7 +725,8 @@ async fn a_step_interrupted_by_a_crash_runs_again_with_the_same_key_and_the_next
     assert_eq!(steps["second"].attempts, 2, "the interrupted step runs as attempt 2");
     assert_eq!(steps["second"].idempotency_key, offramp::engine::idempotency_key(&id, "second"));
     assert_eq!(steps["third"].status, StepStatus::Unchanged, "the rest of the run went on");
-    assert!(h.engine.in_flight().await.unwrap().is_empty());
+    assert!(h.engine.claim_orphans(10).await.unwrap().is_empty());
+    assert_eq!(h.store().run(&id).await.unwrap().lease, None, "a finished run is nobody's");
 }
 
 #[tokio::test]

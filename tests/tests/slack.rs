@@ -394,11 +394,14 @@ async fn unsigned_forged_stale_future_and_tampered_requests_get_401() {
     let s = Slack::new().await;
     let body = s.command_body(ADMIN, "alice@example.com");
     let ts = now();
+    // Outside the window by a margin: the server reads its clock later than `ts`, so a
+    // timestamp exactly 301 s ahead would be 300 s ahead once a second boundary passes.
+    let out = 5 * 60 + 30;
     let cases: Vec<(&str, String, i64, Option<String>)> = vec![
         ("no headers", body.clone(), ts, None),
         ("other secret", body.clone(), ts, Some(sign("not-the-secret", ts, &body))),
-        ("stale", body.clone(), ts - 301, Some(sign(SIGNING_SECRET, ts - 301, &body))),
-        ("future", body.clone(), ts + 301, Some(sign(SIGNING_SECRET, ts + 301, &body))),
+        ("stale", body.clone(), ts - out, Some(sign(SIGNING_SECRET, ts - out, &body))),
+        ("future", body.clone(), ts + out, Some(sign(SIGNING_SECRET, ts + out, &body))),
         ("tampered", body.replace("alice", "mallory"), ts, Some(sign(SIGNING_SECRET, ts, &body))),
         ("bad prefix", body.clone(), ts, Some(sign(SIGNING_SECRET, ts, &body).replacen("v0=", "v1=", 1))),
         ("bad hex", body.clone(), ts, Some(format!("v0={}", "zz".repeat(32)))),
@@ -412,7 +415,7 @@ async fn unsigned_forged_stale_future_and_tampered_requests_get_401() {
         }
     }
     // Within the window, either side, is fine.
-    for skew in [-290, 290] {
+    for skew in [-270, 270] {
         let body = s.command_body(ADMIN, "help");
         let reply =
             s.send("/slack/commands", body.clone(), ts + skew, Some(sign(SIGNING_SECRET, ts + skew, &body))).await;
@@ -758,8 +761,29 @@ impl Store for SlowStore {
     async fn runs(&self, limit: u32) -> Result<Vec<offramp::store::RunRecord>, offramp::store::StoreError> {
         slow!(self.runs(limit))
     }
-    async fn runs_in_flight(&self, before: &str) -> Result<Vec<offramp::store::RunRecord>, offramp::store::StoreError> {
-        slow!(self.runs_in_flight(before))
+    async fn claim_orphans(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<offramp::store::Claimed>, offramp::store::StoreError> {
+        slow!(self.claim_orphans(owner, now_ms, until_ms, limit))
+    }
+    async fn claim_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, offramp::store::StoreError> {
+        slow!(self.claim_run(run_id, owner, now_ms, until_ms))
+    }
+    async fn renew_leases(&self, owner: &str, until_ms: i64) -> Result<u64, offramp::store::StoreError> {
+        slow!(self.renew_leases(owner, until_ms))
+    }
+    async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), offramp::store::StoreError> {
+        slow!(self.release_run(run_id, owner))
     }
     async fn steps(&self, run_id: &str) -> Result<Vec<offramp::store::StepRecord>, offramp::store::StoreError> {
         slow!(self.steps(run_id))
@@ -775,9 +799,10 @@ impl Store for SlowStore {
         id: &str,
         from: &[RunStatus],
         to: RunStatus,
+        fence: Option<&str>,
         event: offramp::store::Event,
     ) -> Result<bool, offramp::store::StoreError> {
-        slow!(self.set_run_status(id, from, to, event))
+        slow!(self.set_run_status(id, from, to, fence, event))
     }
     async fn change_step(
         &self,
@@ -785,10 +810,11 @@ impl Store for SlowStore {
         step_id: &str,
         from: &[offramp::store::StepStatus],
         guard: Option<offramp::store::Guard>,
+        fence: Option<&str>,
         change: offramp::store::StepChange,
         event: offramp::store::Event,
     ) -> Result<bool, offramp::store::StoreError> {
-        slow!(self.change_step(run_id, step_id, from, guard, change, event))
+        slow!(self.change_step(run_id, step_id, from, guard, fence, change, event))
     }
     async fn append_event(
         &self,
@@ -870,15 +896,16 @@ async fn a_slow_database_does_not_delay_the_acknowledgement() {
     let dir = tempfile::tempdir().unwrap();
     let inner: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.path().join("slow.db").display())).await.unwrap());
-    let slow: Arc<dyn Store> = Arc::new(SlowStore { inner, delay: Duration::from_millis(400) });
-    // A budget of 300 ms against a database that takes 400 ms a query (Slack's is 3 s).
+    let slow: Arc<dyn Store> = Arc::new(SlowStore { inner, delay: Duration::from_millis(1500) });
+    // A budget of 300 ms against a database that takes 1.5 s a query (Slack's budget is 3 s).
+    // Any query on the acknowledgement path would take the reply past 1.5 s.
     let s = Slack::with(|c| c.ack_budget = Duration::from_millis(300), Some(slow)).await;
     let started = Instant::now();
     let reply = s.command(ADMIN, "alice@example.com").await;
     let took = started.elapsed();
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.raw.contains("Working on it"), "{}", reply.raw);
-    assert!(took < Duration::from_millis(1000), "acknowledged in {took:?}");
+    assert!(took < Duration::from_millis(1400), "acknowledged in {took:?}");
     // The confirmation follows through the response_url.
     let answer = s.wait_response(1).await;
     let request = button(&answer["blocks"], "start").unwrap_or_else(|| panic!("{answer}"));
@@ -886,7 +913,7 @@ async fn a_slow_database_does_not_delay_the_acknowledgement() {
     // Clicks are acknowledged at once, whatever the database does.
     let started = Instant::now();
     assert_eq!(s.click(ADMIN, "start", &request).await.status, StatusCode::OK);
-    assert!(started.elapsed() < Duration::from_millis(300), "click acknowledged in {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_millis(1400), "click acknowledged in {:?}", started.elapsed());
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use offramp::engine::{Engine, EngineConfig};
 use offramp::mock::MockServer;
 use offramp::secrets::SecretSource;
 use offramp::store::{
-    Event, Guard, NewRun, PgStore, RequestStatus, RunMessage, RunRequest, RunStatus, SqliteStore, StepChange,
+    Event, Guard, Lease, NewRun, PgStore, RequestStatus, RunMessage, RunRequest, RunStatus, SqliteStore, StepChange,
     StepStatus, Store, StoreError,
 };
 use serde_json::json;
@@ -72,6 +72,7 @@ fn new_run(id: &str, steps: &[&str]) -> NewRun {
         requested_by: "test".into(),
         dry_run: true,
         steps: steps.iter().map(|s| (s.to_string(), format!("key-{s}"))).collect(),
+        lease: Lease { owner: "creator".into(), until_ms: 0 },
     }
 }
 
@@ -136,13 +137,16 @@ async fn runs_steps_and_events_round_trip() {
         assert_eq!(store.steps("r1").await.unwrap().len(), 3, "{kind}");
 
         assert!(
-            store.set_run_status("r1", &[RunStatus::Pending], RunStatus::Running, ev("run_started")).await.unwrap()
+            store
+                .set_run_status("r1", &[RunStatus::Pending], RunStatus::Running, None, ev("run_started"))
+                .await
+                .unwrap()
         );
         assert!(
-            !store.set_run_status("r1", &[RunStatus::Pending], RunStatus::Paused, ev("nope")).await.unwrap(),
+            !store.set_run_status("r1", &[RunStatus::Pending], RunStatus::Paused, None, ev("nope")).await.unwrap(),
             "{kind}"
         );
-        assert!(store.set_run_status("r1", &[], RunStatus::Succeeded, ev("run_succeeded")).await.unwrap());
+        assert!(store.set_run_status("r1", &[], RunStatus::Succeeded, None, ev("run_succeeded")).await.unwrap());
         let run = store.run("r1").await.unwrap();
         assert_eq!(run.status, RunStatus::Succeeded);
         assert!(run.finished_at.is_some(), "{kind}: finishing stamps finished_at");
@@ -170,20 +174,20 @@ async fn step_changes_are_conditional() {
         // Claim at attempt 0; a second claim at attempt 0 from pending fails (it is running now).
         assert!(
             store
-                .change_step("r", "a", &[StepStatus::Pending], Some(Guard::Attempt(0)), claim(1), ev("s"))
+                .change_step("r", "a", &[StepStatus::Pending], Some(Guard::Attempt(0)), None, claim(1), ev("s"))
                 .await
                 .unwrap()
         );
         assert!(
             !store
-                .change_step("r", "a", &[StepStatus::Pending], Some(Guard::Attempt(0)), claim(1), ev("s"))
+                .change_step("r", "a", &[StepStatus::Pending], Some(Guard::Attempt(0)), None, claim(1), ev("s"))
                 .await
                 .unwrap(),
             "{kind}"
         );
         assert!(
             !store
-                .change_step("r", "a", &[StepStatus::Running], Some(Guard::Attempt(0)), claim(2), ev("s"))
+                .change_step("r", "a", &[StepStatus::Running], Some(Guard::Attempt(0)), None, claim(2), ev("s"))
                 .await
                 .unwrap(),
             "{kind}: wrong attempt"
@@ -198,7 +202,7 @@ async fn step_changes_are_conditional() {
         };
         assert!(
             store
-                .change_step("r", "a", &[StepStatus::Running], Some(Guard::Attempt(1)), pause, ev("step_paused"))
+                .change_step("r", "a", &[StepStatus::Running], Some(Guard::Attempt(1)), None, pause, ev("step_paused"))
                 .await
                 .unwrap()
         );
@@ -215,19 +219,22 @@ async fn step_changes_are_conditional() {
         let retry = StepChange { status: Some(StepStatus::Pending), error: Some(None), ..Default::default() };
         assert!(
             !store
-                .change_step("r", "a", &[StepStatus::Paused], Some(Guard::Pause(2)), retry.clone(), ev("d"))
+                .change_step("r", "a", &[StepStatus::Paused], Some(Guard::Pause(2)), None, retry.clone(), ev("d"))
                 .await
                 .unwrap(),
             "{kind}"
         );
         assert!(
             store
-                .change_step("r", "a", &[StepStatus::Paused], Some(Guard::Pause(1)), retry.clone(), ev("d"))
+                .change_step("r", "a", &[StepStatus::Paused], Some(Guard::Pause(1)), None, retry.clone(), ev("d"))
                 .await
                 .unwrap()
         );
         assert!(
-            !store.change_step("r", "a", &[StepStatus::Paused], Some(Guard::Pause(1)), retry, ev("d")).await.unwrap(),
+            !store
+                .change_step("r", "a", &[StepStatus::Paused], Some(Guard::Pause(1)), None, retry, ev("d"))
+                .await
+                .unwrap(),
             "{kind}"
         );
         let done = StepChange {
@@ -236,14 +243,17 @@ async fn step_changes_are_conditional() {
             finished: true,
             ..Default::default()
         };
-        assert!(store.change_step("r", "a", &[], None, done, ev("step_finished")).await.unwrap());
+        assert!(store.change_step("r", "a", &[], None, None, done, ev("step_finished")).await.unwrap());
         let s = store.steps("r").await.unwrap().remove(0);
         assert_eq!(s.status, StepStatus::Succeeded);
         assert_eq!(s.error, None, "{kind}: Some(None) cleared the error");
         assert_eq!(s.output, Some(json!({ "id": "00u1", "nested": [1, 2, { "x": null }] })), "{kind}");
         assert!(s.finished_at.is_some());
         assert_eq!(store.events("r").await.unwrap().len(), 5, "{kind}: one event per applied change");
-        assert!(!store.change_step("r", "nope", &[], None, StepChange::default(), ev("x")).await.unwrap(), "{kind}");
+        assert!(
+            !store.change_step("r", "nope", &[], None, None, StepChange::default(), ev("x")).await.unwrap(),
+            "{kind}"
+        );
     }
     stores.finish().await;
 }
@@ -254,7 +264,7 @@ async fn concurrent_decisions_on_one_pause_have_one_winner() {
     for (kind, store) in stores.list.clone() {
         store.create_run(&new_run("r", &["a"]), ev("run_created")).await.unwrap();
         let pause = StepChange { status: Some(StepStatus::Paused), paused: true, ..Default::default() };
-        assert!(store.change_step("r", "a", &[], None, pause, ev("p")).await.unwrap());
+        assert!(store.change_step("r", "a", &[], None, None, pause, ev("p")).await.unwrap());
         let mut tasks = Vec::new();
         for i in 0..16 {
             let store = store.clone();
@@ -266,6 +276,7 @@ async fn concurrent_decisions_on_one_pause_have_one_winner() {
                         "a",
                         &[StepStatus::Paused],
                         Some(Guard::Pause(1)),
+                        None,
                         StepChange { status: Some(to), ..Default::default() },
                         ev("decision"),
                     )

@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -50,6 +51,18 @@ struct Global {
     /// Steps of one run that may run at the same time.
     #[arg(long, global = true, env = "OFFRAMP_MAX_PARALLEL", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     max_parallel: u16,
+    /// How long a run stays leased to a process that stopped renewing it (it died): after a
+    /// crash, other processes wait this long before taking its runs over. Renewed every third.
+    #[arg(long, global = true, env = "OFFRAMP_LEASE", default_value = "30s", value_parser = lease_duration)]
+    lease: Duration,
+}
+
+fn lease_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write it like 30s, 2m or 500ms)"))?;
+    if d < Duration::from_millis(300) || d > Duration::from_secs(3600) {
+        return Err("a lease must be between 300ms and 1h".into());
+    }
+    Ok(d)
 }
 
 #[derive(Subcommand, Debug)]
@@ -255,7 +268,8 @@ async fn engine(g: &Global) -> Result<Engine> {
     let store = store::open(&g.database_url).await.context("opening the results database")?;
     let cache = g.cache_dir.clone().or_else(Sandbox::default_cache_dir);
     let sandbox = Arc::new(Sandbox::new(cache)?);
-    let config = EngineConfig { max_parallel_steps: usize::from(g.max_parallel), ..EngineConfig::default() };
+    let config =
+        EngineConfig { max_parallel_steps: usize::from(g.max_parallel), lease: g.lease, ..EngineConfig::default() };
     Ok(Engine::new(store, sandbox, secrets(g)?, config)?)
 }
 
@@ -482,17 +496,22 @@ async fn resume(g: &Global, args: ResumeArgs) -> Result<ExitCode> {
 
 async fn recover(g: &Global, json: bool) -> Result<ExitCode> {
     let engine = engine(g).await?;
-    let runs = engine.in_flight().await?;
-    if runs.is_empty() {
+    let claimed = engine.claim_orphans(u32::MAX).await?;
+    if claimed.is_empty() {
         if !json {
-            println!("no run was in flight");
+            println!("no run was left in flight (runs another live process drives are left to it)");
         }
         return Ok(ExitCode::SUCCESS);
     }
     let mut worst = ExitCode::SUCCESS;
-    for run in runs {
+    for claim in claimed {
+        let run = engine.store().run(&claim.run_id).await?;
         if !json {
-            println!("run {}: {} for {} ({} when offramp stopped)", run.id, run.pipeline_name, run.subject, run.status);
+            let from = claim.previous_owner.map(|o| format!(", left by {o}")).unwrap_or_default();
+            println!(
+                "run {}: {} for {} ({} when it stopped{from})",
+                run.id, run.pipeline_name, run.subject, run.status
+            );
         }
         let steps = engine.store().steps(&run.id).await?.len();
         let code = drive_and_report(&engine, &run.id, steps, json).await?;

@@ -133,13 +133,17 @@ pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
     if picked_up > 0 {
         eprintln!("offramp serve: picking up {picked_up} run(s) that were in flight when offramp last stopped");
     }
+    // Runs of a replica that dies later are taken over once their lease runs out.
+    let watch = state.watch_for_orphans((g.lease / 3).max(Duration::from_millis(100)));
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     eprintln!(
         "offramp serve: listening on http://{} — Slack URLs: /slack/commands, /slack/interactions; reporting to {}",
         listener.local_addr()?,
         state.config().channel
     );
-    axum::serve(listener, slack::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    let served = axum::serve(listener, slack::app(state)).with_graceful_shutdown(shutdown_signal()).await;
+    watch.abort();
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

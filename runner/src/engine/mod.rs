@@ -20,7 +20,13 @@ use crate::http::{Gate, HttpLimits, Injection};
 use crate::pipeline::{OnFailure, Plan, StepPlan, coerce_input, template};
 use crate::sandbox::{AttemptReport, AttemptResult, AttemptSpec, FailureKind, Sandbox};
 use crate::secrets::SecretSource;
-use crate::store::{Event, Guard, NewRun, RunRecord, RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError};
+use crate::store::{
+    Claimed, Event, Guard, Lease, NewRun, RunRecord, RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError,
+    now_ms,
+};
+
+mod lease;
+use lease::Heartbeat;
 
 /// Engine failures callers act on.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +43,16 @@ pub enum EngineError {
     Plan(String),
     #[error("{0}")]
     Setup(String),
+    /// Another process holds the run's lease and is driving it.
+    #[error("run {run} is being driven by {owner}")]
+    Leased { run: String, owner: String },
+}
+
+impl EngineError {
+    /// Another process took the run over while this one drove it: stop, it carries on.
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self, EngineError::Store(StoreError::LeaseLost(_)))
+    }
 }
 
 /// What a person decided about a paused step.
@@ -73,11 +89,25 @@ pub struct EngineConfig {
     /// Steps of one run that may run at once.
     pub max_parallel_steps: usize,
     pub http_limits: HttpLimits,
+    /// Who this process is in the runs' leases (`host:pid:random` by default).
+    pub owner: String,
+    /// How long a lease lasts without a heartbeat: after a crash, the time before another
+    /// process takes the runs over. Renewed every third of it.
+    pub lease: Duration,
+    /// How long to keep retrying a database that cannot be reached before giving a run up
+    /// (it stays in flight, and is picked up again once its lease runs out).
+    pub store_patience: Duration,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { max_parallel_steps: 4, http_limits: HttpLimits::default() }
+        EngineConfig {
+            max_parallel_steps: 4,
+            http_limits: HttpLimits::default(),
+            owner: lease::default_owner(),
+            lease: Duration::from_secs(30),
+            store_patience: Duration::from_secs(15 * 60),
+        }
     }
 }
 
@@ -99,6 +129,7 @@ pub struct Engine {
     client: reqwest::Client,
     config: EngineConfig,
     progress: Progress,
+    _heartbeat: Option<Arc<Heartbeat>>,
 }
 
 impl Engine {
@@ -109,7 +140,63 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
         let client = Gate::client().map_err(|e| EngineError::Setup(format!("cannot set up the HTTP client: {e}")))?;
-        Ok(Engine { store, sandbox, secrets, client, config, progress: Progress::default() })
+        let heartbeat = Heartbeat::start(store.clone(), config.owner.clone(), config.lease).map(Arc::new);
+        Ok(Engine { store, sandbox, secrets, client, config, progress: Progress::default(), _heartbeat: heartbeat })
+    }
+
+    /// Who this engine is in the runs' leases.
+    pub fn owner(&self) -> &str {
+        &self.config.owner
+    }
+
+    fn lease_until(&self) -> i64 {
+        now_ms().saturating_add(i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Runs a store call, retrying with backoff while the database cannot be reached (for up to
+    /// `store_patience`). Other errors, a lost lease included, come back at once.
+    async fn persist<T, F, Fut>(&self, f: F) -> Result<T, EngineError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        lease::persist(self.config.store_patience, f).await.map_err(EngineError::from)
+    }
+
+    /// A step change fenced by this engine's lease on the run, retried through an outage.
+    async fn step_change(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        from: &[StepStatus],
+        guard: Option<Guard>,
+        change: StepChange,
+        event: Event,
+    ) -> Result<bool, EngineError> {
+        let owner = Some(self.config.owner.as_str());
+        self.persist(|| self.store.change_step(run_id, step_id, from, guard, owner, change.clone(), event.clone()))
+            .await
+    }
+
+    /// A run status change fenced by this engine's lease, retried through an outage.
+    async fn run_status(
+        &self,
+        run_id: &str,
+        from: &[RunStatus],
+        to: RunStatus,
+        event: Event,
+    ) -> Result<bool, EngineError> {
+        let owner = Some(self.config.owner.as_str());
+        self.persist(|| self.store.set_run_status(run_id, from, to, owner, event.clone())).await
+    }
+
+    /// Claims up to `limit` runs nobody drives (their process died and the lease ran out, or
+    /// they never had one): what `offramp serve` does at start and then periodically, and what
+    /// `offramp recover` does. Drive each claimed run with [`Engine::drive`].
+    pub async fn claim_orphans(&self, limit: u32) -> Result<Vec<Claimed>, EngineError> {
+        let now = now_ms();
+        let until = self.lease_until();
+        Ok(self.store.claim_orphans(&self.config.owner, now, until, limit).await?)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -165,32 +252,56 @@ impl Engine {
             requested_by: req.requested_by.clone(),
             dry_run: req.dry_run,
             steps,
+            lease: Lease { owner: self.config.owner.clone(), until_ms: self.lease_until() },
         };
         Ok((run, event))
     }
 
-    /// Runs a run until it finishes or pauses; returns its status then.
+    /// Runs a run until it finishes or pauses; returns its status then. The run is leased to
+    /// this engine meanwhile: [`EngineError::Leased`] if another process is driving it, and a
+    /// [lost lease](EngineError::is_lease_lost) stops the drive (the new owner carries on).
     pub async fn drive(&self, run_id: &str) -> Result<RunStatus, EngineError> {
-        let run = self.store.run(run_id).await?;
+        let run = self.persist(|| self.store.run(run_id)).await?;
         if run.status.is_finished() {
             return Ok(run.status);
         }
         if run.status == RunStatus::Paused
-            && self.store.steps(run_id).await?.iter().any(|s| s.status == StepStatus::Paused)
+            && self.persist(|| self.store.steps(run_id)).await?.iter().any(|s| s.status == StepStatus::Paused)
         {
             return Ok(run.status);
         }
+        let owner = self.config.owner.as_str();
+        let (now, until) = (now_ms(), self.lease_until());
+        if !self.persist(|| self.store.claim_run(run_id, owner, now, until)).await? {
+            let run = self.store.run(run_id).await?;
+            if let Some(lease) = run.lease.filter(|l| l.owner != owner) {
+                return Err(EngineError::Leased { run: run_id.to_string(), owner: lease.owner });
+            }
+            // It paused or finished between the two reads.
+            return Ok(run.status);
+        }
+        let result = self.drive_leased(run).await;
+        if !result.as_ref().is_err_and(EngineError::is_lease_lost) {
+            // Paused and finished runs lost the lease already; this covers a drive that failed.
+            if let Err(e) = self.store.release_run(run_id, owner).await {
+                tracing::warn!(target: "offramp::engine", run = %run_id, error = %e, "cannot release the run's lease");
+            }
+        }
+        result
+    }
+
+    async fn drive_leased(&self, run: RunRecord) -> Result<RunStatus, EngineError> {
+        let run_id = run.id.as_str();
         let plan: Plan = serde_json::from_value(run.plan.clone()).map_err(|e| EngineError::Plan(e.to_string()))?;
         if run.status != RunStatus::Running {
             // Pending (new), or Paused with nothing paused any more (decided while running).
-            self.store
-                .set_run_status(
-                    run_id,
-                    &[RunStatus::Pending, RunStatus::Paused],
-                    RunStatus::Running,
-                    Event::new("engine", "run_started", json!({ "from": run.status.as_str() })),
-                )
-                .await?;
+            self.run_status(
+                run_id,
+                &[RunStatus::Pending, RunStatus::Paused],
+                RunStatus::Running,
+                Event::new("engine", "run_started", json!({ "from": run.status.as_str() })),
+            )
+            .await?;
             self.progress.emit(ProgressEvent::RunStatus { run_id: run_id.to_string(), status: RunStatus::Running });
         }
         let on_failure: HashMap<&str, OnFailure> = plan.steps.iter().map(|s| (s.id.as_str(), s.on_failure)).collect();
@@ -198,7 +309,7 @@ impl Engine {
         let mut active: HashSet<String> = HashSet::new();
         let mut aborting;
         loop {
-            let steps = self.store.steps(run_id).await?;
+            let steps = self.persist(|| self.store.steps(run_id)).await?;
             let status: HashMap<&str, &StepRecord> = steps.iter().map(|s| (s.step_id.as_str(), s)).collect();
             // Read from the store each pass, so a decision taken meanwhile is seen: a paused step
             // holds back new steps; a failure with `on_failure: abort` (or an abort) ends the run.
@@ -229,7 +340,7 @@ impl Engine {
                 match self.readiness(step, &status) {
                     Ready::Wait => continue,
                     Ready::Skip(reason) => {
-                        self.skip(run_id, &step.id, &reason, "dependency").await?;
+                        self.skip(run_id, &step.id, &reason, "dependency", true).await?;
                         settled_some = true;
                         continue;
                     }
@@ -240,7 +351,8 @@ impl Engine {
                     match template::eval_condition(cond, &ctx) {
                         Ok(true) => {}
                         Ok(false) => {
-                            self.skip(run_id, &step.id, &format!("condition `{cond}` was false"), "condition").await?;
+                            let reason = format!("condition `{cond}` was false");
+                            self.skip(run_id, &step.id, &reason, "condition", true).await?;
                             settled_some = true;
                             continue;
                         }
@@ -253,8 +365,7 @@ impl Engine {
                 }
                 // Claim the step before starting it: a concurrent driver's claim fails.
                 let claimed = self
-                    .store
-                    .change_step(
+                    .step_change(
                         run_id,
                         &step.id,
                         &[StepStatus::Pending, StepStatus::Running],
@@ -287,13 +398,6 @@ impl Engine {
         self.settle(run_id, aborting).await
     }
 
-    /// Runs that were in flight when a process stopped (see [`Store::runs_in_flight`]): what
-    /// `offramp serve` and `offramp recover` drive again at start.
-    pub async fn in_flight(&self) -> Result<Vec<RunRecord>, EngineError> {
-        let cutoff = crate::store::timestamp(time::OffsetDateTime::now_utc() - time::Duration::minutes(1));
-        Ok(self.store.runs_in_flight(&cutoff).await?)
-    }
-
     /// A step of `idempotent: false` found running after a crash: nobody knows whether it took
     /// effect, so a person decides rather than offramp running it again.
     async fn outcome_unknown(&self, run_id: &str, step_id: &str, attempts: u32) -> Result<(), EngineError> {
@@ -303,8 +407,7 @@ impl Engine {
              Retry (run it again) or Skip (it took effect)."
         );
         let changed = self
-            .store
-            .change_step(
+            .step_change(
                 run_id,
                 step_id,
                 &[StepStatus::Running],
@@ -332,12 +435,12 @@ impl Engine {
 
     /// Decides the run's status once nothing is running.
     async fn settle(&self, run_id: &str, aborting: bool) -> Result<RunStatus, EngineError> {
-        let steps = self.store.steps(run_id).await?;
+        let steps = self.persist(|| self.store.steps(run_id)).await?;
         let to = if steps.iter().any(|s| s.status == StepStatus::Paused) {
             RunStatus::Paused
         } else if aborting {
             for s in steps.iter().filter(|s| s.status == StepStatus::Pending) {
-                self.skip(run_id, &s.step_id, "the run was aborted", "abort").await?;
+                self.skip(run_id, &s.step_id, "the run was aborted", "abort", true).await?;
             }
             RunStatus::Failed
         } else if steps.iter().any(|s| !s.status.is_finished()) {
@@ -356,7 +459,7 @@ impl Engine {
             RunStatus::Succeeded => "run_succeeded",
             _ => "run_failed",
         };
-        self.store.set_run_status(run_id, &[RunStatus::Running], to, Event::new("engine", kind, summary)).await?;
+        self.run_status(run_id, &[RunStatus::Running], to, Event::new("engine", kind, summary)).await?;
         self.progress.emit(ProgressEvent::RunStatus { run_id: run_id.to_string(), status: to });
         Ok(to)
     }
@@ -378,23 +481,28 @@ impl Engine {
         Ready::Go
     }
 
-    async fn skip(&self, run_id: &str, step_id: &str, reason: &str, resolution: &str) -> Result<(), EngineError> {
+    /// Skips a pending step. `leased`: the engine drives the run (the write is fenced by its
+    /// lease); otherwise a person's abort of a paused run (nobody holds it).
+    async fn skip(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        reason: &str,
+        resolution: &str,
+        leased: bool,
+    ) -> Result<(), EngineError> {
+        let fence = leased.then_some(self.config.owner.as_str());
+        let event = Event::new("engine", "step_skipped", json!({ "reason": reason }));
+        let change = StepChange {
+            status: Some(StepStatus::Skipped),
+            error: Some(Some(reason.to_string())),
+            resolution: Some(Some(resolution.to_string())),
+            finished: true,
+            ..Default::default()
+        };
+        let from = [StepStatus::Pending];
         let changed = self
-            .store
-            .change_step(
-                run_id,
-                step_id,
-                &[StepStatus::Pending],
-                None,
-                StepChange {
-                    status: Some(StepStatus::Skipped),
-                    error: Some(Some(reason.to_string())),
-                    resolution: Some(Some(resolution.to_string())),
-                    finished: true,
-                    ..Default::default()
-                },
-                Event::new("engine", "step_skipped", json!({ "reason": reason })),
-            )
+            .persist(|| self.store.change_step(run_id, step_id, &from, None, fence, change.clone(), event.clone()))
             .await?;
         if changed {
             self.progress.emit(ProgressEvent::Step {
@@ -430,30 +538,29 @@ impl Engine {
         let message = message.as_str();
         let pause = kind == FailureKind::NeedsHuman || step.on_failure == OnFailure::Pause;
         let to = if pause { StepStatus::Paused } else { StepStatus::Failed };
-        self.store
-            .change_step(
-                run_id,
-                &step.id,
-                &[StepStatus::Pending, StepStatus::Running],
-                None,
-                StepChange {
-                    status: Some(to),
-                    attempts: Some(attempts),
-                    error: Some(Some(message.to_string())),
-                    resolution: Some((!pause).then(|| "failure".to_string())),
-                    log: Some(log),
-                    requests: Some(requests),
-                    finished: !pause,
-                    paused: pause,
-                    ..Default::default()
-                },
-                Event::new(
-                    "engine",
-                    if pause { "step_paused" } else { "step_failed" },
-                    json!({ "error": message, "kind": kind, "attempts": attempts }),
-                ),
-            )
-            .await?;
+        self.step_change(
+            run_id,
+            &step.id,
+            &[StepStatus::Pending, StepStatus::Running],
+            None,
+            StepChange {
+                status: Some(to),
+                attempts: Some(attempts),
+                error: Some(Some(message.to_string())),
+                resolution: Some((!pause).then(|| "failure".to_string())),
+                log: Some(log),
+                requests: Some(requests),
+                finished: !pause,
+                paused: pause,
+                ..Default::default()
+            },
+            Event::new(
+                "engine",
+                if pause { "step_paused" } else { "step_failed" },
+                json!({ "error": message, "kind": kind, "attempts": attempts }),
+            ),
+        )
+        .await?;
         self.progress.emit(ProgressEvent::Step {
             run_id: run_id.to_string(),
             step_id: step.id.clone(),
@@ -515,16 +622,15 @@ impl Engine {
         loop {
             attempts += 1;
             // Write-ahead: the attempt number is recorded before the plugin runs.
-            self.store
-                .change_step(
-                    &run.id,
-                    &step.id,
-                    &[StepStatus::Running],
-                    None,
-                    StepChange { attempts: Some(attempts), ..Default::default() },
-                    Event::new("engine", "attempt_started", json!({ "attempt": attempts })),
-                )
-                .await?;
+            self.step_change(
+                &run.id,
+                &step.id,
+                &[StepStatus::Running],
+                None,
+                StepChange { attempts: Some(attempts), ..Default::default() },
+                Event::new("engine", "attempt_started", json!({ "attempt": attempts })),
+            )
+            .await?;
             let gate = Arc::new(Gate::new(
                 self.client.clone(),
                 step.allow.clone(),
@@ -554,29 +660,24 @@ impl Engine {
             match report.result {
                 AttemptResult::Done { output, changed } => {
                     let to = if changed { StepStatus::Succeeded } else { StepStatus::Unchanged };
-                    self.store
-                        .change_step(
-                            &run.id,
-                            &step.id,
-                            &[StepStatus::Running],
-                            None,
-                            StepChange {
-                                status: Some(to),
-                                attempts: Some(attempts),
-                                output: Some(output),
-                                error: Some(None),
-                                log: Some(report.log),
-                                requests: Some(requests),
-                                finished: true,
-                                ..Default::default()
-                            },
-                            Event::new(
-                                "engine",
-                                "step_finished",
-                                json!({ "status": to.as_str(), "attempts": attempts }),
-                            ),
-                        )
-                        .await?;
+                    self.step_change(
+                        &run.id,
+                        &step.id,
+                        &[StepStatus::Running],
+                        None,
+                        StepChange {
+                            status: Some(to),
+                            attempts: Some(attempts),
+                            output: Some(output),
+                            error: Some(None),
+                            log: Some(report.log),
+                            requests: Some(requests),
+                            finished: true,
+                            ..Default::default()
+                        },
+                        Event::new("engine", "step_finished", json!({ "status": to.as_str(), "attempts": attempts })),
+                    )
+                    .await?;
                     self.progress.emit(ProgressEvent::Step {
                         run_id: run.id.clone(),
                         step_id: step.id.clone(),
@@ -594,8 +695,8 @@ impl Engine {
                             .delay_before(attempts + 1)
                             .max(retry_after.unwrap_or_default())
                             .min(Duration::from_secs(15 * 60));
-                        self.store
-                            .change_step(
+                        self
+                            .step_change(
                                 &run.id,
                                 &step.id,
                                 &[StepStatus::Running],
@@ -665,7 +766,7 @@ impl Engine {
         };
         let applied = self
             .store
-            .change_step(run_id, step_id, &[StepStatus::Paused], Some(Guard::Pause(pause)), change, event)
+            .change_step(run_id, step_id, &[StepStatus::Paused], Some(Guard::Pause(pause)), None, change, event)
             .await?;
         if !applied {
             let events = self.store.events(run_id).await?;
@@ -695,7 +796,7 @@ impl Engine {
         });
         if decision == Decision::Abort {
             for s in steps.iter().filter(|s| s.status == StepStatus::Pending) {
-                self.skip(run_id, &s.step_id, "the run was aborted", "abort").await?;
+                self.skip(run_id, &s.step_id, "the run was aborted", "abort", false).await?;
             }
         }
         // The run goes back to running unless other steps are still paused (then it waits for them).
@@ -707,6 +808,7 @@ impl Engine {
                     run_id,
                     &[RunStatus::Paused],
                     to,
+                    None,
                     Event::new(actor, if to == RunStatus::Aborted { "run_aborted" } else { "run_resumed" }, json!({})),
                 )
                 .await?;

@@ -266,8 +266,17 @@ impl AppState {
                 }
             });
             loop {
-                if let Err(e) = state.engine().drive(&run_id).await {
-                    tracing::error!(target: "offramp::serve", run = %run_id, error = %e, "driving the run failed");
+                match state.engine().drive(&run_id).await {
+                    Ok(_) => {}
+                    Err(e @ crate::engine::EngineError::Leased { .. }) => {
+                        tracing::info!(target: "offramp::serve", run = %run_id, "{e}");
+                    }
+                    Err(e) if e.is_lease_lost() => {
+                        tracing::warn!(target: "offramp::serve", run = %run_id, error = %e, "stopped driving the run");
+                    }
+                    Err(e) => {
+                        tracing::error!(target: "offramp::serve", run = %run_id, error = %e, "driving the run failed");
+                    }
                 }
                 let Ok(mut drivers) = state.inner.drivers.lock() else { return };
                 match drivers.get_mut(&run_id) {
@@ -282,15 +291,37 @@ impl AppState {
         });
     }
 
-    /// Drives again, in the background, every run a stopped process left in flight (with its
-    /// channel message). Returns how many.
+    /// Claims the runs nobody drives any more (a process, this one or a replica, died and its
+    /// lease ran out) and drives them in the background, with their channel message. `offramp
+    /// serve` calls it at start and then every `takeover_scan`. Returns how many.
     pub async fn recover(&self) -> Result<usize, crate::engine::EngineError> {
-        let runs = self.engine().in_flight().await?;
-        for run in &runs {
-            tracing::info!(target: "offramp::serve", run = %run.id, status = %run.status, "picking up an interrupted run");
-            self.spawn_run(&run.id, None);
+        let claimed = self.engine().claim_orphans(100).await?;
+        for claim in &claimed {
+            tracing::info!(
+                target: "offramp::serve",
+                run = %claim.run_id,
+                previous_owner = claim.previous_owner.as_deref().unwrap_or("none"),
+                "taking over a run nobody drives"
+            );
+            self.spawn_run(&claim.run_id, None);
         }
-        Ok(runs.len())
+        Ok(claimed.len())
+    }
+
+    /// Calls [`AppState::recover`] every `every`, for as long as the returned task lives.
+    pub fn watch_for_orphans(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = state.recover().await {
+                    tracing::warn!(target: "offramp::serve", error = %e, "cannot look for runs to take over");
+                }
+            }
+        })
     }
 
     /// Answers through a `response_url` in the background, logging a failure.

@@ -32,6 +32,33 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://USER@HOST/DATABASE")]
     Unsupported(String),
+    /// A write fenced by a lease this process no longer holds: another process took the run over.
+    #[error("run {0} is no longer leased to this process (another one took it over)")]
+    LeaseLost(String),
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (connection refused or dropped, pool timed
+    /// out): worth retrying, unlike a constraint or a missing row.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::Protocol(_)
+                        | sqlx::Error::WorkerCrashed
+                ) || e.as_database_error().and_then(|d| d.code()).is_some_and(|c| {
+                    // PostgreSQL: admin shutdown, crash shutdown, cannot connect now, connection failures.
+                    matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006" | "08001" | "08004")
+                })
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A run's state.
@@ -106,6 +133,22 @@ pub struct NewRun {
     pub dry_run: bool,
     /// `(step id, idempotency key)` in file order.
     pub steps: Vec<(String, String)>,
+    /// Who holds the new run's lease, and until when: the creator drives it.
+    pub lease: Lease,
+}
+
+/// Who drives a run, and until when (unix milliseconds) unless renewed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub owner: String,
+    pub until_ms: i64,
+}
+
+/// A run claimed by [`Store::claim_orphans`], and who held it before (if anyone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub run_id: String,
+    pub previous_owner: Option<String>,
 }
 
 /// A run row.
@@ -124,6 +167,8 @@ pub struct RunRecord {
     pub created_at: String,
     pub updated_at: String,
     pub finished_at: Option<String>,
+    /// Who is driving the run (`None` once it paused or finished).
+    pub lease: Option<Lease>,
 }
 
 /// A step result row.
@@ -206,31 +251,52 @@ pub trait Store: Send + Sync {
     async fn run(&self, id: &str) -> Result<RunRecord, StoreError>;
     /// Newest first.
     async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
-    /// Runs a process stopped in the middle of: `running`, or `pending` and created before
-    /// `pending_before` (a run just created is about to be driven by whoever created it).
-    /// Oldest first.
-    async fn runs_in_flight(&self, pending_before: &str) -> Result<Vec<RunRecord>, StoreError>;
+    /// Pending or running runs that nobody drives (their lease ran out at `now_ms`: the process
+    /// died, or never had one), and paused runs with no paused step left (a decision that raced
+    /// the run pausing), up to `limit`, oldest first; each is leased to `owner` until
+    /// `until_ms`. Concurrent claimers get disjoint sets (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    /// The claim is in the event log (`run_claimed`).
+    async fn claim_orphans(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError>;
+    /// Leases a pending or running run to `owner` until `until_ms`, if it is free, expired at
+    /// `now_ms`, or already `owner`'s. Returns whether it did.
+    async fn claim_run(&self, run_id: &str, owner: &str, now_ms: i64, until_ms: i64) -> Result<bool, StoreError>;
+    /// Extends every lease `owner` holds to `until_ms` (the heartbeat). Returns how many.
+    async fn renew_leases(&self, owner: &str, until_ms: i64) -> Result<u64, StoreError>;
+    /// Gives up `owner`'s lease on a run (it paused or finished, or `owner` stops).
+    async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), StoreError>;
     /// In pipeline order.
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError>;
     async fn events(&self, run_id: &str) -> Result<Vec<EventRecord>, StoreError>;
     /// The newest events of any run or none (refusals, approver changes), newest first.
     async fn recent_events(&self, limit: u32) -> Result<Vec<EventRecord>, StoreError>;
     /// Sets a run's status if it is currently one of `from` (empty: any). Returns whether it did.
+    /// With `fence`, only while that owner holds the run's lease ([`StoreError::LeaseLost`]
+    /// otherwise). A run that pauses or finishes loses its lease.
     async fn set_run_status(
         &self,
         id: &str,
         from: &[RunStatus],
         to: RunStatus,
+        fence: Option<&str>,
         event: Event,
     ) -> Result<bool, StoreError>;
     /// Applies `change` to a step if its status is one of `from` (and, when given, the guard
-    /// holds). Returns whether it did: two racing decisions cannot both win.
+    /// holds). Returns whether it did: two racing decisions cannot both win. With `fence`, only
+    /// while that owner holds the run's lease ([`StoreError::LeaseLost`] otherwise).
+    #[allow(clippy::too_many_arguments)]
     async fn change_step(
         &self,
         run_id: &str,
         step_id: &str,
         from: &[StepStatus],
         guard: Option<Guard>,
+        fence: Option<&str>,
         change: StepChange,
         event: Event,
     ) -> Result<bool, StoreError>;
@@ -300,4 +366,10 @@ pub(crate) fn timestamp(at: time::OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     at.format(&fmt).unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+/// Now, in unix milliseconds: the clock leases are measured with.
+pub fn now_ms() -> i64 {
+    let ns = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX)
 }

@@ -9,8 +9,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 
 use super::{
-    Approver, Event, EventRecord, Guard, NewRun, RequestStatus, RunMessage, RunRecord, RunRequest, RunStatus,
-    StepChange, StepRecord, StepStatus, Store, StoreError, now,
+    Approver, Claimed, Event, EventRecord, Guard, Lease, NewRun, RequestStatus, RunMessage, RunRecord, RunRequest,
+    RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError, now,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -92,7 +92,14 @@ fn run_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         finished_at: row.try_get("finished_at")?,
+        lease: lease_from_row(row)?,
     })
+}
+
+fn lease_from_row(row: &PgRow) -> Result<Option<Lease>, StoreError> {
+    let owner: Option<String> = row.try_get("lease_owner")?;
+    let until: Option<i64> = row.try_get("lease_until")?;
+    Ok(owner.zip(until).map(|(owner, until_ms)| Lease { owner, until_ms }))
 }
 
 fn step_from_row(row: &PgRow) -> Result<StepRecord, StoreError> {
@@ -176,12 +183,25 @@ async fn insert_event(
     Ok(())
 }
 
+/// With a fence, fails with [`StoreError::LeaseLost`] unless `owner` holds the run's lease. The
+/// row stays locked (`FOR UPDATE`) until the transaction ends, so a claim cannot slip in.
+async fn check_fence(conn: &mut sqlx::PgConnection, run_id: &str, fence: Option<&str>) -> Result<(), StoreError> {
+    let Some(owner) = fence else { return Ok(()) };
+    let held = sqlx::query("SELECT 1 FROM runs WHERE id = $1 AND lease_owner = $2 FOR UPDATE")
+        .bind(run_id)
+        .bind(owner)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    if held { Ok(()) } else { Err(StoreError::LeaseLost(run_id.to_string())) }
+}
+
 /// Inserts a run, its `pending` step rows and its creation event.
 async fn insert_run(conn: &mut sqlx::PgConnection, run: &NewRun, event: &Event) -> Result<(), StoreError> {
     let at = now();
     sqlx::query(
-        "INSERT INTO runs (id, pipeline_name, pipeline_hash, plan, subject, inputs, requested_by, dry_run, status, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9)",
+        "INSERT INTO runs (id, pipeline_name, pipeline_hash, plan, subject, inputs, requested_by, dry_run, status, created_at, updated_at, lease_owner, lease_until)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10, $11)",
     )
     .bind(&run.id)
     .bind(&run.pipeline_name)
@@ -192,6 +212,8 @@ async fn insert_run(conn: &mut sqlx::PgConnection, run: &NewRun, event: &Event) 
     .bind(&run.requested_by)
     .bind(run.dry_run)
     .bind(&at)
+    .bind(&run.lease.owner)
+    .bind(run.lease.until_ms)
     .execute(&mut *conn)
     .await?;
     for (pos, (step, key)) in run.steps.iter().enumerate() {
@@ -232,14 +254,77 @@ impl Store for PgStore {
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn runs_in_flight(&self, pending_before: &str) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM runs WHERE status = 'running' OR (status = 'pending' AND created_at < $1) ORDER BY created_at, id",
+    async fn claim_orphans(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        // The work-queue pattern: rows another replica is claiming right now are skipped, not
+        // waited for, so replicas scanning at once take disjoint runs.
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "WITH orphan AS (
+                 SELECT id, lease_owner FROM runs
+                 WHERE (status IN ('pending', 'running') OR (status = 'paused' AND NOT EXISTS (SELECT 1 FROM step_results s WHERE s.run_id = runs.id AND s.status = 'paused')))
+                   AND (lease_until IS NULL OR lease_until < $2)
+                 ORDER BY created_at, id LIMIT $4
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE runs SET lease_owner = $1, lease_until = $3 FROM orphan WHERE runs.id = orphan.id
+             RETURNING runs.id, orphan.lease_owner",
         )
-        .bind(pending_before)
-        .fetch_all(&self.pool)
+        .bind(owner)
+        .bind(now_ms)
+        .bind(until_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
         .await?;
-        rows.iter().map(run_from_row).collect()
+        let mut claimed = Vec::with_capacity(rows.len());
+        for (run_id, previous_owner) in rows {
+            let event = Event::new(owner, "run_claimed", serde_json::json!({ "previous_owner": previous_owner }));
+            insert_event(&mut tx, Some(&run_id), None, &at, &event).await?;
+            claimed.push(Claimed { run_id, previous_owner });
+        }
+        tx.commit().await?;
+        claimed.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        Ok(claimed)
+    }
+
+    async fn claim_run(&self, run_id: &str, owner: &str, now_ms: i64, until_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET lease_owner = $2, lease_until = $3 WHERE id = $1 AND status IN ('pending', 'running', 'paused')
+               AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until IS NULL OR lease_until < $4)",
+        )
+        .bind(run_id)
+        .bind(owner)
+        .bind(until_ms)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        Ok(done)
+    }
+
+    async fn renew_leases(&self, owner: &str, until_ms: i64) -> Result<u64, StoreError> {
+        let n = sqlx::query("UPDATE runs SET lease_until = $1 WHERE lease_owner = $2")
+            .bind(until_ms)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n)
+    }
+
+    async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2")
+            .bind(run_id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
@@ -271,26 +356,34 @@ impl Store for PgStore {
         id: &str,
         from: &[RunStatus],
         to: RunStatus,
+        fence: Option<&str>,
         event: Event,
     ) -> Result<bool, StoreError> {
         let at = now();
         let mut a = Args::default();
+        // A run that stops moving (paused or finished) is nobody's any more.
         let mut sql = format!(
-            "UPDATE runs SET status = {}, updated_at = {}, finished_at = CASE WHEN {} THEN {} ELSE finished_at END WHERE id = {}",
+            "UPDATE runs SET status = {}, updated_at = {}, finished_at = CASE WHEN {} THEN {} ELSE finished_at END,
+               lease_owner = CASE WHEN {moving} THEN lease_owner END, lease_until = CASE WHEN {moving} THEN lease_until END
+             WHERE id = {}",
             a.next(),
             a.next(),
             a.next(),
             a.next(),
-            a.next()
+            a.next(),
+            moving = a.next(),
         );
         if !from.is_empty() {
             sql.push_str(&format!(" AND status IN ({})", a.list(from.len())));
         }
-        let mut q = sqlx::query(&sql).bind(to.as_str()).bind(&at).bind(to.is_finished()).bind(&at).bind(id);
+        let moving = matches!(to, RunStatus::Pending | RunStatus::Running);
+        let mut q =
+            sqlx::query(&sql).bind(to.as_str()).bind(&at).bind(to.is_finished()).bind(&at).bind(id).bind(moving);
         for s in from {
             q = q.bind(s.as_str());
         }
         let mut tx = self.pool.begin().await?;
+        check_fence(&mut tx, id, fence).await?;
         let done = q.execute(&mut *tx).await?.rows_affected() == 1;
         if done {
             insert_event(&mut tx, Some(id), None, &at, &event).await?;
@@ -305,6 +398,7 @@ impl Store for PgStore {
         step_id: &str,
         from: &[StepStatus],
         guard: Option<Guard>,
+        fence: Option<&str>,
         change: StepChange,
         event: Event,
     ) -> Result<bool, StoreError> {
@@ -374,6 +468,7 @@ impl Store for PgStore {
             q = q.bind(i64::from(n));
         }
         let mut tx = self.pool.begin().await?;
+        check_fence(&mut tx, run_id, fence).await?;
         let done = q.execute(&mut *tx).await?.rows_affected() == 1;
         if done {
             insert_event(&mut tx, Some(run_id), Some(step_id), &at, &event).await?;

@@ -7,8 +7,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    Approver, Event, EventRecord, Guard, NewRun, RequestStatus, RunMessage, RunRecord, RunRequest, RunStatus,
-    StepChange, StepRecord, StepStatus, Store, StoreError, now,
+    Approver, Claimed, Event, EventRecord, Guard, Lease, NewRun, RequestStatus, RunMessage, RunRecord, RunRequest,
+    RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError, now,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -67,7 +67,14 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         finished_at: row.try_get("finished_at")?,
+        lease: lease_from_row(row)?,
     })
+}
+
+fn lease_from_row(row: &SqliteRow) -> Result<Option<Lease>, StoreError> {
+    let owner: Option<String> = row.try_get("lease_owner")?;
+    let until: Option<i64> = row.try_get("lease_until")?;
+    Ok(owner.zip(until).map(|(owner, until_ms)| Lease { owner, until_ms }))
 }
 
 fn step_from_row(row: &SqliteRow) -> Result<StepRecord, StoreError> {
@@ -151,8 +158,8 @@ fn request_from_row(row: &SqliteRow) -> Result<RunRequest, StoreError> {
 async fn insert_run(tx: &mut sqlx::SqliteConnection, run: &NewRun, event: &Event) -> Result<(), StoreError> {
     let at = now();
     sqlx::query(
-            "INSERT INTO runs (id, pipeline_name, pipeline_hash, plan, subject, inputs, requested_by, dry_run, status, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            "INSERT INTO runs (id, pipeline_name, pipeline_hash, plan, subject, inputs, requested_by, dry_run, status, created_at, updated_at, lease_owner, lease_until)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
         )
         .bind(&run.id)
         .bind(&run.pipeline_name)
@@ -164,6 +171,8 @@ async fn insert_run(tx: &mut sqlx::SqliteConnection, run: &NewRun, event: &Event
         .bind(i64::from(run.dry_run))
         .bind(&at)
         .bind(&at)
+        .bind(&run.lease.owner)
+        .bind(run.lease.until_ms)
         .execute(&mut *tx)
         .await?;
     for (pos, (step, key)) in run.steps.iter().enumerate() {
@@ -181,6 +190,21 @@ async fn insert_run(tx: &mut sqlx::SqliteConnection, run: &NewRun, event: &Event
     }
     insert_event(tx, Some(&run.id), None, &at, event).await?;
     Ok(())
+}
+
+/// With a fence, fails with [`StoreError::LeaseLost`] unless `owner` holds the run's lease.
+/// Run first in a transaction: the UPDATE takes the write lock, so no claim slips in before
+/// the transaction's other writes.
+async fn check_fence(tx: &mut sqlx::SqliteConnection, run_id: &str, fence: Option<&str>) -> Result<(), StoreError> {
+    let Some(owner) = fence else { return Ok(()) };
+    let held = sqlx::query("UPDATE runs SET lease_owner = lease_owner WHERE id = ? AND lease_owner = ?")
+        .bind(run_id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        == 1;
+    if held { Ok(()) } else { Err(StoreError::LeaseLost(run_id.to_string())) }
 }
 
 fn placeholders(n: usize) -> String {
@@ -209,14 +233,85 @@ impl Store for SqliteStore {
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn runs_in_flight(&self, pending_before: &str) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM runs WHERE status = 'running' OR (status = 'pending' AND created_at < ?) ORDER BY created_at, id",
+    async fn claim_orphans(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        // SQLite has one writer at a time: each claim is one conditional UPDATE, so of two
+        // processes claiming the same run, one changes the row and the other changes nothing.
+        let candidates: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT id, lease_owner FROM runs WHERE (status IN ('pending', 'running') OR (status = 'paused' AND NOT EXISTS (SELECT 1 FROM step_results s WHERE s.run_id = runs.id AND s.status = 'paused')))
+               AND (lease_until IS NULL OR lease_until < ?) ORDER BY created_at, id LIMIT ?",
         )
-        .bind(pending_before)
+        .bind(now_ms)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(run_from_row).collect()
+        let mut claimed = Vec::new();
+        for (run_id, previous_owner) in candidates {
+            let at = now();
+            let mut tx = self.pool.begin().await?;
+            let won = sqlx::query(
+                "UPDATE runs SET lease_owner = ?, lease_until = ? WHERE id = ? AND (status IN ('pending', 'running') OR (status = 'paused' AND NOT EXISTS (SELECT 1 FROM step_results s WHERE s.run_id = runs.id AND s.status = 'paused')))
+                   AND (lease_until IS NULL OR lease_until < ?)",
+            )
+            .bind(owner)
+            .bind(until_ms)
+            .bind(&run_id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if won {
+                let event = Event::new(owner, "run_claimed", serde_json::json!({ "previous_owner": previous_owner }));
+                insert_event(&mut tx, Some(&run_id), None, &at, &event).await?;
+                tx.commit().await?;
+                claimed.push(Claimed { run_id, previous_owner });
+            } else {
+                tx.rollback().await?;
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn claim_run(&self, run_id: &str, owner: &str, now_ms: i64, until_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET lease_owner = ?, lease_until = ? WHERE id = ? AND status IN ('pending', 'running', 'paused')
+               AND (lease_owner IS NULL OR lease_owner = ? OR lease_until IS NULL OR lease_until < ?)",
+        )
+        .bind(owner)
+        .bind(until_ms)
+        .bind(run_id)
+        .bind(owner)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        Ok(done)
+    }
+
+    async fn renew_leases(&self, owner: &str, until_ms: i64) -> Result<u64, StoreError> {
+        let n = sqlx::query("UPDATE runs SET lease_until = ? WHERE lease_owner = ?")
+            .bind(until_ms)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n)
+    }
+
+    async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?")
+            .bind(run_id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
@@ -246,17 +341,30 @@ impl Store for SqliteStore {
         id: &str,
         from: &[RunStatus],
         to: RunStatus,
+        fence: Option<&str>,
         event: Event,
     ) -> Result<bool, StoreError> {
         let at = now();
         let mut tx = self.pool.begin().await?;
+        check_fence(&mut tx, id, fence).await?;
+        // A run that stops moving (paused or finished) is nobody's any more.
         let mut sql = String::from(
-            "UPDATE runs SET status = ?, updated_at = ?, finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE id = ?",
+            "UPDATE runs SET status = ?, updated_at = ?, finished_at = CASE WHEN ? THEN ? ELSE finished_at END,
+               lease_owner = CASE WHEN ? THEN lease_owner END, lease_until = CASE WHEN ? THEN lease_until END
+             WHERE id = ?",
         );
         if !from.is_empty() {
             sql.push_str(&format!(" AND status IN ({})", placeholders(from.len())));
         }
-        let mut q = sqlx::query(&sql).bind(to.as_str()).bind(&at).bind(to.is_finished()).bind(&at).bind(id);
+        let moving = matches!(to, RunStatus::Pending | RunStatus::Running);
+        let mut q = sqlx::query(&sql)
+            .bind(to.as_str())
+            .bind(&at)
+            .bind(to.is_finished())
+            .bind(&at)
+            .bind(moving)
+            .bind(moving)
+            .bind(id);
         for s in from {
             q = q.bind(s.as_str());
         }
@@ -274,6 +382,7 @@ impl Store for SqliteStore {
         step_id: &str,
         from: &[StepStatus],
         guard: Option<Guard>,
+        fence: Option<&str>,
         change: StepChange,
         event: Event,
     ) -> Result<bool, StoreError> {
@@ -325,6 +434,7 @@ impl Store for SqliteStore {
             None => {}
         }
         let mut tx = self.pool.begin().await?;
+        check_fence(&mut tx, run_id, fence).await?;
         let mut q = sqlx::query(&sql);
         for b in binds {
             q = q.bind(b);

@@ -1,0 +1,73 @@
+//! Leases and the database's bad days: which process drives a run, the heartbeat that keeps
+//! its leases alive, and the retry loop that carries the engine through a database outage.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+
+use crate::store::{Store, StoreError, now_ms};
+
+/// `host:pid:random`: unique per process, readable in `offramp runs` and the event log.
+pub(crate) fn default_owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &nonce[..8])
+}
+
+/// Renews every lease this process holds, every third of the lease, until dropped.
+pub(crate) struct Heartbeat {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    /// `None` outside a Tokio runtime (nothing to drive runs with there either).
+    pub(crate) fn start(store: Arc<dyn Store>, owner: String, lease: Duration) -> Option<Heartbeat> {
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let every = (lease / 3).max(Duration::from_millis(50));
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let task = handle.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.renew_leases(&owner, now_ms().saturating_add(lease_ms)).await {
+                    tracing::warn!(target: "offramp::engine", error = %e, "cannot renew this process's leases");
+                }
+            }
+        });
+        Some(Heartbeat { task })
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs a store call, retrying with exponential backoff (100 ms doubling to 5 s, jittered)
+/// while the database cannot be reached, for up to `patience`. Anything else returns at once.
+pub(crate) async fn persist<T, F, Fut>(patience: Duration, f: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times();
+    f.retry(backoff)
+        .when(|e: &StoreError| e.is_unavailable() && tokio::time::Instant::now() < deadline)
+        .notify(|e: &StoreError, wait: Duration| {
+            tracing::warn!(target: "offramp::engine", error = %e, retry_in = ?wait, "the database cannot be reached; retrying");
+        })
+        .await
+}
