@@ -31,6 +31,7 @@ pub struct LoggedRequest {
     pub query: Option<String>,
     /// The `Authorization` header as received (tests check injection with it).
     pub authorization: Option<String>,
+    /// The answer's status; 0 while unanswered, or if the client went away first.
     pub status: u16,
 }
 
@@ -154,6 +155,15 @@ async fn log_and_inject(State(state): State<MockState>, req: Request, next: Next
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    // Logged on receipt (status 0 until answered): a request whose client went away before the
+    // answer (a killed process) is in the log too.
+    let logged = (!path.starts_with("/__mock"))
+        .then(|| {
+            let mut log = state.log.lock().ok()?;
+            log.push(LoggedRequest { method: method.to_string(), path: path.clone(), query, authorization, status: 0 });
+            Some(log.len() - 1)
+        })
+        .flatten();
     let fault = if path.starts_with("/__mock") { None } else { state.take_fault(&method, &path) };
     let response = match fault {
         Some(f) if f.status == 0 => {
@@ -175,16 +185,22 @@ async fn log_and_inject(State(state): State<MockState>, req: Request, next: Next
         }
         None => next.run(req).await,
     };
-    if !path.starts_with("/__mock") {
-        let status = response.status().as_u16();
+    if let Some(i) = logged {
         if let Ok(mut log) = state.log.lock() {
-            log.push(LoggedRequest { method: method.to_string(), path, query, authorization, status });
+            if let Some(entry) = log.get_mut(i) {
+                entry.status = response.status().as_u16();
+            }
         }
     }
     response
 }
 
+/// Answers with the request it got; `?delay_ms=N` answers N ms later (at most 10 s): a slow API.
 async fn echo(method: Method, headers: HeaderMap, uri: axum::http::Uri, body: Bytes) -> impl IntoResponse {
+    let delay = uri.query().into_iter().flat_map(|q| q.split('&')).find_map(|kv| kv.strip_prefix("delay_ms="));
+    if let Some(ms) = delay.and_then(|d| d.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms.min(10_000))).await;
+    }
     let headers: serde_json::Map<String, serde_json::Value> =
         headers.iter().map(|(k, v)| (k.as_str().to_string(), json!(String::from_utf8_lossy(v.as_bytes())))).collect();
     axum::Json(json!({
