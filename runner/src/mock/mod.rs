@@ -185,12 +185,11 @@ async fn log_and_inject(State(state): State<MockState>, req: Request, next: Next
         }
         None => next.run(req).await,
     };
-    if let Some(i) = logged {
-        if let Ok(mut log) = state.log.lock() {
-            if let Some(entry) = log.get_mut(i) {
-                entry.status = response.status().as_u16();
-            }
-        }
+    if let Some(i) = logged
+        && let Ok(mut log) = state.log.lock()
+        && let Some(entry) = log.get_mut(i)
+    {
+        entry.status = response.status().as_u16();
     }
     response
 }
