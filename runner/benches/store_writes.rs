@@ -6,12 +6,13 @@
 //!
 //! Each run has 10 steps; each step makes the three transitions the engine writes for a
 //! successful attempt (claim → attempt recorded → finished, each a conditional UPDATE plus an
-//! event in one transaction). N concurrent writers each drive their own runs.
+//! event in one transaction, fenced by the run's lease as the engine's writes are). N concurrent
+//! writers each drive their own runs.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use offramp::store::{Event, Guard, NewRun, PgStore, SqliteStore, StepChange, StepStatus, Store};
+use offramp::store::{Event, Guard, Lease, NewRun, PgStore, SqliteStore, StepChange, StepStatus, Store};
 use serde_json::json;
 
 const RUNS_PER_WRITER: usize = 20;
@@ -37,6 +38,7 @@ async fn bench(name: &'static str, store: Arc<dyn Store>, writers: usize) -> any
                     requested_by: "bench".into(),
                     dry_run: false,
                     steps,
+                    lease: Lease { owner: "bench".into(), until_ms: i64::MAX },
                 };
                 store.create_run(&run, ev("run_created")).await?;
                 for s in 0..STEPS {
@@ -48,12 +50,23 @@ async fn bench(name: &'static str, store: Arc<dyn Store>, writers: usize) -> any
                             &step,
                             &[StepStatus::Pending],
                             Some(Guard::Attempt(0)),
+                            Some("bench"),
                             claim,
                             ev("step_started"),
                         )
                         .await?;
                     let attempt = StepChange { attempts: Some(1), ..Default::default() };
-                    store.change_step(&id, &step, &[StepStatus::Running], None, attempt, ev("attempt_started")).await?;
+                    store
+                        .change_step(
+                            &id,
+                            &step,
+                            &[StepStatus::Running],
+                            None,
+                            Some("bench"),
+                            attempt,
+                            ev("attempt_started"),
+                        )
+                        .await?;
                     let done = StepChange {
                         status: Some(StepStatus::Succeeded),
                         output: Some(json!({ "id": "00u1", "status": "SUSPENDED" })),
@@ -62,7 +75,9 @@ async fn bench(name: &'static str, store: Arc<dyn Store>, writers: usize) -> any
                         finished: true,
                         ..Default::default()
                     };
-                    store.change_step(&id, &step, &[StepStatus::Running], None, done, ev("step_finished")).await?;
+                    store
+                        .change_step(&id, &step, &[StepStatus::Running], None, Some("bench"), done, ev("step_finished"))
+                        .await?;
                 }
             }
             Ok::<_, anyhow::Error>(())
