@@ -747,3 +747,78 @@ async fn a_non_idempotent_step_interrupted_by_a_crash_waits_for_a_person() {
     assert_eq!(h.engine.drive(&id).await.unwrap(), RunStatus::Succeeded);
     assert_eq!(h.steps(&id).await["second"].attempts, 2);
 }
+
+/// A one-step pipeline whose step takes `ms` (the mock holds its request).
+fn slow_yaml(ms: u64) -> String {
+    format!(
+        r#"version: 1
+name: slow
+{VARS}steps:
+  - id: slow
+    uses: testkit
+    with: {{ mode: http, request: {{ url: "{{{{ vars.okta_url }}}}/__echo/slow?delay_ms={ms}" }} }}
+    allow: ["{{{{ vars.okta_url }}}}"]
+"#
+    )
+}
+
+/// A second engine (another process, in effect) on the harness's database.
+fn other_engine(h: &Harness, owner: &str, lease: Duration) -> offramp::engine::Engine {
+    let config = offramp::engine::EngineConfig { owner: owner.into(), lease, ..Default::default() };
+    let secrets = offramp::secrets::SecretSource::fixed([("OKTA_API_TOKEN".to_string(), TOKEN.to_string())]);
+    offramp::engine::Engine::new(h.store().clone(), common::sandbox(), secrets, config).unwrap()
+}
+
+#[tokio::test]
+async fn a_run_leased_to_a_live_process_is_left_to_it() {
+    let config = offramp::engine::EngineConfig {
+        owner: "alive".into(),
+        lease: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let h = Harness::with_config(config).await;
+    let id = h.start(&slow_yaml(1_500), &[]).await;
+    let driver = {
+        let (engine, id) = (h.engine.clone(), id.clone());
+        tokio::spawn(async move { engine.drive(&id).await })
+    };
+    let other = other_engine(&h, "other", Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    match other.drive(&id).await {
+        Err(offramp::engine::EngineError::Leased { owner, .. }) => assert_eq!(owner, "alive"),
+        other => panic!("expected Leased, got {other:?}"),
+    }
+    // Well past several lease lengths, the heartbeat keeps it: nobody else claims it.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(other.claim_orphans(10).await.unwrap().is_empty());
+    }
+    assert_eq!(driver.await.unwrap().unwrap(), RunStatus::Succeeded);
+    let steps = h.steps(&id).await;
+    assert_eq!(steps["slow"].attempts, 1, "run once, by its owner");
+    let hits = h.mock.state.requests().iter().filter(|r| r.path == "/__echo/slow").count();
+    assert_eq!(hits, 1);
+}
+
+#[tokio::test]
+async fn a_process_that_lost_its_lease_stops_writing() {
+    let h = Harness::new().await;
+    let id = h.start(&slow_yaml(800), &[]).await;
+    let driver = {
+        let (engine, id) = (h.engine.clone(), id.clone());
+        tokio::spawn(async move { engine.drive(&id).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Meanwhile another process took the run over (as if this one had stalled past its lease).
+    let store = h.store();
+    store.release_run(&id, h.engine.owner()).await.unwrap();
+    assert!(store.claim_run(&id, "thief", offramp::store::now_ms(), i64::MAX).await.unwrap());
+    let result = driver.await.unwrap();
+    assert!(result.as_ref().is_err_and(|e| e.is_lease_lost()), "{result:?}");
+    // Its outcome was not written: the step is still `running`, for the new owner to run again.
+    let steps = h.steps(&id).await;
+    assert_eq!((steps["slow"].status, steps["slow"].attempts), (StepStatus::Running, 1));
+    assert_eq!(store.run(&id).await.unwrap().lease.unwrap().owner, "thief");
+    let events = store.events(&id).await.unwrap();
+    assert!(!events.iter().any(|e| e.kind == "step_finished"), "{events:?}");
+}

@@ -422,3 +422,95 @@ async fn the_engine_runs_a_pipeline_on_each_store() {
     }
     stores.finish().await;
 }
+
+#[tokio::test]
+async fn leases_fence_writes_and_expire() {
+    let stores = stores().await;
+    for (kind, store) in stores.list.clone() {
+        store.create_run(&new_run("r", &["a"]), ev("run_created")).await.unwrap();
+        // The creator's lease (until 0) has run out: A may claim it; B may not while A holds it.
+        assert!(store.claim_run("r", "A", 1_000, 2_000).await.unwrap(), "{kind}");
+        assert!(!store.claim_run("r", "B", 1_500, 9_000).await.unwrap(), "{kind}: A holds it until 2000");
+        assert!(store.claim_run("r", "A", 1_500, 3_000).await.unwrap(), "{kind}: A may extend its own");
+        let lease = store.run("r").await.unwrap().lease;
+        assert_eq!(lease, Some(Lease { owner: "A".into(), until_ms: 3_000 }), "{kind}");
+        // A stops renewing; at 3001 B takes over, and A's writes are refused from then on.
+        assert!(store.claim_run("r", "B", 3_001, 10_000).await.unwrap(), "{kind}");
+        let claim = StepChange { status: Some(StepStatus::Running), started: true, ..Default::default() };
+        let refused = store.change_step("r", "a", &[], None, Some("A"), claim.clone(), ev("s")).await;
+        assert!(matches!(refused, Err(StoreError::LeaseLost(ref r)) if r == "r"), "{kind}: {refused:?}");
+        let refused = store.set_run_status("r", &[], RunStatus::Running, Some("A"), ev("x")).await;
+        assert!(matches!(refused, Err(StoreError::LeaseLost(_))), "{kind}");
+        assert_eq!(store.steps("r").await.unwrap()[0].status, StepStatus::Pending, "{kind}: nothing written");
+        assert_eq!(store.events("r").await.unwrap().len(), 1, "{kind}: no event either");
+        assert!(store.change_step("r", "a", &[], None, Some("B"), claim, ev("s")).await.unwrap(), "{kind}");
+        // The heartbeat extends every lease of its owner, and no one else's.
+        store.create_run(&new_run("other", &["a"]), ev("run_created")).await.unwrap();
+        assert!(store.claim_run("other", "C", 1, 50_000).await.unwrap());
+        assert_eq!(store.renew_leases("B", 20_000).await.unwrap(), 1, "{kind}");
+        assert_eq!(store.run("r").await.unwrap().lease.unwrap().until_ms, 20_000, "{kind}");
+        assert_eq!(store.run("other").await.unwrap().lease.unwrap().until_ms, 50_000, "{kind}");
+        // Releasing someone else's lease does nothing; pausing the run ends the lease.
+        store.release_run("r", "C").await.unwrap();
+        assert_eq!(store.run("r").await.unwrap().lease.unwrap().owner, "B", "{kind}");
+        assert!(store.set_run_status("r", &[], RunStatus::Running, Some("B"), ev("run_started")).await.unwrap());
+        assert!(store.set_run_status("r", &[], RunStatus::Paused, Some("B"), ev("run_paused")).await.unwrap());
+        assert_eq!(store.run("r").await.unwrap().lease, None, "{kind}: a paused run is nobody's");
+    }
+    stores.finish().await;
+}
+
+#[tokio::test]
+async fn orphans_are_claimed_once_by_concurrent_claimers() {
+    let stores = stores().await;
+    for (kind, store) in stores.list.clone() {
+        // 40 runs whose process died, 1 still leased to a live process, 1 finished, 1 paused on
+        // a step (waiting for a person), 1 paused with nothing paused (a decision that raced).
+        for i in 0..40 {
+            store.create_run(&new_run(&format!("dead{i:02}"), &["a"]), ev("run_created")).await.unwrap();
+        }
+        let mut live = new_run("live", &["a"]);
+        live.lease = Lease { owner: "live".into(), until_ms: i64::MAX };
+        store.create_run(&live, ev("run_created")).await.unwrap();
+        for (id, to, step) in [
+            ("done", RunStatus::Succeeded, StepStatus::Succeeded),
+            ("waiting", RunStatus::Paused, StepStatus::Paused),
+            ("raced", RunStatus::Paused, StepStatus::Pending),
+        ] {
+            store.create_run(&new_run(id, &["a"]), ev("run_created")).await.unwrap();
+            let change = StepChange { status: Some(step), ..Default::default() };
+            store.change_step(id, "a", &[], None, None, change, ev("s")).await.unwrap();
+            store.set_run_status(id, &[], to, None, ev("r")).await.unwrap();
+        }
+        let mut tasks = Vec::new();
+        for c in 0..4 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store.claim_orphans(&format!("claimer{c}"), 1_000, 60_000, 3).await.unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|c| c.run_id));
+                }
+            }));
+        }
+        let mut all: Vec<String> = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort();
+        let mut expected: Vec<String> = (0..40).map(|i| format!("dead{i:02}")).collect();
+        expected.push("raced".into());
+        expected.sort();
+        assert_eq!(all, expected, "{kind}: every orphan claimed exactly once, nothing else");
+        for id in &all {
+            let claims = store.events(id).await.unwrap().into_iter().filter(|e| e.kind == "run_claimed").count();
+            assert_eq!(claims, 1, "{kind}: {id}");
+            assert!(store.run(id).await.unwrap().lease.unwrap().owner.starts_with("claimer"), "{kind}");
+        }
+        assert_eq!(store.run("live").await.unwrap().lease.unwrap().owner, "live", "{kind}");
+    }
+    stores.finish().await;
+}
