@@ -71,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             vars: [("okta_url".to_string(), mock.url())].into_iter().collect(),
         },
         ack_budget: Duration::from_millis(2500),
+        pause_reminder: Duration::from_secs(4 * 3600),
     };
     let state = AppState::new(config, engine).map_err(|e| anyhow::anyhow!("{e}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -50,6 +50,7 @@ fn now() -> i64 {
 struct Slack {
     h: Harness,
     app: axum::Router,
+    state: AppState,
     pipelines: tempfile::TempDir,
 }
 
@@ -102,10 +103,12 @@ impl Slack {
                 vars: [("okta_url".to_string(), h.mock.url())].into_iter().collect(),
             },
             ack_budget: Duration::from_millis(2500),
+            pause_reminder: Duration::from_secs(4 * 3600),
         };
         tune(&mut config);
-        let app = slack::app(AppState::new(config, engine).unwrap());
-        Slack { h, app, pipelines }
+        let state = AppState::new(config, engine).unwrap();
+        let app = slack::app(state.clone());
+        Slack { h, app, state, pipelines }
     }
 
     fn store(&self) -> &Arc<dyn Store> {
@@ -719,6 +722,7 @@ async fn missing_secrets_refuse_to_start() {
         default_pipeline: "offboarding".into(),
         load: LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), vars: Default::default() },
         ack_budget: Duration::from_millis(2500),
+        pause_reminder: Duration::from_secs(4 * 3600),
     };
     let err = AppState::new(config("", "xoxb-1"), engine.clone()).err().unwrap();
     assert!(err.to_string().contains("SLACK_SIGNING_SECRET is not set"), "{err}");
@@ -784,6 +788,14 @@ impl Store for SlowStore {
     }
     async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), offramp::store::StoreError> {
         slow!(self.release_run(run_id, owner))
+    }
+    async fn due_reminders(
+        &self,
+        cutoff: &str,
+        now: &str,
+        limit: u32,
+    ) -> Result<Vec<offramp::store::RunRecord>, offramp::store::StoreError> {
+        slow!(self.due_reminders(cutoff, now, limit))
     }
     async fn steps(&self, run_id: &str) -> Result<Vec<offramp::store::StepRecord>, offramp::store::StoreError> {
         slow!(self.steps(run_id))
@@ -1017,4 +1029,43 @@ steps:
         .wait_message("pause 2's buttons", |m| button(&m.blocks, "retry").is_some_and(|v| v.contains(r#""p":2"#)))
         .await;
     assert!(slack::blocks::render_text(&json!({ "blocks": now.blocks })).contains("NOT_SET_ANYWHERE"));
+}
+
+#[tokio::test]
+async fn a_paused_run_gets_reminders_in_its_thread_until_someone_decides() {
+    let s = Slack::with(|c| c.pause_reminder = Duration::from_millis(600), None).await;
+    let (run_id, paused) = s.paused_run().await;
+    let ws = s.h.mock.state.slack.clone();
+    let reminders = || {
+        ws.messages()
+            .into_iter()
+            .filter(|m| m.thread_ts.as_deref() == Some(paused.ts.as_str()) && m.text.contains("Still waiting"))
+            .collect::<Vec<_>>()
+    };
+    // Not yet due: nothing.
+    assert_eq!(s.state.send_reminders().await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(s.state.send_reminders().await.unwrap(), 1);
+    let first = reminders();
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0].text.contains("for alice@example.com") && first[0].text.contains("`deactivate`"),
+        "{}",
+        first[0].text
+    );
+    // Asked again at once (another replica, the next tick): it was just sent, so nothing.
+    assert_eq!(s.state.send_reminders().await.unwrap(), 0);
+    // A pause_reminder later, the next one.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(s.state.send_reminders().await.unwrap(), 1);
+    assert_eq!(reminders().len(), 2);
+    let logged = s.store().events(&run_id).await.unwrap().into_iter().filter(|e| e.kind == "pause_reminder").count();
+    assert_eq!(logged, 2, "each reminder is in the event log");
+    // Once decided, no more reminders.
+    let value = button(&paused.blocks, "retry").unwrap();
+    s.click(ADMIN, "retry", &value).await;
+    s.wait_status(&run_id, RunStatus::Succeeded).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(s.state.send_reminders().await.unwrap(), 0);
+    assert_eq!(reminders().len(), 2);
 }

@@ -514,3 +514,23 @@ async fn orphans_are_claimed_once_by_concurrent_claimers() {
     }
     stores.finish().await;
 }
+
+#[tokio::test]
+async fn paused_runs_are_due_a_reminder_once_per_interval() {
+    let stores = stores().await;
+    for (kind, store) in stores.list.clone() {
+        for id in ["paused", "running"] {
+            store.create_run(&new_run(id, &["a"]), ev("run_created")).await.unwrap();
+        }
+        store.set_run_status("paused", &[], RunStatus::Paused, None, ev("run_paused")).await.unwrap();
+        store.set_run_status("running", &[], RunStatus::Running, None, ev("run_started")).await.unwrap();
+        // Pretend the clock reads 2030 (everything here happened "long ago").
+        let due = store.due_reminders("2029-12-31T23:00:00.000Z", "2030-01-01T00:00:00.000Z", 10).await.unwrap();
+        assert_eq!(due.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["paused"], "{kind}");
+        let again = store.due_reminders("2029-12-31T23:00:00.000Z", "2030-01-01T00:00:01.000Z", 10).await.unwrap();
+        assert!(again.is_empty(), "{kind}: just reminded");
+        let later = store.due_reminders("2030-01-01T00:30:00.000Z", "2030-01-01T01:30:00.000Z", 10).await.unwrap();
+        assert_eq!(later.len(), 1, "{kind}: an interval later, again");
+    }
+    stores.finish().await;
+}

@@ -4,3 +4,6 @@
 ALTER TABLE runs ADD COLUMN lease_owner TEXT;
 ALTER TABLE runs ADD COLUMN lease_until INTEGER;
 CREATE INDEX runs_lease ON runs (status, lease_until);
+
+-- When the last reminder about a paused run went to its Slack thread.
+ALTER TABLE runs ADD COLUMN reminded_at TEXT;

@@ -157,6 +157,7 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
             vars: [("okta_url".to_string(), mock.url())].into_iter().collect(),
         },
         ack_budget: Duration::from_millis(2500),
+        pause_reminder: Duration::from_secs(4 * 3600),
     };
     let state = AppState::new(config, engine.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -23,7 +23,7 @@ use crate::store;
 #[derive(Args, Debug)]
 pub(super) struct ServeArgs {
     /// A YAML file of the settings below (no secrets in it): listen, channel, command,
-    /// pipelines_dir, default_pipeline, slack_api_url, ack_budget, vars.
+    /// pipelines_dir, default_pipeline, slack_api_url, ack_budget, pause_reminder, vars.
     #[arg(long, env = "OFFRAMP_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on (default 127.0.0.1:3000; put a TLS proxy in front).
@@ -47,6 +47,10 @@ pub(super) struct ServeArgs {
     /// Override a pipeline var (operator setting), `--var okta_url=https://acme.okta.com`.
     #[arg(long = "var", value_parser = key_value)]
     vars: Vec<(String, String)>,
+    /// Remind the run's Slack thread after a run has been paused this long, and again every
+    /// this long (default 4h).
+    #[arg(long, env = "OFFRAMP_PAUSE_REMINDER")]
+    pause_reminder: Option<String>,
 }
 
 /// The config file.
@@ -57,6 +61,7 @@ pub(super) struct ServeArgs {
 /// command: /offboard
 /// pipelines_dir: /etc/offramp/pipelines
 /// default_pipeline: offboarding
+/// pause_reminder: 4h
 /// vars: { okta_url: https://acme.okta.com }
 /// ```
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +75,8 @@ struct FileConfig {
     slack_api_url: Option<String>,
     /// e.g. `2500ms`
     ack_budget: Option<String>,
+    /// e.g. `4h`: when a paused run gets a reminder in its thread (and how often after).
+    pause_reminder: Option<String>,
     #[serde(default)]
     vars: BTreeMap<String, String>,
 }
@@ -110,6 +117,15 @@ pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
     if ack_budget >= Duration::from_secs(3) {
         bail!("ack_budget must be under 3s (Slack drops slower answers)");
     }
+    let pause_reminder = match args.pause_reminder.or(file.pause_reminder) {
+        Some(t) => {
+            humantime::parse_duration(&t).with_context(|| format!("pause_reminder `{t}` (write it like 4h or 30m)"))?
+        }
+        None => Duration::from_secs(4 * 3600),
+    };
+    if pause_reminder < Duration::from_secs(1) {
+        bail!("pause_reminder must be at least 1s");
+    }
     let config = ServeConfig {
         signing_secret,
         bot_token,
@@ -125,6 +141,7 @@ pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
         default_pipeline: args.default_pipeline.or(file.default_pipeline).unwrap_or_else(|| "offboarding".into()),
         load: LoadOptions { plugins_dir: super::plugins_dir(g), vars },
         ack_budget,
+        pause_reminder,
     };
     let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)));
     let engine = super::engine(g).await?;
@@ -135,6 +152,7 @@ pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
     }
     // Runs of a replica that dies later are taken over once their lease runs out.
     let watch = state.watch_for_orphans((g.lease / 3).max(Duration::from_millis(100)));
+    let reminders = state.watch_pauses();
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     eprintln!(
         "offramp serve: listening on http://{} — Slack URLs: /slack/commands, /slack/interactions; reporting to {}",
@@ -143,6 +161,7 @@ pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
     );
     let served = axum::serve(listener, slack::app(state)).with_graceful_shutdown(shutdown_signal()).await;
     watch.abort();
+    reminders.abort();
     served?;
     Ok(ExitCode::SUCCESS)
 }

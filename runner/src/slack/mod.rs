@@ -13,6 +13,7 @@ pub mod blocks;
 mod command;
 mod commands;
 mod interactions;
+mod reminders;
 mod reporter;
 mod verify;
 
@@ -59,6 +60,9 @@ pub struct ServeConfig {
     /// How long a command may take before it is acknowledged with "working on it" and answered
     /// later through its `response_url` (Slack's own limit is 3 s).
     pub ack_budget: Duration,
+    /// A paused run gets a reminder in its Slack thread after this long, and again every
+    /// this long until someone decides.
+    pub pause_reminder: Duration,
 }
 
 /// Why `offramp serve` will not start.

@@ -270,6 +270,10 @@ pub trait Store: Send + Sync {
     async fn renew_leases(&self, owner: &str, until_ms: i64) -> Result<u64, StoreError>;
     /// Gives up `owner`'s lease on a run (it paused or finished, or `owner` stops).
     async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), StoreError>;
+    /// Paused runs due a reminder: paused (unchanged) since before `cutoff` and not reminded
+    /// since then. Each is marked reminded at `now` in the same statement, so of several
+    /// replicas asking at once only one gets a given run. Oldest first, up to `limit`.
+    async fn due_reminders(&self, cutoff: &str, now: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
     /// In pipeline order.
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError>;
     async fn events(&self, run_id: &str) -> Result<Vec<EventRecord>, StoreError>;

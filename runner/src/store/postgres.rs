@@ -318,6 +318,25 @@ impl Store for PgStore {
         Ok(n)
     }
 
+    async fn due_reminders(&self, cutoff: &str, now: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE runs SET reminded_at = $1 WHERE id IN (
+                 SELECT id FROM runs WHERE status = 'paused' AND updated_at < $2
+                   AND (reminded_at IS NULL OR reminded_at < $2) ORDER BY updated_at LIMIT $3
+                 FOR UPDATE SKIP LOCKED)
+             AND status = 'paused' AND (reminded_at IS NULL OR reminded_at < $2)
+             RETURNING *",
+        )
+        .bind(now)
+        .bind(cutoff)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?;
+        runs.sort_by(|a, b| a.updated_at.cmp(&b.updated_at));
+        Ok(runs)
+    }
+
     async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2")
             .bind(run_id)

@@ -305,6 +305,26 @@ impl Store for SqliteStore {
         Ok(n)
     }
 
+    async fn due_reminders(&self, cutoff: &str, now: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE runs SET reminded_at = ? WHERE id IN (
+                 SELECT id FROM runs WHERE status = 'paused' AND updated_at < ?
+                   AND (reminded_at IS NULL OR reminded_at < ?) ORDER BY updated_at LIMIT ?)
+             AND status = 'paused' AND (reminded_at IS NULL OR reminded_at < ?)
+             RETURNING *",
+        )
+        .bind(now)
+        .bind(cutoff)
+        .bind(cutoff)
+        .bind(i64::from(limit))
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?;
+        runs.sort_by(|a, b| a.updated_at.cmp(&b.updated_at));
+        Ok(runs)
+    }
+
     async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?")
             .bind(run_id)
