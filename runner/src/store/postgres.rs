@@ -53,7 +53,7 @@ impl PgStore {
 
     async fn open_with(opts: PgConnectOptions) -> Result<Self, StoreError> {
         let pool =
-            PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10)).connect_with(opts).await?;
+            PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(3)).connect_with(opts).await?;
         MIGRATOR.run(&pool).await?;
         Ok(PgStore { pool })
     }
