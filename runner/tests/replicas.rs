@@ -34,7 +34,31 @@ fn pipeline(dir: &Path) {
     std::fs::write(dir.join("replicas.yaml"), yaml).unwrap();
 }
 
-fn replica(db: &str, dir: &Path, mock: &str, name: &str) -> (Child, String) {
+/// A child process killed when the test ends, however it ends (a failed assertion included).
+struct Replica(Child);
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A schema dropped when the test ends, however it ends.
+struct Schema {
+    url: String,
+    name: String,
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let _ = rt.block_on(PgStore::drop_schema(&self.url, &self.name));
+        }
+    }
+}
+
+fn replica(db: &str, dir: &Path, mock: &str, name: &str) -> (Replica, String) {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(env!("CARGO_BIN_EXE_offramp"))
@@ -55,7 +79,7 @@ fn replica(db: &str, dir: &Path, mock: &str, name: &str) -> (Child, String) {
         .spawn()
         .unwrap();
     let pid = child.id();
-    (child, format!(":{pid}:"))
+    (Replica(child), format!(":{pid}:"))
 }
 
 #[test]
@@ -67,6 +91,7 @@ fn a_replica_that_dies_has_its_runs_finished_by_the_other() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let schema = format!("replicas_{}", std::process::id());
     let store: Arc<dyn Store> = Arc::new(rt.block_on(PgStore::open_in_schema(&url, &schema)).unwrap());
+    let _cleanup = Schema { url: url.clone(), name: schema.clone() };
     let sep = if url.contains('?') { '&' } else { '?' };
     let db = format!("{url}{sep}options[search_path]={schema}");
     let mock = rt.block_on(MockServer::start("unused")).unwrap();
@@ -130,8 +155,8 @@ fn a_replica_that_dies_has_its_runs_finished_by_the_other() {
     };
     let (victim, survivor, survivor_owner) =
         if victim_owner == a_owner { (&mut a, &mut b, b_owner.clone()) } else { (&mut b, &mut a, a_owner.clone()) };
-    victim.kill().unwrap();
-    victim.wait().unwrap();
+    victim.0.kill().unwrap();
+    victim.0.wait().unwrap();
     let log_at_kill = mock.state.requests().len();
     let finished_at_kill: BTreeSet<(String, String)> = runs()
         .into_iter()
@@ -151,8 +176,8 @@ fn a_replica_that_dies_has_its_runs_finished_by_the_other() {
         assert!(Instant::now() < deadline, "not every run finished after the kill: {statuses:?}\n{}", logs());
         std::thread::sleep(Duration::from_millis(50));
     };
-    let _ = survivor.kill();
-    let _ = survivor.wait();
+    let _ = survivor.0.kill();
+    let _ = survivor.0.wait();
 
     let log = mock.state.requests();
     let path = |run: &str, step: &str| format!("/__echo/{run}/{step}");
@@ -190,7 +215,7 @@ fn a_replica_that_dies_has_its_runs_finished_by_the_other() {
             assert!(takeover.is_some_and(|(by, _)| by.contains(&survivor_owner)), "{id}: taken over: {c:?}");
         }
     }
-    rt.block_on(PgStore::drop_schema(&url, &schema)).unwrap();
+    drop(store);
 }
 
 type RunState = (String, offramp::store::RunRecord, Vec<offramp::store::StepRecord>);

@@ -74,6 +74,25 @@ impl Proxy {
     }
 }
 
+/// A schema dropped when the test ends, however it ends (on a thread of its own: the test's
+/// runtime may be unwinding).
+struct Schema {
+    url: String,
+    name: String,
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let _ = rt.block_on(PgStore::drop_schema(&url, &name));
+            }
+        })
+        .join();
+    }
+}
+
 const STEPS: [&str; 3] = ["suspend", "groups", "deactivate"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,6 +109,7 @@ async fn a_database_outage_mid_run_loses_and_repeats_nothing() {
     let proxied = url.replacen(hostport, &format!("127.0.0.1:{}", proxy.port), 1);
     let schema = format!("outage_{}", std::process::id());
     let store: Arc<dyn Store> = Arc::new(PgStore::open_in_schema(&proxied, &schema).await.unwrap());
+    let _cleanup = Schema { url: url.clone(), name: schema.clone() };
     // The test's own view of the database, not through the proxy.
     let direct = PgStore::open_in_schema(&url, &schema).await.unwrap();
 
@@ -179,5 +199,4 @@ async fn a_database_outage_mid_run_loses_and_repeats_nothing() {
         assert_eq!(finished.get(*s), Some(&1), "`{s}` recorded exactly once");
     }
     drop(direct);
-    PgStore::drop_schema(&url, &schema).await.unwrap();
 }

@@ -44,7 +44,9 @@ pub enum EngineError {
     #[error("{0}")]
     Setup(String),
     /// Another process holds the run's lease and is driving it.
-    #[error("run {run} is being driven by {owner}")]
+    #[error(
+        "run {run} is being driven by {owner}; if that process is gone, its lease runs out within --lease (default 30s) and `offramp recover` or a server picks the run up"
+    )]
     Leased { run: String, owner: String },
 }
 

@@ -112,8 +112,15 @@ pub struct Sandbox {
     linker: Linker<StepState>,
     cache_dir: Option<PathBuf>,
     plugins: Mutex<HashMap<PathBuf, Arc<Plugin>>>,
+    /// Instances alive at once are bounded by the pooling allocator; past that, an attempt
+    /// waits its turn here instead of failing to instantiate (e.g. 1,000 runs recovered at once).
+    admission: Arc<tokio::sync::Semaphore>,
     _ticker: EpochTicker,
 }
+
+/// Plugin instances alive at once (each component may hold several core instances and
+/// memories; the pool below is sized for this many).
+const MAX_INSTANCES: u32 = 32;
 
 struct EpochTicker {
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -132,7 +139,7 @@ impl Sandbox {
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(64);
+        pool.total_component_instances(2 * MAX_INSTANCES);
         pool.total_core_instances(256);
         pool.total_memories(128);
         pool.total_tables(256);
@@ -168,7 +175,14 @@ impl Sandbox {
         if let Some(dir) = &cache_dir {
             let _ = std::fs::create_dir_all(dir);
         }
-        Ok(Sandbox { engine, linker, cache_dir, plugins: Mutex::new(HashMap::new()), _ticker: EpochTicker { stop } })
+        Ok(Sandbox {
+            engine,
+            linker,
+            cache_dir,
+            plugins: Mutex::new(HashMap::new()),
+            admission: Arc::new(tokio::sync::Semaphore::new(MAX_INSTANCES as usize)),
+            _ticker: EpochTicker { stop },
+        })
     }
 
     /// The default cache directory: `$XDG_CACHE_HOME/offramp` or `~/.cache/offramp`.
@@ -251,6 +265,7 @@ impl Sandbox {
             tokio::time::Instant::now() + Duration::from_secs(5),
             Default::default(),
         ));
+        let _turn = self.admission.acquire().await.map_err(|e| e.to_string())?;
         let mut store = self.store(gate, 64 * 1024 * 1024, Duration::from_secs(5));
         let task = plugin.pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
         let info = task.call_describe(&mut store).await.map_err(|e| format!("{e:#}"))?;
@@ -318,6 +333,8 @@ impl Sandbox {
     /// Runs one attempt of a step in a fresh instance. Never panics on plugin misbehaviour:
     /// traps, timeouts and memory exhaustion become failures with a readable message.
     pub(crate) async fn run_attempt(&self, plugin: &Plugin, spec: AttemptSpec) -> AttemptReport {
+        // Wait for an instance slot first (the semaphore is never closed, so this cannot fail).
+        let _turn = self.admission.acquire().await.ok();
         let gate = spec.gate.clone();
         let mut store = self.store(gate.clone(), spec.memory_bytes, spec.timeout);
         let inv = wit_types::Invocation {

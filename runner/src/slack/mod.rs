@@ -299,17 +299,25 @@ impl AppState {
     /// lease ran out) and drives them in the background, with their channel message. `offramp
     /// serve` calls it at start and then every `takeover_scan`. Returns how many.
     pub async fn recover(&self) -> Result<usize, crate::engine::EngineError> {
-        let claimed = self.engine().claim_orphans(100).await?;
-        for claim in &claimed {
-            tracing::info!(
-                target: "offramp::serve",
-                run = %claim.run_id,
-                previous_owner = claim.previous_owner.as_deref().unwrap_or("none"),
-                "taking over a run nobody drives"
-            );
-            self.spawn_run(&claim.run_id, None);
+        const BATCH: u32 = 100;
+        let mut total = 0;
+        loop {
+            let claimed = self.engine().claim_orphans(BATCH).await?;
+            for claim in &claimed {
+                tracing::info!(
+                    target: "offramp::serve",
+                    run = %claim.run_id,
+                    previous_owner = claim.previous_owner.as_deref().unwrap_or("none"),
+                    "taking over a run nobody drives"
+                );
+                self.spawn_run(&claim.run_id, None);
+            }
+            total += claimed.len();
+            // A full batch: there may be more (a replica with many runs died).
+            if claimed.len() < BATCH as usize {
+                return Ok(total);
+            }
         }
-        Ok(claimed.len())
     }
 
     /// Calls [`AppState::recover`] every `every`, for as long as the returned task lives.

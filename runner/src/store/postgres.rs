@@ -183,17 +183,26 @@ async fn insert_event(
     Ok(())
 }
 
-/// With a fence, fails with [`StoreError::LeaseLost`] unless `owner` holds the run's lease. The
-/// row stays locked (`FOR UPDATE`) until the transaction ends, so a claim cannot slip in.
-async fn check_fence(conn: &mut sqlx::PgConnection, run_id: &str, fence: Option<&str>) -> Result<(), StoreError> {
-    let Some(owner) = fence else { return Ok(()) };
-    let held = sqlx::query("SELECT 1 FROM runs WHERE id = $1 AND lease_owner = $2 FOR UPDATE")
+/// With a fence, fails with [`StoreError::LeaseLost`] unless `owner` holds the run's lease, and
+/// otherwise touches the run's `updated_at` (the one statement does both, and holds the run's row
+/// until the transaction ends, so no claim slips in). Run it first in a transaction. Returns
+/// whether it touched the run.
+async fn check_fence(
+    conn: &mut sqlx::PgConnection,
+    run_id: &str,
+    fence: Option<&str>,
+    at: &str,
+) -> Result<bool, StoreError> {
+    let Some(owner) = fence else { return Ok(false) };
+    let held = sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2 AND lease_owner = $3")
+        .bind(at)
         .bind(run_id)
         .bind(owner)
-        .fetch_optional(&mut *conn)
+        .execute(&mut *conn)
         .await?
-        .is_some();
-    if held { Ok(()) } else { Err(StoreError::LeaseLost(run_id.to_string())) }
+        .rows_affected()
+        == 1;
+    if held { Ok(true) } else { Err(StoreError::LeaseLost(run_id.to_string())) }
 }
 
 /// Inserts a run, its `pending` step rows and its creation event.
@@ -402,7 +411,7 @@ impl Store for PgStore {
             q = q.bind(s.as_str());
         }
         let mut tx = self.pool.begin().await?;
-        check_fence(&mut tx, id, fence).await?;
+        check_fence(&mut tx, id, fence, &at).await?;
         let done = q.execute(&mut *tx).await?.rows_affected() == 1;
         if done {
             insert_event(&mut tx, Some(id), None, &at, &event).await?;
@@ -487,15 +496,17 @@ impl Store for PgStore {
             q = q.bind(i64::from(n));
         }
         let mut tx = self.pool.begin().await?;
-        check_fence(&mut tx, run_id, fence).await?;
+        let touched = check_fence(&mut tx, run_id, fence, &at).await?;
         let done = q.execute(&mut *tx).await?.rows_affected() == 1;
         if done {
             insert_event(&mut tx, Some(run_id), Some(step_id), &at, &event).await?;
-            sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2")
-                .bind(&at)
-                .bind(run_id)
-                .execute(&mut *tx)
-                .await?;
+            if !touched {
+                sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2")
+                    .bind(&at)
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(done)

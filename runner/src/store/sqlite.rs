@@ -192,19 +192,26 @@ async fn insert_run(tx: &mut sqlx::SqliteConnection, run: &NewRun, event: &Event
     Ok(())
 }
 
-/// With a fence, fails with [`StoreError::LeaseLost`] unless `owner` holds the run's lease.
-/// Run first in a transaction: the UPDATE takes the write lock, so no claim slips in before
-/// the transaction's other writes.
-async fn check_fence(tx: &mut sqlx::SqliteConnection, run_id: &str, fence: Option<&str>) -> Result<(), StoreError> {
-    let Some(owner) = fence else { return Ok(()) };
-    let held = sqlx::query("UPDATE runs SET lease_owner = lease_owner WHERE id = ? AND lease_owner = ?")
+/// With a fence, fails with [`StoreError::LeaseLost`] unless `owner` holds the run's lease, and
+/// otherwise touches the run's `updated_at` (the one statement does both, and holds the run's row
+/// until the transaction ends, so no claim slips in). Run it first in a transaction. Returns
+/// whether it touched the run.
+async fn check_fence(
+    conn: &mut sqlx::SqliteConnection,
+    run_id: &str,
+    fence: Option<&str>,
+    at: &str,
+) -> Result<bool, StoreError> {
+    let Some(owner) = fence else { return Ok(false) };
+    let held = sqlx::query("UPDATE runs SET updated_at = ? WHERE id = ? AND lease_owner = ?")
+        .bind(at)
         .bind(run_id)
         .bind(owner)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?
         .rows_affected()
         == 1;
-    if held { Ok(()) } else { Err(StoreError::LeaseLost(run_id.to_string())) }
+    if held { Ok(true) } else { Err(StoreError::LeaseLost(run_id.to_string())) }
 }
 
 fn placeholders(n: usize) -> String {
@@ -366,7 +373,7 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let at = now();
         let mut tx = self.pool.begin().await?;
-        check_fence(&mut tx, id, fence).await?;
+        check_fence(&mut tx, id, fence, &at).await?;
         // A run that stops moving (paused or finished) is nobody's any more.
         let mut sql = String::from(
             "UPDATE runs SET status = ?, updated_at = ?, finished_at = CASE WHEN ? THEN ? ELSE finished_at END,
@@ -454,7 +461,7 @@ impl Store for SqliteStore {
             None => {}
         }
         let mut tx = self.pool.begin().await?;
-        check_fence(&mut tx, run_id, fence).await?;
+        let touched = check_fence(&mut tx, run_id, fence, &at).await?;
         let mut q = sqlx::query(&sql);
         for b in binds {
             q = q.bind(b);
@@ -469,7 +476,13 @@ impl Store for SqliteStore {
         let done = q.execute(&mut *tx).await?.rows_affected() == 1;
         if done {
             insert_event(&mut tx, Some(run_id), Some(step_id), &at, &event).await?;
-            sqlx::query("UPDATE runs SET updated_at = ? WHERE id = ?").bind(&at).bind(run_id).execute(&mut *tx).await?;
+            if !touched {
+                sqlx::query("UPDATE runs SET updated_at = ? WHERE id = ?")
+                    .bind(&at)
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(done)
