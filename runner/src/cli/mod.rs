@@ -399,6 +399,18 @@ async fn print_run(store: &dyn store::Store, run_id: &str, json: bool, events: b
         return Ok(());
     }
     println!("\n{}", report::run_header(&run));
+    if let Some(lease) = &run.lease {
+        let left = lease.until_ms - store::now_ms();
+        if left >= 0 {
+            println!("driven by {} (lease renewed for another {:.1}s)", lease.owner, left as f64 / 1000.0);
+        } else {
+            println!(
+                "was driven by {}, whose lease ran out {:.1}s ago: `offramp recover` (or a server) takes it over",
+                lease.owner,
+                -left as f64 / 1000.0
+            );
+        }
+    }
     println!("{}", report::steps_table(&steps));
     if run.dry_run {
         println!("\n{}", report::dry_run_plan(&steps));
