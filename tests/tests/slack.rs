@@ -51,6 +51,8 @@ struct Slack {
     h: Harness,
     app: axum::Router,
     state: AppState,
+    /// The database the server uses (the harness's own, unless one was given).
+    store: Arc<dyn Store>,
     pipelines: tempfile::TempDir,
 }
 
@@ -76,7 +78,7 @@ impl Slack {
         store.add_approver(ADMIN, "test").await.unwrap();
         store.add_approver(OTHER_ADMIN, "test").await.unwrap();
         let engine = Engine::new(
-            store,
+            store.clone(),
             sandbox(),
             SecretSource::fixed([("OKTA_API_TOKEN".to_string(), TOKEN.to_string())]),
             EngineConfig::default(),
@@ -108,11 +110,11 @@ impl Slack {
         tune(&mut config);
         let state = AppState::new(config, engine).unwrap();
         let app = slack::app(state.clone());
-        Slack { h, app, state, pipelines }
+        Slack { h, app, state, store, pipelines }
     }
 
     fn store(&self) -> &Arc<dyn Store> {
-        self.h.store()
+        &self.store
     }
 
     fn response_url(&self) -> String {
@@ -1068,4 +1070,38 @@ async fn a_paused_run_gets_reminders_in_its_thread_until_someone_decides() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(s.state.send_reminders().await.unwrap(), 0);
     assert_eq!(reminders().len(), 2);
+}
+
+#[tokio::test]
+async fn a_double_click_landing_on_two_replicas_takes_effect_once() {
+    // Two servers (two engines, two lease owners) on one database: PostgreSQL when
+    // OFFRAMP_TEST_DATABASE_URL is set, else one SQLite file.
+    let dir = tempfile::tempdir().unwrap();
+    let pg = std::env::var("OFFRAMP_TEST_DATABASE_URL").ok();
+    let schema = format!("clicks_{}", std::process::id());
+    let store: Arc<dyn Store> = match &pg {
+        Some(url) => Arc::new(offramp::store::PgStore::open_in_schema(url, &schema).await.unwrap()),
+        None => {
+            Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.path().join("shared.db").display())).await.unwrap())
+        }
+    };
+    let a = Slack::with(|_| {}, Some(store.clone())).await;
+    let b = Slack::with(|_| {}, Some(store.clone())).await;
+    let (run_id, paused) = a.paused_run().await;
+    let retry = button(&paused.blocks, "retry").unwrap();
+    // The same button pressed twice, one request reaching each replica.
+    let (x, y) = tokio::join!(a.click(ADMIN, "retry", &retry), b.click(ADMIN, "retry", &retry));
+    assert_eq!((x.status, y.status), (StatusCode::OK, StatusCode::OK));
+    a.wait_status(&run_id, RunStatus::Succeeded).await;
+    let events = store.events(&run_id).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind == "decision").count(), 1, "one decision: {events:?}");
+    let steps = store.steps(&run_id).await.unwrap();
+    let deactivate = steps.iter().find(|s| s.step_id == "deactivate").unwrap();
+    assert_eq!(deactivate.attempts, 2, "the 403, then exactly one retry");
+    let sent = a.h.mock.state.requests().iter().filter(|r| r.path.ends_with("/lifecycle/deactivate")).count();
+    assert_eq!(sent, 2, "Okta got the deactivate twice: the 403 and the one retry");
+    if let Some(url) = &pg {
+        drop((a, b, store));
+        offramp::store::PgStore::drop_schema(url, &schema).await.unwrap();
+    }
 }
