@@ -822,3 +822,22 @@ async fn a_process_that_lost_its_lease_stops_writing() {
     let events = store.events(&id).await.unwrap();
     assert!(!events.iter().any(|e| e.kind == "step_finished"), "{events:?}");
 }
+
+#[tokio::test]
+async fn only_runs_being_driven_keep_their_lease() {
+    // A run this process created but is not driving (say its drive failed and could not release
+    // it) is not kept alive by the heartbeat: its lease runs out and another process takes it.
+    let config = offramp::engine::EngineConfig {
+        owner: "alive".into(),
+        lease: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let h = Harness::with_config(config).await;
+    let id = h.start(&slow_yaml(10), &[]).await;
+    let other = other_engine(&h, "other", Duration::from_secs(30));
+    assert!(other.claim_orphans(10).await.unwrap().is_empty(), "freshly leased to its creator");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let claimed = other.claim_orphans(10).await.unwrap();
+    assert_eq!(claimed, [offramp::store::Claimed { run_id: id.clone(), previous_owner: Some("alive".into()) }]);
+    assert_eq!(other.drive(&id).await.unwrap(), RunStatus::Succeeded);
+}

@@ -785,8 +785,13 @@ impl Store for SlowStore {
     ) -> Result<bool, offramp::store::StoreError> {
         slow!(self.claim_run(run_id, owner, now_ms, until_ms))
     }
-    async fn renew_leases(&self, owner: &str, until_ms: i64) -> Result<u64, offramp::store::StoreError> {
-        slow!(self.renew_leases(owner, until_ms))
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        run_ids: &[String],
+        until_ms: i64,
+    ) -> Result<u64, offramp::store::StoreError> {
+        slow!(self.renew_leases(owner, run_ids, until_ms))
     }
     async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), offramp::store::StoreError> {
         slow!(self.release_run(run_id, owner))

@@ -444,10 +444,11 @@ async fn leases_fence_writes_and_expire() {
         assert_eq!(store.steps("r").await.unwrap()[0].status, StepStatus::Pending, "{kind}: nothing written");
         assert_eq!(store.events("r").await.unwrap().len(), 1, "{kind}: no event either");
         assert!(store.change_step("r", "a", &[], None, Some("B"), claim, ev("s")).await.unwrap(), "{kind}");
-        // The heartbeat extends every lease of its owner, and no one else's.
+        // The heartbeat extends its owner's leases on the runs it names, and no one else's.
         store.create_run(&new_run("other", &["a"]), ev("run_created")).await.unwrap();
         assert!(store.claim_run("other", "C", 1, 50_000).await.unwrap());
-        assert_eq!(store.renew_leases("B", 20_000).await.unwrap(), 1, "{kind}");
+        let both = ["r".to_string(), "other".to_string()];
+        assert_eq!(store.renew_leases("B", &both, 20_000).await.unwrap(), 1, "{kind}");
         assert_eq!(store.run("r").await.unwrap().lease.unwrap().until_ms, 20_000, "{kind}");
         assert_eq!(store.run("other").await.unwrap().lease.unwrap().until_ms, 50_000, "{kind}");
         // Releasing someone else's lease does nothing; pausing the run ends the lease.

@@ -1,7 +1,8 @@
 //! Leases and the database's bad days: which process drives a run, the heartbeat that keeps
 //! its leases alive, and the retry loop that carries the engine through a database outage.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -20,14 +21,46 @@ pub(crate) fn default_owner() -> String {
     format!("{host}:{}:{}", std::process::id(), &nonce[..8])
 }
 
-/// Renews every lease this process holds, every third of the lease, until dropped.
+/// The runs this process is driving right now: the ones the heartbeat renews.
+#[derive(Clone, Default)]
+pub(crate) struct Driving(Arc<Mutex<HashSet<String>>>);
+
+impl Driving {
+    /// Marks a run as driven until the returned guard is dropped (however the drive ends).
+    pub(crate) fn enter(&self, run_id: &str) -> DrivingGuard {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert(run_id.to_string());
+        }
+        DrivingGuard { driving: self.clone(), run_id: run_id.to_string() }
+    }
+
+    fn snapshot(&self) -> Vec<String> {
+        self.0.lock().map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+}
+
+pub(crate) struct DrivingGuard {
+    driving: Driving,
+    run_id: String,
+}
+
+impl Drop for DrivingGuard {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.driving.0.lock() {
+            set.remove(&self.run_id);
+        }
+    }
+}
+
+/// Renews the leases of the runs this process is driving, every third of the lease, until
+/// dropped.
 pub(crate) struct Heartbeat {
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Heartbeat {
     /// `None` outside a Tokio runtime (nothing to drive runs with there either).
-    pub(crate) fn start(store: Arc<dyn Store>, owner: String, lease: Duration) -> Option<Heartbeat> {
+    pub(crate) fn start(store: Arc<dyn Store>, owner: String, lease: Duration, driving: Driving) -> Option<Heartbeat> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let every = (lease / 3).max(Duration::from_millis(50));
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
@@ -36,7 +69,11 @@ impl Heartbeat {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(e) = store.renew_leases(&owner, now_ms().saturating_add(lease_ms)).await {
+                let runs = driving.snapshot();
+                if runs.is_empty() {
+                    continue;
+                }
+                if let Err(e) = store.renew_leases(&owner, &runs, now_ms().saturating_add(lease_ms)).await {
                     tracing::warn!(target: "offramp::engine", error = %e, "cannot renew this process's leases");
                 }
             }

@@ -26,7 +26,7 @@ use crate::store::{
 };
 
 mod lease;
-use lease::Heartbeat;
+use lease::{Driving, Heartbeat};
 
 /// Engine failures callers act on.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +131,7 @@ pub struct Engine {
     client: reqwest::Client,
     config: EngineConfig,
     progress: Progress,
+    driving: Driving,
     _heartbeat: Option<Arc<Heartbeat>>,
 }
 
@@ -142,8 +143,19 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
         let client = Gate::client().map_err(|e| EngineError::Setup(format!("cannot set up the HTTP client: {e}")))?;
-        let heartbeat = Heartbeat::start(store.clone(), config.owner.clone(), config.lease).map(Arc::new);
-        Ok(Engine { store, sandbox, secrets, client, config, progress: Progress::default(), _heartbeat: heartbeat })
+        let driving = Driving::default();
+        let heartbeat =
+            Heartbeat::start(store.clone(), config.owner.clone(), config.lease, driving.clone()).map(Arc::new);
+        Ok(Engine {
+            store,
+            sandbox,
+            secrets,
+            client,
+            config,
+            progress: Progress::default(),
+            driving,
+            _heartbeat: heartbeat,
+        })
     }
 
     /// Who this engine is in the runs' leases.
@@ -282,7 +294,10 @@ impl Engine {
             // It paused or finished between the two reads.
             return Ok(run.status);
         }
-        let result = self.drive_leased(run).await;
+        let result = {
+            let _renewed = self.driving.enter(run_id);
+            self.drive_leased(run).await
+        };
         if !result.as_ref().is_err_and(EngineError::is_lease_lost) {
             // Paused and finished runs lost the lease already; this covers a drive that failed.
             if let Err(e) = self.store.release_run(run_id, owner).await {

@@ -266,8 +266,11 @@ pub trait Store: Send + Sync {
     /// Leases a pending or running run to `owner` until `until_ms`, if it is free, expired at
     /// `now_ms`, or already `owner`'s. Returns whether it did.
     async fn claim_run(&self, run_id: &str, owner: &str, now_ms: i64, until_ms: i64) -> Result<bool, StoreError>;
-    /// Extends every lease `owner` holds to `until_ms` (the heartbeat). Returns how many.
-    async fn renew_leases(&self, owner: &str, until_ms: i64) -> Result<u64, StoreError>;
+    /// Extends `owner`'s leases on `run_ids` (the runs it is driving) to `until_ms`: the
+    /// heartbeat. A lease `owner` holds on a run it no longer drives (a drive that failed and
+    /// could not release it) is not renewed, so it runs out and the run is picked up again.
+    /// Returns how many were renewed.
+    async fn renew_leases(&self, owner: &str, run_ids: &[String], until_ms: i64) -> Result<u64, StoreError>;
     /// Gives up `owner`'s lease on a run (it paused or finished, or `owner` stops).
     async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), StoreError>;
     /// Paused runs due a reminder: paused (unchanged) since before `cutoff` and not reminded

@@ -317,10 +317,11 @@ impl Store for PgStore {
         Ok(done)
     }
 
-    async fn renew_leases(&self, owner: &str, until_ms: i64) -> Result<u64, StoreError> {
-        let n = sqlx::query("UPDATE runs SET lease_until = $1 WHERE lease_owner = $2")
+    async fn renew_leases(&self, owner: &str, run_ids: &[String], until_ms: i64) -> Result<u64, StoreError> {
+        let n = sqlx::query("UPDATE runs SET lease_until = $1 WHERE lease_owner = $2 AND id = ANY($3)")
             .bind(until_ms)
             .bind(owner)
+            .bind(run_ids)
             .execute(&self.pool)
             .await?
             .rows_affected();

@@ -302,14 +302,20 @@ impl Store for SqliteStore {
         Ok(done)
     }
 
-    async fn renew_leases(&self, owner: &str, until_ms: i64) -> Result<u64, StoreError> {
-        let n = sqlx::query("UPDATE runs SET lease_until = ? WHERE lease_owner = ?")
-            .bind(until_ms)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(n)
+    async fn renew_leases(&self, owner: &str, run_ids: &[String], until_ms: i64) -> Result<u64, StoreError> {
+        let mut renewed = 0;
+        for ids in run_ids.chunks(500) {
+            let sql = format!(
+                "UPDATE runs SET lease_until = ? WHERE lease_owner = ? AND id IN ({})",
+                placeholders(ids.len())
+            );
+            let mut q = sqlx::query(&sql).bind(until_ms).bind(owner);
+            for id in ids {
+                q = q.bind(id);
+            }
+            renewed += q.execute(&self.pool).await?.rows_affected();
+        }
+        Ok(renewed)
     }
 
     async fn due_reminders(&self, cutoff: &str, now: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
