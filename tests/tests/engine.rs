@@ -788,6 +788,12 @@ async fn a_run_leased_to_a_live_process_is_left_to_it() {
         Err(offramp::engine::EngineError::Leased { owner, .. }) => assert_eq!(owner, "alive"),
         other => panic!("expected Leased, got {other:?}"),
     }
+    // Nor does a second drive in the same process (it would take the running step for an
+    // interrupted one).
+    match h.engine.drive(&id).await {
+        Err(offramp::engine::EngineError::Leased { owner, .. }) => assert!(owner.contains("this process")),
+        other => panic!("expected Leased, got {other:?}"),
+    }
     // Well past several lease lengths, the heartbeat keeps it: nobody else claims it.
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -26,12 +26,12 @@ pub(crate) fn default_owner() -> String {
 pub(crate) struct Driving(Arc<Mutex<HashSet<String>>>);
 
 impl Driving {
-    /// Marks a run as driven until the returned guard is dropped (however the drive ends).
-    pub(crate) fn enter(&self, run_id: &str) -> DrivingGuard {
-        if let Ok(mut set) = self.0.lock() {
-            set.insert(run_id.to_string());
-        }
-        DrivingGuard { driving: self.clone(), run_id: run_id.to_string() }
+    /// Marks a run as driven until the returned guard is dropped (however the drive ends);
+    /// `None` if this process is driving it already (a second driver would take the first
+    /// one's running steps for interrupted ones).
+    pub(crate) fn enter(&self, run_id: &str) -> Option<DrivingGuard> {
+        let mut set = self.0.lock().ok()?;
+        set.insert(run_id.to_string()).then(|| DrivingGuard { driving: self.clone(), run_id: run_id.to_string() })
     }
 
     fn snapshot(&self) -> Vec<String> {

@@ -294,10 +294,10 @@ impl Engine {
             // It paused or finished between the two reads.
             return Ok(run.status);
         }
-        let result = {
-            let _renewed = self.driving.enter(run_id);
-            self.drive_leased(run).await
+        let Some(_renewed) = self.driving.enter(run_id) else {
+            return Err(EngineError::Leased { run: run_id.to_string(), owner: format!("{owner} (this process)") });
         };
+        let result = self.drive_leased(run).await;
         if !result.as_ref().is_err_and(EngineError::is_lease_lost) {
             // Paused and finished runs lost the lease already; this covers a drive that failed.
             if let Err(e) = self.store.release_run(run_id, owner).await {
