@@ -14,10 +14,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
+pub use decide::{Decision, DecisionOutcome};
+pub use inputs::preview;
+use inputs::{check_inputs, context, pick_subject};
 pub use progress::{Progress, ProgressEvent};
 
 use crate::http::{Gate, HttpLimits, Injection};
-use crate::pipeline::{OnFailure, Plan, StepPlan, coerce_input, template};
+use crate::pipeline::{OnFailure, Plan, StepPlan, template};
 use crate::sandbox::{AttemptReport, AttemptResult, AttemptSpec, FailureKind, Sandbox};
 use crate::secrets::SecretSource;
 use crate::store::{
@@ -25,6 +28,8 @@ use crate::store::{
     now_ms,
 };
 
+mod decide;
+mod inputs;
 mod lease;
 use lease::{Driving, Heartbeat};
 
@@ -55,34 +60,6 @@ impl EngineError {
     pub fn is_lease_lost(&self) -> bool {
         matches!(self, EngineError::Store(StoreError::LeaseLost(_)))
     }
-}
-
-/// What a person decided about a paused step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    Retry,
-    Skip,
-    Abort,
-}
-
-impl std::fmt::Display for Decision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Decision::Retry => "retry",
-            Decision::Skip => "skip",
-            Decision::Abort => "abort",
-        })
-    }
-}
-
-/// The result of [`Engine::decide`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DecisionOutcome {
-    /// The decision took effect.
-    Applied,
-    /// The step had already moved on (someone else decided, or the click was stale).
-    AlreadyHandled { by: Option<String>, status: StepStatus },
 }
 
 /// Settings of an engine.
@@ -738,101 +715,6 @@ impl Engine {
             }
         }
     }
-
-    /// Applies a person's decision to a paused step. `pause` names the pause it answers (the
-    /// step's `pauses` count when it was shown; `None`: the current one). Exactly one of
-    /// several concurrent decisions on the same pause wins (enforced by the store). Returns
-    /// `AlreadyHandled` for a stale or repeated decision. Call [`Engine::drive`] afterwards.
-    pub async fn decide(
-        &self,
-        run_id: &str,
-        step_id: &str,
-        pause: Option<u32>,
-        decision: Decision,
-        actor: &str,
-    ) -> Result<DecisionOutcome, EngineError> {
-        let run = self.store.run(run_id).await?;
-        let steps = self.store.steps(run_id).await?;
-        let Some(step) = steps.iter().find(|s| s.step_id == step_id) else {
-            return Err(EngineError::Decision(format!("run {run_id} has no step `{step_id}`")));
-        };
-        let pause = pause.unwrap_or(step.pauses);
-        let event =
-            Event::new(actor, "decision", json!({ "decision": decision, "attempt": step.attempts, "pause": pause }));
-        let change = match decision {
-            Decision::Retry => StepChange {
-                status: Some(StepStatus::Pending),
-                error: Some(None),
-                resolution: Some(None),
-                ..Default::default()
-            },
-            Decision::Skip => StepChange {
-                status: Some(StepStatus::Skipped),
-                resolution: Some(Some("decision".into())),
-                error: Some(Some(format!("skipped by {actor} after: {}", step.error.clone().unwrap_or_default()))),
-                finished: true,
-                ..Default::default()
-            },
-            Decision::Abort => StepChange {
-                status: Some(StepStatus::Failed),
-                resolution: Some(Some("abort".into())),
-                error: Some(Some(format!("aborted by {actor} after: {}", step.error.clone().unwrap_or_default()))),
-                finished: true,
-                ..Default::default()
-            },
-        };
-        let applied = self
-            .store
-            .change_step(run_id, step_id, &[StepStatus::Paused], Some(Guard::Pause(pause)), None, change, event)
-            .await?;
-        if !applied {
-            let events = self.store.events(run_id).await?;
-            // Who answered this pause (or, for a click on a pause long gone, the latest one).
-            let decisions: Vec<_> =
-                events.iter().filter(|e| e.kind == "decision" && e.step_id.as_deref() == Some(step_id)).collect();
-            let by = decisions
-                .iter()
-                .rev()
-                .find(|e| e.detail.get("pause").and_then(Value::as_u64) == Some(u64::from(pause)))
-                .or(decisions.last())
-                .map(|e| format!("{} ({})", e.actor, e.detail.get("decision").and_then(Value::as_str).unwrap_or("?")));
-            let now = self
-                .store
-                .steps(run_id)
-                .await?
-                .into_iter()
-                .find(|s| s.step_id == step_id)
-                .map_or(step.status, |s| s.status);
-            return Ok(DecisionOutcome::AlreadyHandled { by, status: now });
-        }
-        self.progress.emit(ProgressEvent::Decided {
-            run_id: run_id.to_string(),
-            step_id: step_id.to_string(),
-            decision,
-            actor: actor.to_string(),
-        });
-        if decision == Decision::Abort {
-            for s in steps.iter().filter(|s| s.status == StepStatus::Pending) {
-                self.skip(run_id, &s.step_id, "the run was aborted", "abort", false).await?;
-            }
-        }
-        // The run goes back to running unless other steps are still paused (then it waits for them).
-        let still_paused = self.store.steps(run_id).await?.iter().any(|s| s.status == StepStatus::Paused);
-        if run.status == RunStatus::Paused && !still_paused {
-            let to = if decision == Decision::Abort { RunStatus::Aborted } else { RunStatus::Running };
-            self.store
-                .set_run_status(
-                    run_id,
-                    &[RunStatus::Paused],
-                    to,
-                    None,
-                    Event::new(actor, if to == RunStatus::Aborted { "run_aborted" } else { "run_resumed" }, json!({})),
-                )
-                .await?;
-            self.progress.emit(ProgressEvent::RunStatus { run_id: run_id.to_string(), status: to });
-        }
-        Ok(DecisionOutcome::Applied)
-    }
 }
 
 /// Why a step failed for good, with what its last attempt left behind.
@@ -861,84 +743,8 @@ pub fn new_run_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// Checks raw inputs against a pipeline without starting anything; returns the subject the
-/// run would have (what a confirmation shows).
-pub fn preview(plan: &Plan, inputs: &BTreeMap<String, String>) -> Result<String, EngineError> {
-    let inputs = check_inputs(plan, inputs)?;
-    Ok(pick_subject(plan, &inputs))
-}
-
 /// `sha256(run:step)`, 32 hex chars: the same for every attempt and restart of the step.
 pub fn idempotency_key(run_id: &str, step_id: &str) -> String {
     let full = crate::pipeline::validate::sha256_hex(format!("offramp:{run_id}:{step_id}").as_bytes());
     full[..32].to_string()
-}
-
-/// The template context of a run: inputs, vars, finished steps' outputs, run id.
-fn context(run: &RunRecord, steps: &[StepRecord]) -> minijinja::Value {
-    let vars = run.plan.get("vars").cloned().unwrap_or(json!({}));
-    let steps: serde_json::Map<String, Value> = steps
-        .iter()
-        .filter(|s| {
-            matches!(s.status, StepStatus::Succeeded | StepStatus::Unchanged | StepStatus::Skipped | StepStatus::Failed)
-        })
-        .map(|s| {
-            (
-                s.step_id.clone(),
-                json!({ "output": s.output.clone().unwrap_or(Value::Null), "status": s.status.as_str() }),
-            )
-        })
-        .collect();
-    crate::pipeline::template::to_value(json!({
-        "inputs": run.inputs,
-        "vars": vars,
-        "steps": steps,
-        "run": { "id": run.id, "requested_by": run.requested_by, "dry_run": run.dry_run },
-    }))
-}
-
-fn check_inputs(plan: &Plan, given: &BTreeMap<String, String>) -> Result<serde_json::Map<String, Value>, EngineError> {
-    let mut errors = Vec::new();
-    let mut out = serde_json::Map::new();
-    for key in given.keys() {
-        if !plan.inputs.contains_key(key) {
-            let known: Vec<&str> = plan.inputs.keys().map(String::as_str).collect();
-            errors.push(format!("unknown input `{key}` (inputs: {})", known.join(", ")));
-        }
-    }
-    for (name, spec) in &plan.inputs {
-        let value = match (given.get(name), &spec.default) {
-            (Some(v), _) => Value::String(v.clone()),
-            (None, Some(d)) => d.clone(),
-            (None, None) if spec.required => {
-                errors.push(format!("missing required input `{name}` ({})", spec.kind));
-                continue;
-            }
-            (None, None) => Value::Null,
-        };
-        if value.is_null() {
-            out.insert(name.clone(), value);
-            continue;
-        }
-        match coerce_input(spec.kind, &value) {
-            Ok(v) => {
-                out.insert(name.clone(), v);
-            }
-            Err(e) => errors.push(format!("input `{name}`: {e}")),
-        }
-    }
-    if errors.is_empty() { Ok(out) } else { Err(EngineError::Inputs(errors)) }
-}
-
-/// The run's subject: the first email input, else the first required input, else the name.
-fn pick_subject(plan: &Plan, inputs: &serde_json::Map<String, Value>) -> String {
-    let pick = |pred: &dyn Fn(&crate::pipeline::model::InputSpec) -> bool| {
-        plan.inputs
-            .iter()
-            .filter(|(_, s)| pred(s))
-            .find_map(|(n, _)| inputs.get(n).and_then(Value::as_str).map(str::to_string))
-    };
-    pick(&|s| s.kind == crate::pipeline::InputType::Email)
-        .or_else(|| pick(&|s| s.required))
-        .unwrap_or_else(|| plan.name.clone())
 }
