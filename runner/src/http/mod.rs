@@ -7,6 +7,8 @@
 //! redirects followed (3xx goes back to the plugin) → response body capped → secrets scrubbed
 //! from the response.
 
+mod address;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
