@@ -352,6 +352,11 @@ pub trait Store: Send + Sync {
     async fn first_sighting(&self, signature: &str, now_secs: i64, keep_secs: i64) -> Result<bool, StoreError>;
 }
 
+/// The runs that nobody should be waiting for, as SQL over `runs` (both stores): pending or
+/// running, or paused with no step paused any more (a decision raced the run pausing). Whoever
+/// holds no live lease on one of these may claim it ([`Store::claim_orphans`]).
+pub(crate) const ORPHAN_STATUS_SQL: &str = "(status IN ('pending', 'running') OR (status = 'paused' AND NOT EXISTS (SELECT 1 FROM step_results s WHERE s.run_id = runs.id AND s.status = 'paused')))";
+
 /// Opens the store a database URL names, running migrations.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {

@@ -9,8 +9,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 
 use super::{
-    Approver, Claimed, Event, EventRecord, Guard, Lease, NewRun, RequestStatus, RunMessage, RunRecord, RunRequest,
-    RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError, now,
+    Approver, Claimed, Event, EventRecord, Guard, Lease, NewRun, ORPHAN_STATUS_SQL, RequestStatus, RunMessage,
+    RunRecord, RunRequest, RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError, now,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -274,16 +274,16 @@ impl Store for PgStore {
         // waited for, so replicas scanning at once take disjoint runs.
         let at = now();
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(&format!(
             "WITH orphan AS (
                  SELECT id, lease_owner FROM runs
-                 WHERE (status IN ('pending', 'running') OR (status = 'paused' AND NOT EXISTS (SELECT 1 FROM step_results s WHERE s.run_id = runs.id AND s.status = 'paused')))
+                 WHERE {ORPHAN_STATUS_SQL}
                    AND (lease_until IS NULL OR lease_until < $2)
                  ORDER BY created_at, id LIMIT $4
                  FOR UPDATE SKIP LOCKED)
              UPDATE runs SET lease_owner = $1, lease_until = $3 FROM orphan WHERE runs.id = orphan.id
-             RETURNING runs.id, orphan.lease_owner",
-        )
+             RETURNING runs.id, orphan.lease_owner"
+        ))
         .bind(owner)
         .bind(now_ms)
         .bind(until_ms)

@@ -7,8 +7,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    Approver, Claimed, Event, EventRecord, Guard, Lease, NewRun, RequestStatus, RunMessage, RunRecord, RunRequest,
-    RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError, now,
+    Approver, Claimed, Event, EventRecord, Guard, Lease, NewRun, ORPHAN_STATUS_SQL, RequestStatus, RunMessage,
+    RunRecord, RunRequest, RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError, now,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -249,10 +249,10 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Claimed>, StoreError> {
         // SQLite has one writer at a time: each claim is one conditional UPDATE, so of two
         // processes claiming the same run, one changes the row and the other changes nothing.
-        let candidates: Vec<(String, Option<String>)> = sqlx::query_as(
-            "SELECT id, lease_owner FROM runs WHERE (status IN ('pending', 'running') OR (status = 'paused' AND NOT EXISTS (SELECT 1 FROM step_results s WHERE s.run_id = runs.id AND s.status = 'paused')))
-               AND (lease_until IS NULL OR lease_until < ?) ORDER BY created_at, id LIMIT ?",
-        )
+        let candidates: Vec<(String, Option<String>)> = sqlx::query_as(&format!(
+            "SELECT id, lease_owner FROM runs WHERE {ORPHAN_STATUS_SQL}
+               AND (lease_until IS NULL OR lease_until < ?) ORDER BY created_at, id LIMIT ?"
+        ))
         .bind(now_ms)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -261,10 +261,10 @@ impl Store for SqliteStore {
         for (run_id, previous_owner) in candidates {
             let at = now();
             let mut tx = self.pool.begin().await?;
-            let won = sqlx::query(
-                "UPDATE runs SET lease_owner = ?, lease_until = ? WHERE id = ? AND (status IN ('pending', 'running') OR (status = 'paused' AND NOT EXISTS (SELECT 1 FROM step_results s WHERE s.run_id = runs.id AND s.status = 'paused')))
-                   AND (lease_until IS NULL OR lease_until < ?)",
-            )
+            let won = sqlx::query(&format!(
+                "UPDATE runs SET lease_owner = ?, lease_until = ? WHERE id = ? AND {ORPHAN_STATUS_SQL}
+                   AND (lease_until IS NULL OR lease_until < ?)"
+            ))
             .bind(owner)
             .bind(until_ms)
             .bind(&run_id)
