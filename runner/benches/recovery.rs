@@ -41,11 +41,20 @@ steps:
 async fn bench(name: &str, store: Arc<dyn Store>, sandbox: Arc<Sandbox>, dir: &std::path::Path) -> anyhow::Result<()> {
     let path = dir.join("recovery.yaml");
     std::fs::write(&path, PIPELINE)?;
-    let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), vars: Default::default() };
+    let opts = LoadOptions {
+        plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
+        vars: Default::default(),
+        allow_cap: None,
+    };
     let plan = offramp::pipeline::load(&path, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     // The process that dies: a lease of 1 ms, so it has run out by the time anyone looks.
-    let dead = EngineConfig { owner: "dead:1:x".into(), lease: Duration::from_millis(1), ..Default::default() };
+    let dead = EngineConfig {
+        owner: "dead:1:x".into(),
+        lease: Duration::from_millis(1),
+        network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
+        ..Default::default()
+    };
     let dying = Engine::new(store.clone(), sandbox.clone(), SecretSource::fixed([]), dead)?;
     let ev = |k: &str| Event::new("engine", k, json!({}));
     let mut ids = Vec::with_capacity(RUNS);
@@ -70,7 +79,15 @@ async fn bench(name: &str, store: Arc<dyn Store>, sandbox: Arc<Sandbox>, dir: &s
     tokio::time::sleep(Duration::from_millis(5)).await;
 
     // The restarted process.
-    let engine = Engine::new(store.clone(), sandbox, SecretSource::fixed([]), EngineConfig::default())?;
+    let engine = Engine::new(
+        store.clone(),
+        sandbox,
+        SecretSource::fixed([]),
+        EngineConfig {
+            network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
+            ..EngineConfig::default()
+        },
+    )?;
     let started = Instant::now();
     let mut drives = tokio::task::JoinSet::new();
     let mut claimed = 0;

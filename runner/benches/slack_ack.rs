@@ -51,7 +51,10 @@ async fn main() -> anyhow::Result<()> {
         store,
         Arc::new(Sandbox::new(Some(dir.path().join("cache")))?),
         SecretSource::fixed([]),
-        EngineConfig::default(),
+        EngineConfig {
+            network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
+            ..EngineConfig::default()
+        },
     )?;
     let config = ServeConfig {
         signing_secret: Secret::new(SECRET),
@@ -69,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         load: LoadOptions {
             plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
             vars: [("okta_url".to_string(), mock.url())].into_iter().collect(),
+            allow_cap: None,
         },
         ack_budget: Duration::from_millis(2500),
         pause_reminder: Duration::from_secs(4 * 3600),

@@ -22,7 +22,7 @@ fn bench(c: &mut Criterion) {
     let sandbox = Sandbox::new(Some(cache.path().to_path_buf())).expect("sandbox");
     let plugin = sandbox.plugin(&testkit()).expect("testkit loads");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let client = reqwest::Client::new();
+    let client = offramp::http::GateClient::new(Default::default()).unwrap();
     let invoke = || Invoke {
         input: serde_json::json!({ "mode": "noop" }),
         allow: vec![],

@@ -26,6 +26,8 @@ impl Cli {
             .env("DATABASE_URL", format!("sqlite://{}", self.dir.path().join("cli.db").display()))
             .env("OFFRAMP_CACHE_DIR", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("offramp-component-cache"))
             .env_remove("OFFRAMP_PLUGINS_DIR")
+            // The mock SaaS is on loopback, which plugins reach only with the operator's word.
+            .env("OFFRAMP_ALLOW_PRIVATE", "127.0.0.1")
             .current_dir(self.dir.path())
             .output()
             .expect("offramp runs")
@@ -316,6 +318,7 @@ fn serve_starts_from_a_config_file_and_answers_health_checks() {
     let mut child = Command::new(offramp_bin())
         .args(["serve", "--config", config.to_str().unwrap()])
         .env("DATABASE_URL", &db)
+        .env("OFFRAMP_ALLOW_PRIVATE", "127.0.0.1")
         .env("SLACK_SIGNING_SECRET", "test-signing-secret")
         .env("SLACK_BOT_TOKEN", "xoxb-test")
         .env("OFFRAMP_API_TOKEN", "api-token")
@@ -378,6 +381,7 @@ fn crashed_run(cli: &Cli, db: &str) -> String {
         let opts = offramp::pipeline::LoadOptions {
             plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
             vars: Default::default(),
+            allow_cap: None,
         };
         let plan = offramp::pipeline::load(std::path::Path::new(&cli.pipeline()), &opts).unwrap();
         let sandbox = std::sync::Arc::new(offramp::sandbox::Sandbox::new(None).unwrap());
@@ -386,7 +390,11 @@ fn crashed_run(cli: &Cli, db: &str) -> String {
             sandbox,
             offramp::secrets::SecretSource::fixed([]),
             // A process that dies: its lease runs out at once.
-            offramp::engine::EngineConfig { lease: std::time::Duration::from_millis(1), ..Default::default() },
+            offramp::engine::EngineConfig {
+                lease: std::time::Duration::from_millis(1),
+                network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
+                ..Default::default()
+            },
         )
         .unwrap();
         let req = offramp::engine::StartRequest {

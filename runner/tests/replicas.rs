@@ -66,6 +66,7 @@ fn replica(db: &str, dir: &Path, mock: &str, name: &str) -> (Replica, String) {
         .args(["--pipelines-dir", &dir.display().to_string(), "--default-pipeline", "replicas"])
         .args(["--var", &format!("base={mock}"), "--slack-api-url", &format!("{mock}/slack/api")])
         .env("DATABASE_URL", db)
+        .env("OFFRAMP_ALLOW_PRIVATE", "127.0.0.1")
         .env("OFFRAMP_LEASE", LEASE)
         .env("SLACK_SIGNING_SECRET", "test-signing-secret")
         .env("SLACK_BOT_TOKEN", "xoxb-mock-token")
@@ -102,11 +103,17 @@ fn a_replica_that_dies_has_its_runs_finished_by_the_other() {
     let opts = LoadOptions {
         plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
         vars: [("base".to_string(), mock.url())].into_iter().collect(),
+        allow_cap: None,
     };
     let plan = offramp::pipeline::load(&dir.path().join("replicas.yaml"), &opts).unwrap();
     let ids: Vec<String> = rt.block_on(async {
         let sandbox = Arc::new(offramp::sandbox::Sandbox::new(None).unwrap());
-        let config = EngineConfig { owner: "gone:1:x".into(), lease: Duration::from_millis(1), ..Default::default() };
+        let config = EngineConfig {
+            owner: "gone:1:x".into(),
+            lease: Duration::from_millis(1),
+            network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
+            ..Default::default()
+        };
         let engine = Engine::new(store.clone(), sandbox, offramp::secrets::SecretSource::fixed([]), config).unwrap();
         let mut ids = Vec::new();
         for i in 0..RUNS {

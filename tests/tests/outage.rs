@@ -127,9 +127,19 @@ async fn a_database_outage_mid_run_loses_and_repeats_nothing() {
     let load = LoadOptions {
         plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
         vars: [("okta_url".to_string(), mock.url())].into_iter().collect(),
+        allow_cap: None,
     };
     let plan = offramp::pipeline::load(&dir.path().join("outage.yaml"), &load).unwrap();
-    let engine = Engine::new(store.clone(), sandbox(), SecretSource::fixed([]), EngineConfig::default()).unwrap();
+    let engine = Engine::new(
+        store.clone(),
+        sandbox(),
+        SecretSource::fixed([]),
+        EngineConfig {
+            network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
+            ..EngineConfig::default()
+        },
+    )
+    .unwrap();
     let config = ServeConfig {
         signing_secret: Secret::new("signing"),
         bot_token: Secret::new("xoxb-mock-token"),

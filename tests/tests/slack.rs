@@ -81,7 +81,10 @@ impl Slack {
             store.clone(),
             sandbox(),
             SecretSource::fixed([("OKTA_API_TOKEN".to_string(), TOKEN.to_string())]),
-            EngineConfig::default(),
+            EngineConfig {
+                network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
+                ..EngineConfig::default()
+            },
         )
         .unwrap();
         let pipelines = tempfile::tempdir().unwrap();
@@ -103,6 +106,7 @@ impl Slack {
             load: LoadOptions {
                 plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
                 vars: [("okta_url".to_string(), h.mock.url())].into_iter().collect(),
+                allow_cap: None,
             },
             ack_budget: Duration::from_millis(2500),
             pause_reminder: Duration::from_secs(4 * 3600),
@@ -712,7 +716,16 @@ async fn no_api_token_configured_means_no_api() {
 #[tokio::test]
 async fn missing_secrets_refuse_to_start() {
     let h = Harness::new().await;
-    let engine = Engine::new(h.store().clone(), sandbox(), SecretSource::fixed([]), EngineConfig::default()).unwrap();
+    let engine = Engine::new(
+        h.store().clone(),
+        sandbox(),
+        SecretSource::fixed([]),
+        EngineConfig {
+            network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
+            ..EngineConfig::default()
+        },
+    )
+    .unwrap();
     let config = |signing: &str, bot: &str| ServeConfig {
         signing_secret: Secret::new(signing),
         bot_token: Secret::new(bot),
@@ -722,7 +735,11 @@ async fn missing_secrets_refuse_to_start() {
         command: "/offboard".into(),
         pipelines_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines"),
         default_pipeline: "offboarding".into(),
-        load: LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), vars: Default::default() },
+        load: LoadOptions {
+            plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
+            vars: Default::default(),
+            allow_cap: None,
+        },
         ack_budget: Duration::from_millis(2500),
         pause_reminder: Duration::from_secs(4 * 3600),
     };

@@ -393,12 +393,22 @@ async fn the_engine_runs_a_pipeline_on_each_store() {
     for (kind, store) in stores.list.clone() {
         let mock = MockServer::start(common::TOKEN).await.unwrap();
         let secrets = SecretSource::fixed([("OKTA_API_TOKEN".to_string(), common::TOKEN.to_string())]);
-        let engine = Engine::new(store.clone(), common::sandbox(), secrets, EngineConfig::default()).unwrap();
+        let engine = Engine::new(
+            store.clone(),
+            common::sandbox(),
+            secrets,
+            EngineConfig {
+                network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
+                ..EngineConfig::default()
+            },
+        )
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines/offboarding.yaml");
         let opts = offramp::pipeline::LoadOptions {
             plugins_dir: std::path::PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
             vars: [("okta_url".to_string(), mock.url())].into_iter().collect(),
+            allow_cap: None,
         };
         let plan = offramp::pipeline::load(&path, &opts).unwrap();
         drop(dir);

@@ -12,7 +12,7 @@ fn root() -> PathBuf {
 }
 
 fn opts() -> LoadOptions {
-    LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), vars: Default::default() }
+    LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), ..Default::default() }
 }
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {

@@ -142,7 +142,10 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     store.add_approver(ADMIN, "demo").await?;
     let sandbox = Arc::new(Sandbox::new(cache_dir)?);
     let secrets = SecretSource::fixed([("OKTA_API_TOKEN".to_string(), DEMO_TOKEN.to_string())]);
-    let engine = Engine::new(store.clone(), sandbox, secrets, EngineConfig::default())?;
+    // The mock SaaS listens on loopback, which plugins may only reach with the operator's word.
+    let network =
+        crate::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+    let engine = Engine::new(store.clone(), sandbox, secrets, EngineConfig { network, ..EngineConfig::default() })?;
     let config = ServeConfig {
         signing_secret: Secret::new(SIGNING_SECRET),
         bot_token: Secret::new(BOT_TOKEN),
@@ -155,6 +158,7 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
         load: LoadOptions {
             plugins_dir: PathBuf::from(crate::BUILTIN_PLUGINS_DIR),
             vars: [("okta_url".to_string(), mock.url())].into_iter().collect(),
+            allow_cap: None,
         },
         ack_budget: Duration::from_millis(2500),
         pause_reminder: Duration::from_secs(4 * 3600),
@@ -168,6 +172,9 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     println!("  offramp serve  {server}  (signing secret and bot token are demo values)");
     println!("  mock Slack     {}/slack/api  (channel #it-offboarding = {CHANNEL})", mock.url());
     println!("  mock Okta      {}  (alice@example.com is ACTIVE)", mock.url());
+    println!(
+        "  network        allow_private: [127.0.0.1]  (the mocks are on loopback; plugins get no other private address)"
+    );
     println!("  pipelines      {}", dir.display());
     println!("  approvers      @{ADMIN}  (offramp approvers add {ADMIN})");
     println!("  injected       first suspend → 503 (retried); first deactivate → 403 (pauses for a person)\n");

@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::{Decision, DecisionOutcome, Engine, EngineConfig, StartRequest};
+use crate::http::NetworkPolicy;
 use crate::pipeline::{self, LoadOptions};
 use crate::report;
 use crate::sandbox::Sandbox;
@@ -55,6 +56,16 @@ struct Global {
     /// crash, other processes wait this long before taking its runs over. Renewed every third.
     #[arg(long, global = true, env = "OFFRAMP_LEASE", default_value = "30s", value_parser = lease_duration)]
     lease: Duration,
+    /// The operator's config file (no secrets in it). `offramp serve` reads all of it; every
+    /// command reads its `network:` section (what pipelines may reach, hosts allowed private
+    /// addresses, HTTP limits).
+    #[arg(long, global = true, env = "OFFRAMP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Let this host resolve to a loopback/private/link-local address (an internal service, a
+    /// local mock); adds to the config file's `network.allow_private`. Repeatable;
+    /// OFFRAMP_ALLOW_PRIVATE takes a comma-separated list.
+    #[arg(long = "allow-private", global = true, env = "OFFRAMP_ALLOW_PRIVATE", value_delimiter = ',')]
+    allow_private: Vec<String>,
 }
 
 fn lease_duration(s: &str) -> Result<Duration, String> {
@@ -213,7 +224,7 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let g = cli.global;
     match cli.command {
-        Command::Validate { files, vars } => Ok(validate(&g, &files, vars)),
+        Command::Validate { files, vars } => validate(&g, &files, vars),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&pipeline::json_schema())?);
             Ok(ExitCode::SUCCESS)
@@ -235,12 +246,38 @@ fn plugins_dir(g: &Global) -> PathBuf {
     g.plugins_dir.clone().unwrap_or_else(|| PathBuf::from(crate::BUILTIN_PLUGINS_DIR))
 }
 
-fn load_options(g: &Global, vars: Vec<(String, String)>) -> LoadOptions {
-    LoadOptions { plugins_dir: plugins_dir(g), vars: vars.into_iter().collect() }
+/// The operator's network policy: the config file's `network:` plus `--allow-private`.
+fn network(g: &Global) -> Result<NetworkPolicy> {
+    let mut config = match &g.config {
+        Some(path) => serve::read_config(path)?.network,
+        None => Default::default(),
+    };
+    config.allow_private.extend(g.allow_private.iter().filter(|h| !h.trim().is_empty()).cloned());
+    config.policy().map_err(|errors| {
+        let shown = g.config.as_ref().map_or_else(|| "--allow-private".to_string(), |p| p.display().to_string());
+        anyhow::anyhow!("{shown}: {}", errors.join("; "))
+    })
 }
 
-fn validate(g: &Global, files: &[PathBuf], vars: Vec<(String, String)>) -> ExitCode {
-    let opts = load_options(g, vars);
+/// The operator's plugin limits: the config file's `sandbox:`.
+fn sandbox(g: &Global) -> Result<Arc<Sandbox>> {
+    let limits = match &g.config {
+        Some(path) => serve::read_config(path)?
+            .sandbox
+            .limits()
+            .map_err(|errors| anyhow::anyhow!("{}: {}", path.display(), errors.join("; ")))?,
+        None => Default::default(),
+    };
+    let cache = g.cache_dir.clone().or_else(Sandbox::default_cache_dir);
+    Ok(Arc::new(Sandbox::with_limits(cache, limits)?))
+}
+
+fn load_options(g: &Global, vars: Vec<(String, String)>) -> Result<LoadOptions> {
+    Ok(LoadOptions { plugins_dir: plugins_dir(g), vars: vars.into_iter().collect(), allow_cap: network(g)?.allow })
+}
+
+fn validate(g: &Global, files: &[PathBuf], vars: Vec<(String, String)>) -> Result<ExitCode> {
+    let opts = load_options(g, vars)?;
     let mut bad = 0;
     for file in files {
         match pipeline::load(file, &opts) {
@@ -254,7 +291,7 @@ fn validate(g: &Global, files: &[PathBuf], vars: Vec<(String, String)>) -> ExitC
             }
         }
     }
-    if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INVALID) }
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INVALID) })
 }
 
 fn secrets(g: &Global) -> Result<SecretSource> {
@@ -266,10 +303,13 @@ fn secrets(g: &Global) -> Result<SecretSource> {
 
 async fn engine(g: &Global) -> Result<Engine> {
     let store = store::open(&g.database_url).await.context("opening the results database")?;
-    let cache = g.cache_dir.clone().or_else(Sandbox::default_cache_dir);
-    let sandbox = Arc::new(Sandbox::new(cache)?);
-    let config =
-        EngineConfig { max_parallel_steps: usize::from(g.max_parallel), lease: g.lease, ..EngineConfig::default() };
+    let sandbox = sandbox(g)?;
+    let config = EngineConfig {
+        max_parallel_steps: usize::from(g.max_parallel),
+        lease: g.lease,
+        network: network(g)?,
+        ..EngineConfig::default()
+    };
     Ok(Engine::new(store, sandbox, secrets(g)?, config)?)
 }
 
@@ -278,7 +318,7 @@ fn whoami() -> String {
 }
 
 async fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
-    let opts = load_options(g, args.vars);
+    let opts = load_options(g, args.vars)?;
     let plan = match pipeline::load(&args.pipeline, &opts) {
         Ok(plan) => plan,
         Err(e) => {
@@ -535,8 +575,7 @@ async fn recover(g: &Global, json: bool) -> Result<ExitCode> {
 }
 
 async fn inspect(g: &Global, path: &Path) -> Result<ExitCode> {
-    let cache = g.cache_dir.clone().or_else(Sandbox::default_cache_dir);
-    let sandbox = Sandbox::new(cache)?;
+    let sandbox = sandbox(g)?;
     let plugin = sandbox.plugin(path)?;
     let info = sandbox.describe(&plugin).await.map_err(|e| anyhow::anyhow!("describe() failed: {e}"))?;
     println!("{} {}", info.name, info.version);

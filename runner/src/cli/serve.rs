@@ -22,10 +22,6 @@ use crate::store;
 
 #[derive(Args, Debug)]
 pub(super) struct ServeArgs {
-    /// A YAML file of the settings below (no secrets in it): listen, channel, command,
-    /// pipelines_dir, default_pipeline, slack_api_url, ack_budget, pause_reminder, vars.
-    #[arg(long, env = "OFFRAMP_CONFIG")]
-    config: Option<PathBuf>,
     /// Address to listen on (default 127.0.0.1:3000; put a TLS proxy in front).
     #[arg(long, env = "OFFRAMP_LISTEN")]
     listen: Option<SocketAddr>,
@@ -63,10 +59,15 @@ pub(super) struct ServeArgs {
 /// default_pipeline: offboarding
 /// pause_reminder: 4h
 /// vars: { okta_url: https://acme.okta.com }
+/// network:
+///   allow: [https://*.okta.com, https://slack.com]
+///   allow_private: [hr.corp.internal]
+///   limits: { max_requests: 100, max_request_bytes: 1MiB, max_response_bytes: 4MiB, request_timeout: 30s }
+/// sandbox: { max_instances: 32, max_output_bytes: 1MiB, max_log_lines: 1000 }
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
+pub(super) struct FileConfig {
     listen: Option<SocketAddr>,
     channel: Option<String>,
     command: Option<String>,
@@ -79,9 +80,15 @@ struct FileConfig {
     pause_reminder: Option<String>,
     #[serde(default)]
     vars: BTreeMap<String, String>,
+    /// What plugins may reach, and how much (see [`crate::http::policy`]).
+    #[serde(default)]
+    pub(super) network: crate::http::NetworkConfig,
+    /// Limits on every plugin instance (see [`crate::sandbox::SandboxConfig`]).
+    #[serde(default)]
+    pub(super) sandbox: crate::sandbox::SandboxConfig,
 }
 
-fn read_config(path: &Path) -> Result<FileConfig> {
+pub(super) fn read_config(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
@@ -95,7 +102,7 @@ fn required_secret(source: &crate::secrets::SecretSource, name: &'static str) ->
 }
 
 pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
-    let file = match &args.config {
+    let file = match &g.config {
         Some(p) => read_config(p)?,
         None => FileConfig::default(),
     };
@@ -139,7 +146,7 @@ pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
         command: args.command.or(file.command).unwrap_or_else(|| "/offboard".into()),
         pipelines_dir: args.pipelines_dir.or(file.pipelines_dir).unwrap_or_else(|| PathBuf::from("pipelines")),
         default_pipeline: args.default_pipeline.or(file.default_pipeline).unwrap_or_else(|| "offboarding".into()),
-        load: LoadOptions { plugins_dir: super::plugins_dir(g), vars },
+        load: LoadOptions { plugins_dir: super::plugins_dir(g), vars, allow_cap: super::network(g)?.allow },
         ack_budget,
         pause_reminder,
     };

@@ -19,7 +19,7 @@ pub use inputs::preview;
 use inputs::{check_inputs, context, pick_subject};
 pub use progress::{Progress, ProgressEvent};
 
-use crate::http::{Gate, HttpLimits, Injection};
+use crate::http::{Gate, GateClient, Injection, NetworkPolicy};
 use crate::pipeline::{OnFailure, Plan, StepPlan, template};
 use crate::sandbox::{AttemptReport, AttemptResult, AttemptSpec, FailureKind, Sandbox};
 use crate::secrets::SecretSource;
@@ -67,7 +67,9 @@ impl EngineError {
 pub struct EngineConfig {
     /// Steps of one run that may run at once.
     pub max_parallel_steps: usize,
-    pub http_limits: HttpLimits,
+    /// The operator's network policy: the cap over `allow:`, hosts allowed private
+    /// addresses, and the HTTP limits of every step attempt.
+    pub network: NetworkPolicy,
     /// Who this process is in the runs' leases (`host:pid:random` by default).
     pub owner: String,
     /// How long a lease lasts without a heartbeat: after a crash, the time before another
@@ -82,7 +84,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             max_parallel_steps: 4,
-            http_limits: HttpLimits::default(),
+            network: NetworkPolicy::default(),
             owner: lease::default_owner(),
             lease: Duration::from_secs(30),
             store_patience: Duration::from_secs(15 * 60),
@@ -105,7 +107,7 @@ pub struct Engine {
     store: Arc<dyn Store>,
     sandbox: Arc<Sandbox>,
     secrets: SecretSource,
-    client: reqwest::Client,
+    client: GateClient,
     config: EngineConfig,
     progress: Progress,
     driving: Driving,
@@ -119,7 +121,8 @@ impl Engine {
         secrets: SecretSource,
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
-        let client = Gate::client().map_err(|e| EngineError::Setup(format!("cannot set up the HTTP client: {e}")))?;
+        let client = GateClient::new(config.network.clone())
+            .map_err(|e| EngineError::Setup(format!("cannot set up the HTTP client: {e}")))?;
         let driving = Driving::default();
         let heartbeat =
             Heartbeat::start(store.clone(), config.owner.clone(), config.lease, driving.clone()).map(Arc::new);
@@ -626,12 +629,11 @@ impl Engine {
             )
             .await?;
             let gate = Arc::new(Gate::new(
-                self.client.clone(),
+                &self.client,
                 step.allow.clone(),
                 injections.clone(),
                 run.dry_run,
                 tokio::time::Instant::now() + step.timeout,
-                self.config.http_limits,
             ));
             let report: AttemptReport = self
                 .sandbox

@@ -2,19 +2,27 @@
 //! or through `wasi:http/outgoing-handler`, is checked and sent here, in [`Gate::send`].
 //!
 //! Policy, in order: request count cap → URL parses, http(s) only → origin is in the step's
-//! `allow:` → dry run holds back mutating methods → plugin headers for credential hosts are
-//! scrubbed and the credential injected → sent with a timeout inside the step's deadline, no
-//! redirects followed (3xx goes back to the plugin) → response body capped → secrets scrubbed
-//! from the response.
+//! `allow:` (and in the operator's `network.allow`) → request body cap → an address written as
+//! the host must be public unless the operator allows that host → dry run holds back mutating
+//! methods → plugin headers for credential hosts are scrubbed and the credential injected →
+//! sent with a timeout inside the step's deadline; a host name is resolved by
+//! [`policy::CheckedResolver`], which checks every address and hands the connector only those
+//! (no second lookup to rebind) → no redirects followed (3xx goes back to the plugin, whose
+//! next request comes through here again) → response body capped → secrets scrubbed from the
+//! response.
 
 mod address;
+pub mod policy;
 
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+
+pub use policy::{NetworkConfig, NetworkPolicy};
 
 use crate::pipeline::{CredentialPlan, Origin};
 use crate::secrets::{Redactor, Secret};
@@ -49,22 +57,37 @@ pub(crate) enum HttpFailure {
     Transport(String),
     #[error("response larger than {0} bytes")]
     TooLarge(u64),
+    #[error("request body larger than {0} bytes")]
+    RequestTooLarge(u64),
     #[error("not sent (dry run)")]
     DryRun,
 }
 
-/// Per-step caps on HTTP use.
-#[derive(Debug, Clone, Copy)]
+/// Per-step-attempt caps on HTTP use (the operator's `network.limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct HttpLimits {
+    /// Requests per attempt (default 100).
     pub max_requests: u32,
+    /// Largest request body (default 1 MiB).
+    pub max_request_bytes: u64,
+    /// Largest response body (default 4 MiB).
     pub max_response_bytes: u64,
+    /// Longest single request (default 30 s), never past the step's own deadline.
+    #[serde(with = "humantime_serde_secs")]
     pub max_request_timeout: Duration,
+}
+
+mod humantime_serde_secs {
+    pub(super) fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             max_requests: 100,
+            max_request_bytes: 1024 * 1024,
             max_response_bytes: 4 * 1024 * 1024,
             max_request_timeout: Duration::from_secs(30),
         }
@@ -86,6 +109,34 @@ pub struct RequestRecord {
     pub dry_run: bool,
 }
 
+/// The process's HTTP client for plugin traffic, built once with the operator's policy.
+#[derive(Clone)]
+pub struct GateClient {
+    client: reqwest::Client,
+    policy: Arc<NetworkPolicy>,
+}
+
+impl GateClient {
+    /// No redirects, no cookies, no proxy from the environment, and every host name resolved
+    /// through the policy's address check. Fails (rather than falling back to a default client
+    /// that would follow redirects) when TLS cannot be set up.
+    pub fn new(policy: NetworkPolicy) -> Result<GateClient, reqwest::Error> {
+        let policy = Arc::new(policy);
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(policy::CheckedResolver { policy: policy.clone() }))
+            .user_agent(concat!("offramp/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(GateClient { client, policy })
+    }
+
+    pub fn policy(&self) -> &NetworkPolicy {
+        &self.policy
+    }
+}
+
 /// A credential resolved for this step.
 #[derive(Clone, Debug)]
 pub(crate) struct Injection {
@@ -96,6 +147,7 @@ pub(crate) struct Injection {
 /// The checkpoint for one step attempt.
 pub(crate) struct Gate {
     client: reqwest::Client,
+    policy: Arc<NetworkPolicy>,
     allow: Vec<Origin>,
     injections: Vec<Injection>,
     redactor: Redactor,
@@ -107,27 +159,27 @@ pub(crate) struct Gate {
 
 impl Gate {
     pub(crate) fn new(
-        client: reqwest::Client,
+        http: &GateClient,
         allow: Vec<Origin>,
         injections: Vec<Injection>,
         dry_run: bool,
         deadline: Instant,
-        limits: HttpLimits,
     ) -> Self {
         let redactor = Redactor::new(injections.iter().map(|i| i.value.clone()));
-        Gate { client, allow, injections, redactor, dry_run, deadline, limits, journal: Mutex::new(Vec::new()) }
+        Gate {
+            client: http.client.clone(),
+            policy: http.policy.clone(),
+            limits: http.policy.limits,
+            allow,
+            injections,
+            redactor,
+            dry_run,
+            deadline,
+            journal: Mutex::new(Vec::new()),
+        }
     }
-
-    /// The shared client: no redirects, no cookies, no proxy from the environment. Fails
-    /// (rather than falling back to a default client that would follow redirects) when TLS
-    /// cannot be set up.
-    pub(crate) fn client() -> Result<reqwest::Client, reqwest::Error> {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("offramp/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
+    pub(crate) fn limits(&self) -> &HttpLimits {
+        &self.limits
     }
 
     pub(crate) fn redactor(&self) -> &Redactor {
@@ -187,14 +239,34 @@ impl Gate {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(HttpFailure::Invalid("credentials in the URL are not allowed".into()));
         }
+        let origin = || {
+            format!("{}://{}:{}", url.scheme(), url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0))
+        };
         if !self.allow.iter().any(|o| o.matches(&url)) {
-            let origin = format!(
-                "{}://{}:{}",
-                url.scheme(),
-                url.host_str().unwrap_or(""),
-                url.port_or_known_default().unwrap_or(0)
-            );
-            return Err(HttpFailure::Denied(format!("{origin} is not in this step's `allow:` list")));
+            return Err(HttpFailure::Denied(format!("{} is not in this step's `allow:` list", origin())));
+        }
+        if let Some(cap) = &self.policy.allow
+            && !cap.iter().any(|o| o.matches(&url))
+        {
+            return Err(HttpFailure::Denied(format!("{} is outside the operator's `network.allow`", origin())));
+        }
+        let body_len = req.body.as_ref().map_or(0, Vec::len) as u64;
+        if body_len > self.limits.max_request_bytes {
+            return Err(HttpFailure::RequestTooLarge(self.limits.max_request_bytes));
+        }
+        // A host written as an address never reaches the resolver: check it here. A name that
+        // only looks like a number (`2130706433` where the URL parser left it alone) too.
+        let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            Some(url::Host::Domain(d)) => address::numeric_host(d),
+            None => None,
+        };
+        if let Some(ip) = literal
+            && let Some(why) = self.policy.check_address(&host, ip)
+        {
+            return Err(HttpFailure::Denied(why));
         }
         let method_v = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| HttpFailure::Invalid(format!("bad method `{method}`")))?;
@@ -270,9 +342,13 @@ fn transport(e: reqwest::Error) -> HttpFailure {
     if e.is_timeout() {
         return HttpFailure::Timeout;
     }
-    // reqwest's Display includes the URL; keep the chain's innermost cause instead.
+    // reqwest's Display includes the URL; keep the chain's innermost cause instead, or the
+    // resolver's refusal if that is what stopped it.
     let mut cause: &dyn std::error::Error = &e;
     while let Some(next) = cause.source() {
+        if let Some(denied) = next.downcast_ref::<policy::AddressDenied>() {
+            return HttpFailure::Denied(denied.0.clone());
+        }
         cause = next;
     }
     HttpFailure::Transport(cause.to_string())
@@ -313,14 +389,73 @@ mod tests {
     use super::*;
 
     fn gate(allow: &[&str], dry_run: bool) -> Gate {
+        gate_with(allow, dry_run, NetworkPolicy::default())
+    }
+
+    fn gate_with(allow: &[&str], dry_run: bool, policy: NetworkPolicy) -> Gate {
         Gate::new(
-            Gate::client().unwrap(),
+            &GateClient::new(policy).unwrap(),
             allow.iter().map(|a| Origin::parse(a).unwrap()).collect(),
             vec![],
             dry_run,
             Instant::now() + Duration::from_secs(5),
-            HttpLimits::default(),
         )
+    }
+
+    #[tokio::test]
+    async fn non_public_addresses_are_denied_however_they_are_spelled() {
+        // Nothing listens there: a denial must come from the check, not from the connection.
+        let allow = ["http://127.0.0.1:9", "http://localhost:9", "http://[::1]:9", "http://10.0.0.1:9"];
+        let g = gate(&allow, false);
+        for url in [
+            "http://127.0.0.1:9/",
+            "http://2130706433:9/",
+            "http://0x7f000001:9/",
+            "http://0177.0.0.1:9/",
+            "http://127.1:9/",
+            "http://[::1]:9/",
+            "http://[::ffff:127.0.0.1]:9/",
+            "http://localhost:9/",
+            "http://10.0.0.1:9/",
+        ] {
+            let allowed = g.allow.iter().any(|o| o.matches(&url::Url::parse(url).unwrap()));
+            let err = g.send(get(url)).await.unwrap_err();
+            let HttpFailure::Denied(why) = &err else { panic!("{url}: {err:?}") };
+            if allowed {
+                assert!(why.contains("; offramp only connects to public addresses"), "{url}: {why}");
+            }
+        }
+        let why = g.send(get("http://localhost:9/")).await.unwrap_err().to_string();
+        assert!(why.contains("localhost resolves to 127.0.0.1, a loopback address"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn the_operator_can_allow_a_private_host() {
+        let policy = NetworkConfig { allow_private: vec!["127.0.0.1".into()], ..Default::default() }.policy().unwrap();
+        let g = gate_with(&["http://127.0.0.1:9", "http://localhost:9"], false, policy);
+        // Allowed through the check, so the failure is the closed port.
+        assert!(matches!(g.send(get("http://127.0.0.1:9/")).await, Err(HttpFailure::Transport(_))));
+        // The permission is for that host: another name for the same address is still denied.
+        assert!(matches!(g.send(get("http://localhost:9/")).await, Err(HttpFailure::Denied(_))));
+    }
+
+    #[tokio::test]
+    async fn the_operators_cap_and_body_limit_hold_at_send_time() {
+        let policy = NetworkConfig {
+            allow: Some(vec!["https://*.okta.com".into()]),
+            limits: policy::LimitsConfig { max_request_bytes: Some("10".into()), ..Default::default() },
+            ..Default::default()
+        }
+        .policy()
+        .unwrap();
+        let g = gate_with(&["https://example.com", "https://acme.okta.com"], true, policy);
+        let err = g.send(get("https://example.com/")).await.unwrap_err();
+        assert_eq!(
+            err,
+            HttpFailure::Denied("https://example.com:443 is outside the operator's `network.allow`".into())
+        );
+        let big = OutgoingRequest { method: "POST".into(), body: Some(vec![0; 11]), ..get("https://acme.okta.com/") };
+        assert_eq!(g.send(big).await.unwrap_err(), HttpFailure::RequestTooLarge(10));
     }
 
     fn get(url: &str) -> OutgoingRequest {

@@ -2,6 +2,7 @@
 
 pub mod diag;
 pub mod model;
+pub mod origin;
 pub mod template;
 pub mod validate;
 pub mod yaml;
@@ -41,6 +42,7 @@ pub fn load_declared(path: &Path, opts: &LoadOptions) -> Result<Plan, LoadError>
     let opts = LoadOptions {
         plugins_dir: opts.plugins_dir.clone(),
         vars: opts.vars.iter().filter(|(k, _)| declared.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        allow_cap: opts.allow_cap.clone(),
     };
     validate::validate(&text, path, &opts).map_err(|diagnostics| LoadError::Invalid {
         path: path.display().to_string(),

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::diag::Diagnostic;
 use super::model::{self, Credential, InputSpec, InputType, OnFailure, Pipeline, PipelineDoc, Step};
+pub use super::origin::Origin;
 use super::template;
 use super::yaml::{self, Loc, Node, NodeKind, Spanned};
 
@@ -19,55 +20,9 @@ pub struct LoadOptions {
     pub plugins_dir: PathBuf,
     /// Operator overrides of `vars:`.
     pub vars: BTreeMap<String, String>,
-}
-
-/// `scheme://host:port`, the unit of `allow:` and `credentials:`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct Origin {
-    pub scheme: String,
-    pub host: String,
-    pub port: u16,
-}
-
-impl Origin {
-    /// Parses `https://example.okta.com`, `http://127.0.0.1:8080`; no path, user or query.
-    pub fn parse(text: &str) -> Result<Origin, String> {
-        let t = text.trim();
-        if !t.contains("://") {
-            return Err(format!("malformed host `{t}`: write it with its scheme, e.g. `https://{t}`"));
-        }
-        let url = url::Url::parse(t).map_err(|e| format!("malformed host `{t}`: {e}"))?;
-        let scheme = url.scheme().to_string();
-        if scheme != "https" && scheme != "http" {
-            return Err(format!("malformed host `{t}`: only http and https are allowed"));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(format!("malformed host `{t}`: no user or password in hosts; use `credentials:`"));
-        }
-        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-            return Err(format!("malformed host `{t}`: give only scheme, host and port (no path, query or fragment)"));
-        }
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("malformed host `{t}`: no host name"))?
-            .to_ascii_lowercase();
-        let port = url.port_or_known_default().ok_or_else(|| format!("malformed host `{t}`: no port"))?;
-        Ok(Origin { scheme, host, port })
-    }
-
-    /// Whether a request URL goes to this origin.
-    pub fn matches(&self, url: &url::Url) -> bool {
-        url.scheme() == self.scheme
-            && url.host_str().map(str::to_ascii_lowercase).as_deref() == Some(self.host.as_str())
-            && url.port_or_known_default() == Some(self.port)
-    }
-}
-
-impl std::fmt::Display for Origin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
-    }
+    /// The operator's cap (`network.allow` in the server config): every `allow:` entry of
+    /// every step must fall inside one of these. `None`: no cap.
+    pub allow_cap: Option<Vec<Origin>>,
 }
 
 /// A credential rule after validation.
@@ -454,7 +409,14 @@ fn check_steps(
             diags.push(Diagnostic::new(r.backoff.max.loc, "`max` is shorter than `initial`"));
         }
 
-        let allow: Vec<Origin> = step.allow.iter().filter_map(|entry| origin(entry, &var_ctx, diags)).collect();
+        let allow: Vec<Origin> = step
+            .allow
+            .iter()
+            .filter_map(|entry| {
+                let o = origin(entry, &var_ctx, diags)?;
+                within_cap(&o, entry.loc, opts.allow_cap.as_deref(), diags).then_some(o)
+            })
+            .collect();
         let credentials =
             step.credentials.iter().filter_map(|c| check_credential(c, &allow, &var_ctx, diags)).collect();
 
@@ -691,6 +653,21 @@ fn render_host(entry: &Spanned<String>, var_ctx: &minijinja::Value, diags: &mut 
     template::render_text(entry, var_ctx).map_err(|e| diags.push(Diagnostic::new(entry.loc, e.0))).ok()
 }
 
+/// An `allow:` entry must fall inside the operator's cap, when there is one.
+fn within_cap(o: &Origin, loc: Loc, cap: Option<&[Origin]>, diags: &mut Vec<Diagnostic>) -> bool {
+    let Some(cap) = cap else { return true };
+    if cap.iter().any(|c| c.covers(o)) {
+        return true;
+    }
+    let listed = cap.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    let listed = if listed.is_empty() { "nothing".to_string() } else { listed };
+    diags.push(Diagnostic::new(
+        loc,
+        format!("{o} is outside what the operator allows pipelines to reach (`network.allow`: {listed}); ask the operator to add it"),
+    ));
+    false
+}
+
 fn check_credential(
     c: &Credential,
     allow: &[Origin],
@@ -699,7 +676,14 @@ fn check_credential(
 ) -> Option<CredentialPlan> {
     let origin = origin(&c.host, var_ctx, diags)?;
     let mut ok = true;
-    if !allow.contains(&origin) {
+    if origin.is_wildcard() {
+        diags.push(Diagnostic::new(
+            c.host.loc,
+            format!("a credential goes to one host, not to every host under `{origin}`: name the host"),
+        ));
+        return None;
+    }
+    if !allow.iter().any(|a| a.covers(&origin)) {
         diags.push(Diagnostic::new(
             c.host.loc,
             format!("credential host {origin} is not in this step's `allow:`; add it there"),

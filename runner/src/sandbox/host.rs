@@ -1,25 +1,24 @@
 //! What a plugin instance can reach: the per-attempt store data and the host side of each import.
 //!
-//! WASI is linked with nothing granted (no files, env, args, sockets or stdin); stdout and
-//! stderr go to a capped buffer that becomes part of the step's log. Both HTTP paths end in
-//! [`crate::http::Gate::send`].
+//! WASI is linked with nothing granted (no files, env, args, stdin; TCP, UDP and name lookup
+//! refused); clocks are coarse (wall time to the second, monotonic time to the millisecond: no
+//! fine timer for side channels); stdout and stderr go to capped buffers that become part of
+//! the step's log. Both HTTP paths end in [`crate::http::Gate::send`].
 
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::bindings::{wit_http, wit_log, wit_types};
+use super::limits::{MAX_TABLE_ELEMENTS, SandboxLimits};
+use super::stdio::CappedPipe;
 use crate::http::{Gate, HttpFailure, IncomingResponse, OutgoingRequest};
 
-/// Bytes of stdout/stderr kept per stream.
-pub(crate) const STDIO_CAP: usize = 64 * 1024;
-/// Log lines kept per attempt, and the longest line.
-const LOG_MAX_LINES: usize = 1000;
+/// The longest log line kept.
 const LOG_MAX_LINE: usize = 4096;
 
 /// The step's log: `log` calls, then captured stdout/stderr.
@@ -27,12 +26,24 @@ const LOG_MAX_LINE: usize = 4096;
 pub(crate) struct LogBuffer {
     lines: Arc<Mutex<Vec<String>>>,
     dropped: Arc<Mutex<usize>>,
+    bytes: Arc<Mutex<usize>>,
+    max_lines: usize,
+    max_bytes: usize,
 }
 
 impl LogBuffer {
+    fn new(limits: &SandboxLimits) -> Self {
+        LogBuffer {
+            max_lines: limits.max_log_lines as usize,
+            max_bytes: usize::try_from(limits.max_log_bytes).unwrap_or(usize::MAX),
+            ..Default::default()
+        }
+    }
+
     pub(crate) fn push(&self, line: String) {
         let Ok(mut lines) = self.lines.lock() else { return };
-        if lines.len() >= LOG_MAX_LINES {
+        let Ok(mut bytes) = self.bytes.lock() else { return };
+        if lines.len() >= self.max_lines || *bytes + line.len().min(LOG_MAX_LINE) > self.max_bytes {
             if let Ok(mut d) = self.dropped.lock() {
                 *d += 1;
             }
@@ -47,6 +58,7 @@ impl LogBuffer {
             line.truncate(cut);
             line.push_str(" …[truncated]");
         }
+        *bytes += line.len();
         lines.push(line);
     }
 
@@ -54,7 +66,10 @@ impl LogBuffer {
         let mut out = self.lines.lock().map(|l| l.clone()).unwrap_or_default();
         let dropped = self.dropped.lock().map(|d| *d).unwrap_or(0);
         if dropped > 0 {
-            out.push(format!("[{dropped} more log lines dropped]"));
+            out.push(format!(
+                "[{dropped} more log lines dropped: over `sandbox.max_log_lines` ({}) or `sandbox.max_log_bytes` ({})]",
+                self.max_lines, self.max_bytes
+            ));
         }
         out
     }
@@ -75,7 +90,33 @@ impl wasmtime::ResourceLimiter for MemoryCap {
         Ok(true)
     }
     fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Wall-clock time to the whole second.
+struct CoarseWallClock;
+
+impl HostWallClock for CoarseWallClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+    fn now(&self) -> std::time::Duration {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        std::time::Duration::from_secs(now.as_secs())
+    }
+}
+
+/// Monotonic time (nanoseconds since the attempt started) to the millisecond.
+struct CoarseMonotonicClock(std::time::Instant);
+
+impl HostMonotonicClock for CoarseMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        let ms = u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX / 1_000_000);
+        ms.saturating_mul(1_000_000)
     }
 }
 
@@ -88,17 +129,27 @@ pub(crate) struct StepState {
     gate: Arc<Gate>,
     pub(crate) memory: MemoryCap,
     pub(crate) log: LogBuffer,
-    pub(crate) stdout: MemoryOutputPipe,
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stdout: CappedPipe,
+    pub(crate) stderr: CappedPipe,
 }
 
 impl StepState {
-    pub(crate) fn new(gate: Arc<Gate>, memory_limit: usize) -> Self {
-        let stdout = MemoryOutputPipe::new(STDIO_CAP);
-        let stderr = MemoryOutputPipe::new(STDIO_CAP);
-        // Nothing granted: no preopens, env, args, stdin or network. Clocks and randomness
-        // are WASI's defaults (standard libraries need them to start).
-        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+    pub(crate) fn new(gate: Arc<Gate>, memory_limit: usize, limits: &SandboxLimits) -> Self {
+        let stdio_cap = usize::try_from(limits.max_stdio_bytes).unwrap_or(usize::MAX);
+        let stdout = CappedPipe::new(stdio_cap);
+        let stderr = CappedPipe::new(stdio_cap);
+        // Nothing granted: no preopens, env, args or stdin; sockets and name lookup refused
+        // (the default socket check denies every address too). Randomness is WASI's default
+        // (standard libraries need it to start); clocks are coarse.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(CoarseWallClock)
+            .monotonic_clock(CoarseMonotonicClock(std::time::Instant::now()))
+            .build();
         StepState {
             wasi,
             table: ResourceTable::new(),
@@ -106,7 +157,7 @@ impl StepState {
             hooks: GateHooks { gate: gate.clone() },
             gate,
             memory: MemoryCap { limit: memory_limit, hit: false },
-            log: LogBuffer::default(),
+            log: LogBuffer::new(limits),
             stdout,
             stderr,
         }
@@ -156,6 +207,9 @@ impl wit_http::Host for StepState {
                 HttpFailure::Timeout => wit_http::HttpError::Timeout,
                 HttpFailure::Transport(why) => wit_http::HttpError::Transport(why),
                 HttpFailure::TooLarge(n) => wit_http::HttpError::ResponseTooLarge(n),
+                HttpFailure::RequestTooLarge(n) => {
+                    wit_http::HttpError::InvalidRequest(format!("request body larger than {n} bytes"))
+                }
                 HttpFailure::DryRun => wit_http::HttpError::DryRun,
             }),
         }
@@ -183,11 +237,12 @@ impl WasiHttpHooks for GateHooks {
         Box::new(async move {
             use wasmtime_wasi_http::Error as E;
             let (parts, mut body) = request.into_parts();
+            let cap = gate.limits().max_request_bytes;
             let mut bytes = Vec::new();
             while let Some(frame) = body.frame().await {
                 if let Ok(data) = frame?.into_data() {
                     bytes.extend_from_slice(&data);
-                    if bytes.len() > 8 * 1024 * 1024 {
+                    if bytes.len() as u64 > cap {
                         return Err(E::HttpRequestBodySize(Some(bytes.len() as u64)));
                     }
                 }
@@ -209,6 +264,7 @@ impl WasiHttpHooks for GateHooks {
                 HttpFailure::Timeout => E::ConnectionTimeout,
                 HttpFailure::Transport(why) => E::InternalError(Some(why)),
                 HttpFailure::TooLarge(n) => E::HttpResponseBodySize(Some(n)),
+                HttpFailure::RequestTooLarge(n) => E::HttpRequestBodySize(Some(n)),
             })?;
             let mut builder = http::Response::builder().status(resp.status);
             for (n, v) in &resp.headers {

