@@ -127,7 +127,8 @@ impl NetworkPolicy {
 
 fn denial(host: &str, ip: IpAddr, why: Denied) -> String {
     let shown = host.trim_start_matches('[').trim_end_matches(']');
-    let resolves = if shown == ip.to_string() { format!("{host} is") } else { format!("{host} resolves to {ip},") };
+    let literal = shown.parse::<IpAddr>().is_ok();
+    let resolves = if literal { format!("{host} is") } else { format!("{host} resolves to {ip},") };
     format!(
         "{resolves} {why}; offramp only connects to public addresses unless the operator lists the host under `network.allow_private`"
     )

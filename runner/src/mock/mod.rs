@@ -65,6 +65,11 @@ pub struct MockState {
 }
 
 impl MockState {
+    /// The sample Okta directory, with this API token.
+    pub fn okta(token: &str) -> MockState {
+        MockState { okta: okta::Directory::sample(token), ..Default::default() }
+    }
+
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
@@ -102,12 +107,18 @@ pub struct MockServer {
 impl MockServer {
     /// Starts on `127.0.0.1:0` with the sample directory and the given Okta API token.
     pub async fn start(okta_token: &str) -> std::io::Result<MockServer> {
-        Self::start_with(MockState { okta: okta::Directory::sample(okta_token), ..Default::default() }).await
+        Self::start_with(MockState::okta(okta_token)).await
     }
 
     /// Starts on `127.0.0.1:0` with the given state (e.g. a Slack workspace with its own token).
     pub async fn start_with(state: MockState) -> std::io::Result<MockServer> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), state).await
+    }
+
+    /// Starts on `ip`, on a free port (the sandbox tests put the SaaS on 127.0.0.2 and the
+    /// service plugins must not reach on 127.0.0.1).
+    pub async fn start_on(ip: std::net::IpAddr, state: MockState) -> std::io::Result<MockServer> {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = app(state.clone());
@@ -121,7 +132,7 @@ impl MockServer {
         Ok(MockServer { addr, state, shutdown: Some(tx) })
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://IP:PORT`
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -74,8 +74,8 @@ impl Origin {
             && url.port_or_known_default() == Some(self.port)
             && match url.host() {
                 Some(url::Host::Domain(d)) => self.host_matches(&d.to_ascii_lowercase()),
-                Some(url::Host::Ipv4(ip)) => !self.is_wildcard() && self.host == ip.to_string(),
-                Some(url::Host::Ipv6(ip)) => !self.is_wildcard() && self.host == format!("[{ip}]"),
+                // Both sides are the URL parser's canonical spelling.
+                Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => Some(self.host.as_str()) == url.host_str(),
                 None => false,
             }
     }
@@ -139,6 +139,7 @@ mod tests {
         assert_eq!(o("http://0x7f000001").host, "127.0.0.1");
         assert!(o("http://127.0.0.1:9").matches(&url("http://0x7f000001:9/")));
         assert!(o("http://[::1]:9").matches(&url("http://[0:0::1]:9/")));
+        assert!(o("http://[::ffff:127.0.0.1]:9").matches(&url("http://[::ffff:7f00:1]:9/")));
     }
 
     #[test]

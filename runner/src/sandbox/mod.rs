@@ -457,7 +457,7 @@ fn last_words(stderr: &[u8]) -> String {
 /// multi-line wasm backtrace (which goes to the log).
 fn trap_summary(e: &wasmtime::Error) -> String {
     match e.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => format!("wasm trap: {trap}"),
+        Some(trap) => trap.to_string(),
         None => format!("{e}").lines().next().unwrap_or("unknown error").to_string(),
     }
 }
