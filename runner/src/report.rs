@@ -61,6 +61,50 @@ pub fn dry_run_plan(steps: &[StepRecord]) -> String {
     out
 }
 
+/// What each step was allowed on the network (from the run's plan) and what it did with it
+/// (from its recorded requests): `runs show`'s capability section.
+pub fn capabilities(run: &RunRecord, steps: &[StepRecord]) -> String {
+    let plan: Option<crate::pipeline::Plan> = serde_json::from_value(run.plan.clone()).ok();
+    let mut out = String::from("Capabilities (allowed → used):\n");
+    for s in steps {
+        let planned = plan.as_ref().and_then(|p| p.steps.iter().find(|p| p.id == s.step_id));
+        out.push_str(&format!("  {}\n", s.step_id));
+        match planned {
+            Some(p) => {
+                let allow = if p.allow.is_empty() {
+                    "nothing (no network)".to_string()
+                } else {
+                    p.allow.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                };
+                out.push_str(&format!("    allowed  {allow}\n"));
+                for c in &p.credentials {
+                    out.push_str(&format!("    secret   {} → {} header of {}\n", c.secret, c.header, c.origin));
+                }
+                out.push_str(&format!(
+                    "    limits   timeout {}, memory {} MiB\n",
+                    humantime::format_duration(p.timeout),
+                    p.memory_bytes / (1024 * 1024)
+                ));
+            }
+            None => out.push_str("    allowed  (not in the run's plan)\n"),
+        }
+        let requests = s.requests.as_array().map(Vec::as_slice).unwrap_or_default();
+        if requests.is_empty() {
+            out.push_str("    used     no requests\n");
+        }
+        for r in requests {
+            out.push_str(&format!(
+                "    used     {} {} → {}{}\n",
+                r["method"].as_str().unwrap_or("?"),
+                r["url"].as_str().unwrap_or("?"),
+                squeeze(r["outcome"].as_str().unwrap_or("?"), 120),
+                r["credential"].as_str().map(|c| format!(" (with {c})")).unwrap_or_default()
+            ));
+        }
+    }
+    out
+}
+
 /// `offramp runs list`.
 pub fn runs_table(runs: &[RunRecord]) -> String {
     let mut table = Table::new();

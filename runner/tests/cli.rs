@@ -180,6 +180,30 @@ fn bad_inputs_and_bad_pipelines_exit_2() {
 }
 
 #[test]
+fn validate_reports_steps_asking_for_more_than_the_operator_allows() {
+    let cli = Cli::new();
+    let config = cli.dir.path().join("offramp.yaml");
+    std::fs::write(&config, "network:\n  allow: [\"https://*.okta.com\", \"https://slack.com\"]\n").unwrap();
+    let p = cli.dir.path().join("p.yaml");
+    let yaml = "version: 1\nname: p\nsteps:\n  - id: a\n    uses: testkit\n    allow: [\"https://acme.okta.com\", \"https://evil.example.net\"]\n";
+    std::fs::write(&p, yaml).unwrap();
+    let out = cli.run(&["validate", "--config", config.to_str().unwrap(), p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("p.yaml:6:38: https://evil.example.net:443 is outside what the operator allows pipelines to reach (`network.allow`: https://*.okta.com:443, https://slack.com:443); ask the operator to add it"),
+        "{err}"
+    );
+    assert!(!err.contains("acme.okta.com:443 is outside"), "a subdomain of an allowed wildcard passes: {err}");
+    // Without the cap the same pipeline is valid; a broken config file is an error, not no cap.
+    assert_eq!(cli.run(&["validate", p.to_str().unwrap()]).status.code(), Some(0));
+    std::fs::write(&config, "network:\n  allow: [okta.com]\n").unwrap();
+    let out = cli.run(&["validate", "--config", config.to_str().unwrap(), p.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("network.allow: malformed host `okta.com`"), "{}", text(&out.stderr));
+}
+
+#[test]
 fn plugin_inspect_prints_describe() {
     let cli = Cli::new();
     let okta = PathBuf::from(offramp::BUILTIN_PLUGINS_DIR).join("okta.wasm");
@@ -188,6 +212,24 @@ fn plugin_inspect_prints_describe() {
     let s = text(&out.stdout);
     assert!(s.starts_with("okta 0.1.0"), "{s}");
     assert!(s.contains("action") && s.contains("required"), "{s}");
+    // What each import gets here, the limits, and what each step of a pipeline may do with it.
+    let pipeline = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines/offboarding.yaml");
+    let out = cli.run(&[
+        "plugin",
+        "inspect",
+        okta.to_str().unwrap(),
+        "--pipeline",
+        pipeline.to_str().unwrap(),
+        "--var",
+        "okta_url=https://acme.okta.com",
+    ]);
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{s}{}", text(&out.stderr));
+    assert!(s.contains("offramp:plugin/http@0.1.0       HTTP through the gate"), "{s}");
+    assert!(s.contains("wasi:cli/environment@0.2.6      nothing: no variables"), "{s}");
+    assert!(s.contains("100 requests per attempt"), "{s}");
+    assert!(s.contains("  suspend: allowed https://acme.okta.com:443"), "{s}");
+    assert!(s.contains("  suspend: secret OKTA_API_TOKEN → authorization header of https://acme.okta.com:443"), "{s}");
     let out = cli.run(&["plugin", "inspect", "/nonexistent.wasm"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot read plugin"));
@@ -214,6 +256,12 @@ steps:
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("recorded and not sent"), "{stdout}");
     assert!(stdout.contains("hook                 POST   https://hooks.example.com/offboarded"), "{stdout}");
+    // runs show: what the step was allowed, and what it used.
+    let (_, v) = cli.json(&["runs", "list", "--json"]);
+    let id = v[0]["id"].as_str().unwrap().to_string();
+    let shown = text(&cli.run(&["runs", "show", &id]).stdout);
+    assert!(shown.contains("    allowed  https://hooks.example.com:443\n"), "{shown}");
+    assert!(shown.contains("    used     POST https://hooks.example.com/offboarded → not sent (dry run)"), "{shown}");
 }
 
 #[test]

@@ -185,8 +185,18 @@ struct ResumeArgs {
 
 #[derive(Subcommand, Debug)]
 enum PluginCommand {
-    /// Print what a plugin says about itself (`describe`), its digest and its interface.
-    Inspect { plugin: PathBuf },
+    /// Print what a plugin says about itself (`describe`), its digest, what each interface it
+    /// imports gives it here, the limits it runs under, and (with --pipeline) what each step
+    /// using it is allowed.
+    Inspect {
+        plugin: PathBuf,
+        /// Also show the grants of the steps of this pipeline that use the plugin.
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+        /// Pipeline vars for --pipeline, as for `validate`.
+        #[arg(long = "var", value_parser = key_value)]
+        vars: Vec<(String, String)>,
+    },
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -233,7 +243,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Runs(cmd) => runs(&g, cmd).await,
         Command::Resume(args) => resume(&g, args).await,
         Command::Recover { json } => recover(&g, json).await,
-        Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&g, &plugin).await,
+        Command::Plugin(PluginCommand::Inspect { plugin, pipeline, vars }) => {
+            inspect(&g, &plugin, pipeline.as_deref(), vars).await
+        }
         Command::Serve(args) => serve::serve(&g, args).await,
         Command::Approvers(cmd) => serve::approvers(&g, cmd).await,
         Command::Demo { pipelines_dir } => {
@@ -452,6 +464,7 @@ async fn print_run(store: &dyn store::Store, run_id: &str, json: bool, events: b
         }
     }
     println!("{}", report::steps_table(&steps));
+    println!("\n{}", report::capabilities(&run, &steps));
     if run.dry_run {
         println!("\n{}", report::dry_run_plan(&steps));
     }
@@ -574,7 +587,12 @@ async fn recover(g: &Global, json: bool) -> Result<ExitCode> {
     Ok(worst)
 }
 
-async fn inspect(g: &Global, path: &Path) -> Result<ExitCode> {
+async fn inspect(
+    g: &Global,
+    path: &Path,
+    pipeline_file: Option<&Path>,
+    vars: Vec<(String, String)>,
+) -> Result<ExitCode> {
     let sandbox = sandbox(g)?;
     let plugin = sandbox.plugin(path)?;
     let info = sandbox.describe(&plugin).await.map_err(|e| anyhow::anyhow!("describe() failed: {e}"))?;
@@ -595,6 +613,68 @@ async fn inspect(g: &Global, path: &Path) -> Result<ExitCode> {
                 i.type_name,
                 if i.required { "required" } else { "optional" },
                 i.description
+            );
+        }
+    }
+    println!("imports (what this host gives it):");
+    let imports = sandbox.imports(&plugin);
+    let width = imports.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    for (name, gets) in &imports {
+        println!("  {name:<width$}  {gets}");
+    }
+    let l = sandbox.limits();
+    let n = network(g)?;
+    println!("limits (operator, every step):");
+    println!(
+        "  output {} KiB, stdout/stderr {} KiB each, log {} lines / {} KiB, stack {} KiB, {} instances at once",
+        l.max_output_bytes / 1024,
+        l.max_stdio_bytes / 1024,
+        l.max_log_lines,
+        l.max_log_bytes / 1024,
+        l.max_stack_bytes / 1024,
+        l.max_instances
+    );
+    println!(
+        "  HTTP: {} requests per attempt, request body {} KiB, response body {} KiB, {} per request",
+        n.limits.max_requests,
+        n.limits.max_request_bytes / 1024,
+        n.limits.max_response_bytes / 1024,
+        humantime::format_duration(n.limits.max_request_timeout)
+    );
+    println!("  time and memory: each step's `timeout:` (default 60s) and `memory:` (default 64MiB)");
+    if let Some(file) = pipeline_file {
+        let plan = match pipeline::load(file, &load_options(g, vars)?) {
+            Ok(plan) => plan,
+            Err(e) => {
+                eprint!("{e}");
+                return Ok(ExitCode::from(EXIT_INVALID));
+            }
+        };
+        let mine = plugin.path.clone();
+        let steps: Vec<_> = plan
+            .steps
+            .iter()
+            .filter(|s| s.plugin.canonicalize().unwrap_or_else(|_| s.plugin.clone()) == mine)
+            .collect();
+        println!("steps of {} using it:", file.display());
+        if steps.is_empty() {
+            println!("  (none)");
+        }
+        for s in steps {
+            let allow = if s.allow.is_empty() {
+                "nothing (no network)".to_string()
+            } else {
+                s.allow.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            };
+            println!("  {}: allowed {allow}", s.id);
+            for c in &s.credentials {
+                println!("  {}: secret {} → {} header of {}", s.id, c.secret, c.header, c.origin);
+            }
+            println!(
+                "  {}: timeout {}, memory {} MiB",
+                s.id,
+                humantime::format_duration(s.timeout),
+                s.memory_bytes / (1024 * 1024)
             );
         }
     }

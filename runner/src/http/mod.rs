@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 pub use policy::{NetworkConfig, NetworkPolicy};
 
-use crate::pipeline::{CredentialPlan, Origin};
+use crate::pipeline::{CredentialPlan, Grant};
 use crate::secrets::{Redactor, Secret};
 
 /// A request as the plugin wrote it.
@@ -148,11 +148,11 @@ pub(crate) struct Injection {
 pub(crate) struct Gate {
     client: reqwest::Client,
     policy: Arc<NetworkPolicy>,
-    allow: Vec<Origin>,
+    allow: Vec<Grant>,
     injections: Vec<Injection>,
     redactor: Redactor,
     dry_run: bool,
-    deadline: Instant,
+    deadline: Mutex<Instant>,
     limits: HttpLimits,
     journal: Mutex<Vec<RequestRecord>>,
 }
@@ -160,7 +160,7 @@ pub(crate) struct Gate {
 impl Gate {
     pub(crate) fn new(
         http: &GateClient,
-        allow: Vec<Origin>,
+        allow: Vec<Grant>,
         injections: Vec<Injection>,
         dry_run: bool,
         deadline: Instant,
@@ -174,8 +174,16 @@ impl Gate {
             injections,
             redactor,
             dry_run,
-            deadline,
+            deadline: Mutex::new(deadline),
             journal: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Starts the step's clock again, `timeout` from now: called once the attempt got its
+    /// sandbox slot, so time spent waiting for admission is not taken from its requests.
+    pub(crate) fn start_clock(&self, timeout: Duration) {
+        if let Ok(mut d) = self.deadline.lock() {
+            *d = Instant::now() + timeout;
         }
     }
     pub(crate) fn limits(&self) -> &HttpLimits {
@@ -242,8 +250,17 @@ impl Gate {
         let origin = || {
             format!("{}://{}:{}", url.scheme(), url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0))
         };
-        if !self.allow.iter().any(|o| o.matches(&url)) {
+        let grants: Vec<&Grant> = self.allow.iter().filter(|g| g.origin.matches(&url)).collect();
+        if grants.is_empty() {
             return Err(HttpFailure::Denied(format!("{} is not in this step's `allow:` list", origin())));
+        }
+        if !grants.iter().any(|g| g.permits(method, &url)) {
+            let granted = grants.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            return Err(HttpFailure::Denied(format!(
+                "{method} {} is outside what this step's `allow:` grants for {}: {granted}",
+                url.path(),
+                origin()
+            )));
         }
         if let Some(cap) = &self.policy.allow
             && !cap.iter().any(|o| o.matches(&url))
@@ -303,7 +320,8 @@ impl Gate {
             headers.insert(name, value);
         }
 
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let deadline = self.deadline.lock().map(|d| *d).unwrap_or_else(|_| Instant::now());
+        let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(HttpFailure::Timeout);
         }
@@ -395,7 +413,7 @@ mod tests {
     fn gate_with(allow: &[&str], dry_run: bool, policy: NetworkPolicy) -> Gate {
         Gate::new(
             &GateClient::new(policy).unwrap(),
-            allow.iter().map(|a| Origin::parse(a).unwrap()).collect(),
+            allow.iter().map(|a| Grant::origin(crate::pipeline::Origin::parse(a).unwrap())).collect(),
             vec![],
             dry_run,
             Instant::now() + Duration::from_secs(5),
@@ -418,7 +436,7 @@ mod tests {
             "http://localhost:9/",
             "http://10.0.0.1:9/",
         ] {
-            let allowed = g.allow.iter().any(|o| o.matches(&url::Url::parse(url).unwrap()));
+            let allowed = g.allow.iter().any(|o| o.origin.matches(&url::Url::parse(url).unwrap()));
             let err = g.send(get(url)).await.unwrap_err();
             let HttpFailure::Denied(why) = &err else { panic!("{url}: {err:?}") };
             if allowed {
@@ -437,6 +455,28 @@ mod tests {
         assert!(matches!(g.send(get("http://127.0.0.1:9/")).await, Err(HttpFailure::Transport(_))));
         // The permission is for that host: another name for the same address is still denied.
         assert!(matches!(g.send(get("http://localhost:9/")).await, Err(HttpFailure::Denied(_))));
+    }
+
+    #[tokio::test]
+    async fn grants_narrow_methods_and_paths() {
+        let client = GateClient::new(NetworkPolicy::default()).unwrap();
+        let grant = Grant {
+            origin: crate::pipeline::Origin::parse("https://api.github.com").unwrap(),
+            methods: vec!["DELETE".into()],
+            paths: vec!["/orgs/acme/members/".into()],
+        };
+        let g = Gate::new(&client, vec![grant], vec![], true, Instant::now() + Duration::from_secs(5));
+        let req = |method: &str, url: &str| OutgoingRequest { method: method.into(), ..get(url) };
+        let err = g.send(req("GET", "https://api.github.com/orgs/acme/members/alice")).await.unwrap_err();
+        assert_eq!(
+            err,
+            HttpFailure::Denied("GET /orgs/acme/members/alice is outside what this step's `allow:` grants for https://api.github.com:443: https://api.github.com:443 DELETE /orgs/acme/members/".into())
+        );
+        let err = g.send(req("DELETE", "https://api.github.com/orgs/acme/members/../../admins/x")).await.unwrap_err();
+        assert!(matches!(err, HttpFailure::Denied(ref m) if m.contains("DELETE /orgs/admins/x is outside")), "{err:?}");
+        // Within the grant, the dry run is what holds it back.
+        let ok = g.send(req("DELETE", "https://api.github.com/orgs/acme/members/alice")).await;
+        assert_eq!(ok.unwrap_err(), HttpFailure::DryRun);
     }
 
     #[tokio::test]

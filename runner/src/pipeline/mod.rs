@@ -11,7 +11,7 @@ use std::path::Path;
 
 pub use diag::Diagnostic;
 pub use model::{InputType, OnFailure, Pipeline};
-pub use validate::{CredentialPlan, LoadOptions, Origin, Plan, RetryPlan, StepPlan, coerce_input};
+pub use validate::{CredentialPlan, Grant, LoadOptions, Origin, Plan, RetryPlan, StepPlan, coerce_input};
 
 /// A pipeline file that failed to load: every problem, ready to print.
 #[derive(Debug, thiserror::Error)]

@@ -183,9 +183,12 @@ pub struct Step {
     #[serde(default)]
     pub idempotent: Option<bool>,
     /// Where the step may send HTTP requests: `allow: [https://example.okta.com]`.
-    /// Each entry is `scheme://host[:port]`; anything else is refused.
+    /// Each entry is `scheme://host[:port]` (`https://*.example.com` for every subdomain), or
+    /// a map that also narrows methods and path prefixes:
+    /// `{ host: https://api.github.com, methods: [GET, DELETE], paths: [/orgs/acme/] }`.
+    /// Anything else is refused.
     #[serde(default)]
-    pub allow: Vec<Spanned<String>>,
+    pub allow: Vec<AllowEntry>,
     /// Secrets the host adds to requests for one host; the plugin never sees them.
     #[serde(default)]
     pub credentials: Vec<Credential>,
@@ -255,6 +258,59 @@ pub enum OnFailure {
     Abort,
     /// Record the failure and go on with steps that do not need this one.
     Continue,
+}
+
+/// One `allow:` entry: a host, or a host with methods and path prefixes.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum AllowEntry {
+    /// `https://example.okta.com`
+    Host(Spanned<String>),
+    /// `{ host: https://api.github.com, methods: [GET, DELETE], paths: [/orgs/acme/] }`
+    Rule(AllowRule),
+}
+
+impl AllowEntry {
+    /// The host part, as written.
+    pub fn host(&self) -> &Spanned<String> {
+        match self {
+            AllowEntry::Host(h) => h,
+            AllowEntry::Rule(r) => &r.host,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AllowEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AllowEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a host like `https://example.com`, or `{ host: ..., methods: [...], paths: [...] }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AllowEntry, E> {
+                Ok(AllowEntry::Host(Spanned { value: v.to_string(), loc: super::yaml::current_loc() }))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<AllowEntry, A::Error> {
+                AllowRule::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(AllowEntry::Rule)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `{ host: https://api.github.com, methods: [GET, DELETE], paths: [/orgs/acme/] }`
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    /// `scheme://host[:port]`, as in a plain entry.
+    pub host: Spanned<String>,
+    /// The only methods allowed (default: any): `methods: [GET, DELETE]`.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// The only path prefixes allowed (default: any): `paths: [/api/v1/users/]`.
+    #[serde(default)]
+    pub paths: Vec<Spanned<String>>,
 }
 
 /// A credential the host injects into requests to one host.

@@ -102,6 +102,56 @@ impl Origin {
     }
 }
 
+/// One `allow:` entry after validation: an origin, optionally narrowed to some methods and
+/// path prefixes (empty: any).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    #[serde(flatten)]
+    pub origin: Origin,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+}
+
+impl Grant {
+    /// The whole origin, any method and path.
+    pub fn origin(origin: Origin) -> Grant {
+        Grant { origin, methods: Vec::new(), paths: Vec::new() }
+    }
+
+    /// Whether this grant lets `method` (upper-case) reach `url`.
+    pub fn permits(&self, method: &str, url: &url::Url) -> bool {
+        self.origin.matches(url)
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+            && (self.paths.is_empty() || self.paths.iter().any(|p| path_within(url.path(), p)))
+    }
+}
+
+/// `/orgs/acme/` covers `/orgs/acme/members`; `/orgs/acme` covers itself and `/orgs/acme/…`
+/// but not `/orgs/acme-evil`. Paths are compared after the URL parser resolved `.`, `..` and
+/// their percent-encoded forms.
+fn path_within(path: &str, prefix: &str) -> bool {
+    if prefix.ends_with('/') {
+        path.starts_with(prefix)
+    } else {
+        path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+impl std::fmt::Display for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if !self.methods.is_empty() {
+            write!(f, " {}", self.methods.join("|"))?;
+        }
+        if !self.paths.is_empty() {
+            write!(f, " {}", self.paths.join(" "))?;
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
@@ -148,6 +198,23 @@ mod tests {
             let err = Origin::parse(bad).unwrap_err();
             assert!(err.contains("malformed host"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn grants_narrow_methods_and_paths() {
+        let g = Grant {
+            origin: o("https://api.github.com"),
+            methods: vec!["GET".into(), "DELETE".into()],
+            paths: vec!["/orgs/acme/members/".into(), "/user".into()],
+        };
+        assert!(g.permits("DELETE", &url("https://api.github.com/orgs/acme/members/alice")));
+        assert!(g.permits("GET", &url("https://api.github.com/user")));
+        assert!(g.permits("GET", &url("https://api.github.com/user/keys")));
+        assert!(!g.permits("GET", &url("https://api.github.com/users")), "prefix is per segment");
+        assert!(!g.permits("POST", &url("https://api.github.com/user")));
+        assert!(!g.permits("GET", &url("https://api.github.com/orgs/acme/members/../../other/members/x")));
+        assert!(!g.permits("GET", &url("https://api.github.com/orgs/acme/members/%2e%2e/%2e%2e/x")));
+        assert!(Grant::origin(o("https://api.github.com")).permits("PATCH", &url("https://api.github.com/x")));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use serde::de::IgnoredAny;
 use serde_json::json;
 
 use super::diag::Diagnostic;
-use super::model::{self, Credential, InputSpec, InputType, OnFailure, Pipeline, PipelineDoc, Step};
-pub use super::origin::Origin;
+use super::model::{self, AllowEntry, Credential, InputSpec, InputType, OnFailure, Pipeline, PipelineDoc, Step};
+pub use super::origin::{Grant, Origin};
 use super::template;
 use super::yaml::{self, Loc, Node, NodeKind, Spanned};
 
@@ -68,7 +68,7 @@ pub struct StepPlan {
     /// `idempotent: false`: not re-run blindly after a crash.
     #[serde(default = "yes")]
     pub idempotent: bool,
-    pub allow: Vec<Origin>,
+    pub allow: Vec<Grant>,
     pub credentials: Vec<CredentialPlan>,
 }
 
@@ -409,12 +409,15 @@ fn check_steps(
             diags.push(Diagnostic::new(r.backoff.max.loc, "`max` is shorter than `initial`"));
         }
 
-        let allow: Vec<Origin> = step
+        let allow: Vec<Grant> = step
             .allow
             .iter()
             .filter_map(|entry| {
-                let o = origin(entry, &var_ctx, diags)?;
-                within_cap(&o, entry.loc, opts.allow_cap.as_deref(), diags).then_some(o)
+                let host = entry.host();
+                let o = origin(host, &var_ctx, diags)?;
+                let capped = within_cap(&o, host.loc, opts.allow_cap.as_deref(), diags);
+                let grant = grant(o, entry, diags)?;
+                capped.then_some(grant)
             })
             .collect();
         let credentials =
@@ -653,6 +656,41 @@ fn render_host(entry: &Spanned<String>, var_ctx: &minijinja::Value, diags: &mut 
     template::render_text(entry, var_ctx).map_err(|e| diags.push(Diagnostic::new(entry.loc, e.0))).ok()
 }
 
+const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// The methods and path prefixes of an `allow:` entry, checked.
+fn grant(origin: Origin, entry: &AllowEntry, diags: &mut Vec<Diagnostic>) -> Option<Grant> {
+    let AllowEntry::Rule(rule) = entry else { return Some(Grant::origin(origin)) };
+    let mut ok = true;
+    let mut methods = Vec::new();
+    for m in &rule.methods {
+        let upper = m.trim().to_ascii_uppercase();
+        if METHODS.contains(&upper.as_str()) {
+            methods.push(upper);
+        } else {
+            diags.push(Diagnostic::new(m.loc, format!("unknown method `{}`: use {}", m.as_str(), METHODS.join(", "))));
+            ok = false;
+        }
+    }
+    let mut paths = Vec::new();
+    for p in &rule.paths {
+        let normal = url::Url::parse("http://x").ok().and_then(|base| base.join(p.trim()).ok());
+        match normal {
+            Some(u) if p.starts_with('/') && u.path() == p.trim() && u.query().is_none() => {
+                paths.push(u.path().to_string())
+            }
+            _ => {
+                diags.push(Diagnostic::new(
+                    p.loc,
+                    format!("`{}` is not a plain path prefix: start it with `/`, without `.`/`..` segments, query or fragment, e.g. `/api/v1/users/`", p.as_str()),
+                ));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(Grant { origin, methods, paths })
+}
+
 /// An `allow:` entry must fall inside the operator's cap, when there is one.
 fn within_cap(o: &Origin, loc: Loc, cap: Option<&[Origin]>, diags: &mut Vec<Diagnostic>) -> bool {
     let Some(cap) = cap else { return true };
@@ -670,7 +708,7 @@ fn within_cap(o: &Origin, loc: Loc, cap: Option<&[Origin]>, diags: &mut Vec<Diag
 
 fn check_credential(
     c: &Credential,
-    allow: &[Origin],
+    allow: &[Grant],
     var_ctx: &minijinja::Value,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<CredentialPlan> {
@@ -683,7 +721,7 @@ fn check_credential(
         ));
         return None;
     }
-    if !allow.iter().any(|a| a.covers(&origin)) {
+    if !allow.iter().any(|a| a.origin.covers(&origin)) {
         diags.push(Diagnostic::new(
             c.host.loc,
             format!("credential host {origin} is not in this step's `allow:`; add it there"),

@@ -267,6 +267,11 @@ thread_local! {
     static CURRENT: Cell<Loc> = const { Cell::new(Loc { line: 0, col: 0 }) };
 }
 
+/// Where the node being deserialized right now was written.
+pub(crate) fn current_loc() -> Loc {
+    CURRENT.with(Cell::get)
+}
+
 /// Deserializes `T` from a node; errors carry the innermost location.
 pub(crate) fn from_node<'a, T: Deserialize<'a>>(node: &'a Node) -> Result<T, DeError> {
     CURRENT.with(|c| c.set(node.loc));

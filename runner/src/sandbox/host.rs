@@ -75,6 +75,36 @@ impl LogBuffer {
     }
 }
 
+/// What an imported interface gives a plugin here (for `offramp plugin inspect`).
+pub(crate) fn what_it_gets(interface: &str) -> &'static str {
+    let name = interface.split('@').next().unwrap_or(interface);
+    match name {
+        "offramp:plugin/http" | "wasi:http/outgoing-handler" => {
+            "HTTP through the gate: only what the step's `allow:` grants, public addresses, credentials injected by the host"
+        }
+        "wasi:http/types" => "HTTP types (requests still go through the gate)",
+        "offramp:plugin/log" => "the step's log (capped, secrets redacted)",
+        "offramp:plugin/types" => "offramp's types",
+        "wasi:cli/environment" => "nothing: no variables, no arguments",
+        "wasi:cli/stdin" => "an empty stdin",
+        "wasi:cli/stdout" | "wasi:cli/stderr" => "captured into the step's log (capped, secrets redacted)",
+        "wasi:cli/exit" => "ends the attempt (a failure)",
+        "wasi:filesystem/preopens" | "wasi:filesystem/types" => "nothing: no directories are opened",
+        "wasi:sockets/instance-network"
+        | "wasi:sockets/network"
+        | "wasi:sockets/tcp"
+        | "wasi:sockets/tcp-create-socket"
+        | "wasi:sockets/udp"
+        | "wasi:sockets/udp-create-socket"
+        | "wasi:sockets/ip-name-lookup" => "refused: no sockets, no name lookup",
+        "wasi:clocks/wall-clock" => "wall time to the second",
+        "wasi:clocks/monotonic-clock" => "monotonic time to the millisecond",
+        "wasi:random/random" | "wasi:random/insecure" | "wasi:random/insecure-seed" => "random bytes",
+        _ if name.starts_with("wasi:io/") || name.starts_with("wasi:cli/terminal") => "plumbing (streams, polling)",
+        _ => "linked by the host",
+    }
+}
+
 /// Caps linear memory and remembers whether the cap was hit, for a readable error.
 pub(crate) struct MemoryCap {
     pub(crate) limit: usize,

@@ -78,7 +78,7 @@ pub(crate) struct AttemptSpec {
 /// A one-off plugin call, see [`Sandbox::invoke`].
 pub struct Invoke {
     pub input: serde_json::Value,
-    pub allow: Vec<crate::pipeline::Origin>,
+    pub allow: Vec<crate::pipeline::Grant>,
     pub timeout: Duration,
     pub memory_bytes: u64,
     pub dry_run: bool,
@@ -268,6 +268,23 @@ impl Sandbox {
         Ok(component)
     }
 
+    /// The interfaces a plugin imports, each with what this host gives it there.
+    pub fn imports(&self, plugin: &Plugin) -> Vec<(String, &'static str)> {
+        let component = plugin.pre.instance_pre().component();
+        let mut out: Vec<(String, &'static str)> = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| (name.to_string(), host::what_it_gets(name)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The limits every instance runs under.
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.limits
+    }
+
     /// Calls `describe()` on a plugin.
     pub async fn describe(&self, plugin: &Plugin) -> Result<PluginDescription, String> {
         let client = GateClient::new(Default::default()).map_err(|e| format!("cannot set up HTTP: {e}"))?;
@@ -337,6 +354,7 @@ impl Sandbox {
     pub(crate) async fn run_attempt(&self, plugin: &Plugin, spec: AttemptSpec) -> AttemptReport {
         // Wait for an instance slot first (the semaphore is never closed, so this cannot fail).
         let _turn = self.admission.acquire().await.ok();
+        spec.gate.start_clock(spec.timeout);
         let gate = spec.gate.clone();
         let mut store = self.store(gate.clone(), spec.memory_bytes, spec.timeout);
         let inv = wit_types::Invocation {
