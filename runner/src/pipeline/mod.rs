@@ -51,6 +51,19 @@ pub fn load_declared(path: &Path, opts: &LoadOptions) -> Result<Plan, LoadError>
     })
 }
 
+/// Entry point for the cargo-fuzz target (fuzz/) and its corpus replay: validates arbitrary
+/// bytes as a pipeline and renders every diagnostic (source line and caret). Must not panic.
+#[doc(hidden)]
+pub fn fuzz(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let opts = LoadOptions { plugins_dir: std::path::PathBuf::from(crate::BUILTIN_PLUGINS_DIR), ..Default::default() };
+    if let Err(diagnostics) = validate::validate(text, Path::new("fuzz.yaml"), &opts) {
+        assert!(!diagnostics.is_empty(), "an invalid pipeline must say why");
+        let _ = diag::render("fuzz.yaml", text, &diagnostics);
+    }
+    let _ = declared_vars(text);
+}
+
 /// The names under a pipeline's `vars:` (none if it does not parse; validation says why).
 pub fn declared_vars(text: &str) -> std::collections::BTreeSet<String> {
     #[derive(serde::Deserialize)]

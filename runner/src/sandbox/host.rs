@@ -14,7 +14,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::bindings::{wit_http, wit_log, wit_types};
-use super::limits::{MAX_TABLE_ELEMENTS, SandboxLimits};
+use super::limits::SandboxLimits;
 use super::stdio::CappedPipe;
 use crate::http::{Gate, HttpFailure, IncomingResponse, OutgoingRequest};
 
@@ -108,6 +108,7 @@ pub(crate) fn what_it_gets(interface: &str) -> &'static str {
 /// Caps linear memory and remembers whether the cap was hit, for a readable error.
 pub(crate) struct MemoryCap {
     pub(crate) limit: usize,
+    pub(crate) table_elements: usize,
     pub(crate) hit: bool,
 }
 
@@ -120,7 +121,7 @@ impl wasmtime::ResourceLimiter for MemoryCap {
         Ok(true)
     }
     fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        Ok(desired <= self.table_elements)
     }
 }
 
@@ -186,7 +187,7 @@ impl StepState {
             http_ctx: WasiHttpCtx::new(),
             hooks: GateHooks { gate: gate.clone() },
             gate,
-            memory: MemoryCap { limit: memory_limit, hit: false },
+            memory: MemoryCap { limit: memory_limit, table_elements: limits.max_table_elements as usize, hit: false },
             log: LogBuffer::new(limits),
             stdout,
             stderr,

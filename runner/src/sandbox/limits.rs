@@ -9,6 +9,10 @@
 //!   max_log_lines: 1000      # log lines kept per attempt
 //!   max_log_bytes: 256KiB    # log bytes kept per attempt
 //!   max_stack_bytes: 512KiB  # WebAssembly stack (deep recursion ends the step)
+//!   max_table_elements: 100000   # elements a table may grow to
+//!   max_core_instances: 32   # core modules one plugin may instantiate
+//!   max_memories: 4          # linear memories one plugin may have
+//!   max_tables: 32           # tables one plugin may have
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +26,10 @@ pub struct SandboxLimits {
     pub max_log_lines: u32,
     pub max_log_bytes: u64,
     pub max_stack_bytes: u64,
+    pub max_table_elements: u32,
+    pub max_core_instances: u32,
+    pub max_memories: u32,
+    pub max_tables: u32,
 }
 
 impl Default for SandboxLimits {
@@ -33,17 +41,15 @@ impl Default for SandboxLimits {
             max_log_lines: 1000,
             max_log_bytes: 256 * 1024,
             max_stack_bytes: 512 * 1024,
+            max_table_elements: 100_000,
+            // Per plugin (component). The pooling allocator is sized as `max_instances` times
+            // these, so admitted instances can never exhaust it.
+            max_core_instances: 32,
+            max_memories: 4,
+            max_tables: 32,
         }
     }
 }
-
-/// Core instances, memories and tables one component may hold. The pooling allocator is sized
-/// as `max_instances` times these, so admitted instances can never exhaust it.
-pub(crate) const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
-pub(crate) const MEMORIES_PER_COMPONENT: u32 = 4;
-pub(crate) const TABLES_PER_COMPONENT: u32 = 32;
-/// Elements a table may grow to.
-pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// `sandbox:` as written; each absent field keeps its default.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -55,6 +61,10 @@ pub struct SandboxConfig {
     pub max_log_lines: Option<u32>,
     pub max_log_bytes: Option<String>,
     pub max_stack_bytes: Option<String>,
+    pub max_table_elements: Option<u32>,
+    pub max_core_instances: Option<u32>,
+    pub max_memories: Option<u32>,
+    pub max_tables: Option<u32>,
 }
 
 impl SandboxConfig {
@@ -73,6 +83,10 @@ impl SandboxConfig {
         };
         count("max_instances", self.max_instances, 1..=1024, &mut l.max_instances);
         count("max_log_lines", self.max_log_lines, 1..=1_000_000, &mut l.max_log_lines);
+        count("max_table_elements", self.max_table_elements, 1_000..=10_000_000, &mut l.max_table_elements);
+        count("max_core_instances", self.max_core_instances, 1..=1_000, &mut l.max_core_instances);
+        count("max_memories", self.max_memories, 1..=100, &mut l.max_memories);
+        count("max_tables", self.max_tables, 1..=1_000, &mut l.max_tables);
         for (name, text, slot, range) in [
             ("max_output_bytes", &self.max_output_bytes, &mut l.max_output_bytes, 1024..=256 << 20),
             ("max_stdio_bytes", &self.max_stdio_bytes, &mut l.max_stdio_bytes, 0..=64 << 20),

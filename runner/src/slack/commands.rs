@@ -41,7 +41,7 @@ pub(super) async fn handle(State(state): State<AppState>, headers: HeaderMap, bo
             return AppError::Unauthorized.into_response();
         }
     };
-    let form: SlashForm = match serde_urlencoded::from_bytes(&body) {
+    let form = match parse_form(&body) {
         Ok(f) => f,
         Err(e) => {
             tracing::info!(target: "offramp::serve", error = %e, "unreadable slash command form");
@@ -54,6 +54,19 @@ pub(super) async fn handle(State(state): State<AppState>, headers: HeaderMap, bo
         async move { answer(&state, &signature, form).await }
     };
     ack_within(&state, response_url, work).await
+}
+
+/// The slash command's form body.
+fn parse_form(body: &[u8]) -> Result<SlashForm, serde_urlencoded::de::Error> {
+    serde_urlencoded::from_bytes(body)
+}
+
+/// Everything the route does with an untrusted body before it needs state (for the fuzzer):
+/// the `ssl_check` probe, the form, and the command text.
+pub(super) fn parse_untrusted(body: &[u8]) -> Option<String> {
+    let _ = is_ssl_check(body);
+    let form = parse_form(body).ok()?;
+    Some(format!("{:?}", super::command::parse(&form.text)))
 }
 
 fn is_ssl_check(body: &[u8]) -> bool {

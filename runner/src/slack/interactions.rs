@@ -54,15 +54,32 @@ pub(super) async fn handle(State(state): State<AppState>, headers: HeaderMap, bo
             return AppError::Unauthorized.into_response();
         }
     };
-    let payload =
-        serde_urlencoded::from_bytes::<Form>(&body).ok().and_then(|f| serde_json::from_str::<Payload>(&f.payload).ok());
-    let Some(payload) = payload else {
+    let Some(payload) = parse_payload(&body) else {
         tracing::info!(target: "offramp::serve", "unreadable interaction payload");
         return AppError::BadRequest.into_response();
     };
     // Acknowledge now; the click's effect follows in the background.
     tokio::spawn(async move { click(state, signature, payload).await });
     StatusCode::OK.into_response()
+}
+
+/// The interaction body: a form whose `payload` field is JSON.
+fn parse_payload(body: &[u8]) -> Option<Payload> {
+    serde_urlencoded::from_bytes::<Form>(body).ok().and_then(|f| serde_json::from_str::<Payload>(&f.payload).ok())
+}
+
+/// Everything the route does with an untrusted body before it needs state (for the fuzzer):
+/// the payload, and each button's value as a decision reference.
+pub(super) fn parse_untrusted(body: &[u8]) -> Option<usize> {
+    let payload = parse_payload(body)?;
+    Some(
+        payload
+            .actions
+            .iter()
+            .filter_map(|a| a.value.as_deref())
+            .filter(|v| serde_json::from_str::<super::blocks::DecisionRef>(v).is_ok())
+            .count(),
+    )
 }
 
 async fn click(state: AppState, signature: String, payload: Payload) {
