@@ -15,7 +15,7 @@ fn files(dirs: &[PathBuf]) -> Vec<PathBuf> {
         let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         for e in entries {
             let path = e.unwrap().path();
-            if path.is_file() && !path.extension().is_some_and(|x| x == "err") {
+            if path.is_file() && path.extension().is_none_or(|x| x != "err") {
                 out.push(path);
             }
         }

@@ -209,7 +209,10 @@ fn recurse(n: u64) -> u64 {
     recurse(std::hint::black_box(n + 1)).wrapping_add(n)
 }
 
-fn parse_addr(addr: &str) -> Result<(u16, (u8, u8, u8, u8)), String> {
+/// `(port, address)` as wasi:sockets wants them.
+type SocketParts = (u16, (u8, u8, u8, u8));
+
+fn parse_addr(addr: &str) -> Result<SocketParts, String> {
     let (ip, port) = addr.rsplit_once(':').ok_or("addr is ip:port")?;
     let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| "bad ip")?;
     let port: u16 = port.parse().map_err(|_| "bad port")?;
