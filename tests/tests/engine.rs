@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Harness, TOKEN};
@@ -853,4 +854,48 @@ async fn only_runs_being_driven_keep_their_lease() {
     let claimed = other.claim_orphans(10).await.unwrap();
     assert_eq!(claimed, [offramp::store::Claimed { run_id: id.clone(), previous_owner: Some("alive".into()) }]);
     assert_eq!(other.drive(&id).await.unwrap(), RunStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_burst_bigger_than_the_pool_waits_its_turn_instead_of_failing() {
+    // Two instances at a time, the pool sized for two: sixteen spinning plugins at once (each
+    // yields every epoch tick, so all sixteen are in flight together) must all get their turn
+    // and end by their own timeout, not fail to instantiate.
+    let limits = offramp::sandbox::SandboxLimits { max_instances: 2, ..Default::default() };
+    let cache = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("offramp-component-cache");
+    let sandbox = Arc::new(offramp::sandbox::Sandbox::with_limits(Some(cache), limits).unwrap());
+    let plugin =
+        Arc::new(sandbox.load(&std::path::PathBuf::from(offramp::BUILTIN_PLUGINS_DIR).join("testkit.wasm")).unwrap());
+    let client = offramp::http::GateClient::new(Default::default()).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (sandbox, plugin, client) = (sandbox.clone(), plugin.clone(), client.clone());
+        tasks.push(tokio::spawn(async move {
+            let inv = offramp::sandbox::Invoke {
+                input: json!({ "mode": "loop", "value": i }),
+                allow: vec![],
+                timeout: Duration::from_millis(100),
+                memory_bytes: 16 << 20,
+                dry_run: false,
+            };
+            sandbox.invoke(&plugin, &client, inv).await.result
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let result = t.await.unwrap();
+        assert!(
+            matches!(result, offramp::sandbox::AttemptResult::Failed { ref message, .. } if message.starts_with("timed out after 100ms")),
+            "attempt {i}: {result:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_needing_more_than_the_per_plugin_caps_is_refused_with_the_reason() {
+    let limits = offramp::sandbox::SandboxLimits { max_core_instances: 1, ..Default::default() };
+    let sandbox = offramp::sandbox::Sandbox::with_limits(None, limits).unwrap();
+    let path = std::path::PathBuf::from(offramp::BUILTIN_PLUGINS_DIR).join("testkit.wasm");
+    let err = sandbox.load(&path).err().expect("refused").to_string();
+    assert!(err.contains("needs more than the sandbox allows"), "{err}");
+    assert!(err.contains("exceeds the configured maximum of 1"), "{err}");
 }

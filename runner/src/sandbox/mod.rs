@@ -32,6 +32,8 @@ pub enum SandboxError {
     Read { path: String, source: std::io::Error },
     #[error("{path} is not a valid WebAssembly component: {reason}")]
     Compile { path: String, reason: String },
+    #[error("{path} needs more than the sandbox allows: {reason} (the `sandbox:` limits in the config file)")]
+    OverLimits { path: String, reason: String },
     #[error("{path} does not fit offramp's plugin interface (offramp:plugin/task@0.1.0): {reason}")]
     Link { path: String, reason: String },
     #[error("cannot set up the WebAssembly engine: {0}")]
@@ -240,8 +242,14 @@ impl Sandbox {
 
     /// Compiles a component, or loads its compiled form from the disk cache.
     fn compile_cached(&self, bytes: &[u8], digest: &str, shown: &str) -> Result<Component, SandboxError> {
-        let compile_err =
-            |e: wasmtime::Error| SandboxError::Compile { path: shown.to_string(), reason: format!("{e:#}") };
+        let compile_err = |e: wasmtime::Error| {
+            let reason = format!("{e:#}");
+            if reason.contains("exceeds the configured maximum") {
+                SandboxError::OverLimits { path: shown.to_string(), reason }
+            } else {
+                SandboxError::Compile { path: shown.to_string(), reason }
+            }
+        };
         let Some(dir) = &self.cache_dir else {
             return Component::new(&self.engine, bytes).map_err(compile_err);
         };
@@ -366,8 +374,10 @@ impl Sandbox {
             idempotency_key: spec.idempotency_key,
             dry_run: spec.dry_run,
         };
+        let mut instantiated = false;
         let call = async {
             let task = plugin.pre.instantiate_async(&mut store).await?;
+            instantiated = true;
             task.call_run(&mut store, &inv).await
         };
         // The epoch deadline stops a spinning guest; this stops one blocked in a host call.
@@ -403,7 +413,13 @@ impl Sandbox {
             },
             Ok(Err(trap)) => {
                 store.data().log.push(format!("[host] {trap:?}"));
-                if store.data().memory.hit {
+                if !instantiated && !store.data().memory.hit {
+                    AttemptResult::Failed {
+                        kind: FailureKind::Permanent,
+                        message: format!("the plugin could not start: {}", trap_summary(&trap)),
+                        retry_after: None,
+                    }
+                } else if store.data().memory.hit {
                     AttemptResult::Failed {
                         kind: FailureKind::Permanent,
                         message: format!(
