@@ -90,7 +90,8 @@ pub(super) struct FileConfig {
 
 pub(super) fn read_config(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    serde_saphyr::from_str_with_options(&text, crate::pipeline::yaml::options())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn required_secret(source: &crate::secrets::SecretSource, name: &'static str) -> Result<crate::secrets::Secret> {
