@@ -71,7 +71,9 @@ pub fn declared_vars(text: &str) -> std::collections::BTreeSet<String> {
         #[serde(default)]
         vars: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
     }
-    serde_saphyr::from_str_with_options::<VarsOnly>(text, yaml::options()).map(|v| v.vars.into_keys().collect()).unwrap_or_default()
+    serde_saphyr::from_str_with_options::<VarsOnly>(text, yaml::options())
+        .map(|v| v.vars.into_keys().collect())
+        .unwrap_or_default()
 }
 
 /// The JSON Schema of the pipeline format, generated from the Rust types.

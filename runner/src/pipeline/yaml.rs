@@ -122,7 +122,12 @@ pub(crate) fn parse(text: &str) -> Result<Node, (Loc, String)> {
         // serde-saphyr appends "at line X column Y"; the caller renders the location itself.
         let msg = msg.split(" at line ").next().unwrap_or(&msg).trim().to_string();
         if msg.contains("budget breached: Depth") {
-            return (loc, format!("nested deeper than {MAX_DEPTH} levels of mappings and lists; a pipeline never needs that many"));
+            return (
+                loc,
+                format!(
+                    "nested deeper than {MAX_DEPTH} levels of mappings and lists; a pipeline never needs that many"
+                ),
+            );
         }
         (loc, format!("invalid YAML: {msg}"))
     })
