@@ -26,6 +26,7 @@ fn bench(c: &mut Criterion) {
     let invoke = || Invoke {
         input: serde_json::json!({ "mode": "noop" }),
         allow: vec![],
+        credentials: vec![],
         timeout: Duration::from_secs(10),
         memory_bytes: 64 * 1024 * 1024,
         dry_run: false,

@@ -236,6 +236,42 @@ fn plugin_inspect_prints_describe() {
 }
 
 #[test]
+fn plugin_run_tries_a_plugin_against_a_mock_with_an_injected_credential() {
+    let cli = Cli::new();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let mock = rt.block_on(offramp::mock::MockServer::start("cli-okta-token")).unwrap();
+    let okta = PathBuf::from(offramp::BUILTIN_PLUGINS_DIR).join("okta.wasm");
+    let input = format!(r#"{{"action":"lookup","org_url":"{}","user":"alice@example.com"}}"#, mock.url());
+    let secrets = cli.dir.path().join("secrets.env");
+    std::fs::write(&secrets, "OKTA_API_TOKEN=cli-okta-token\n").unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["plugin", "run", okta.to_str().unwrap(), "--input", &input];
+        args.extend_from_slice(extra);
+        cli.run(&args)
+    };
+    let url = mock.url();
+    let cred = format!("{url}=OKTA_API_TOKEN");
+    let secrets_arg = secrets.to_str().unwrap();
+    let out =
+        run(&["--allow", &url, "--credential", &cred, "--format", "SSWS {secret}", "--secrets-file", secrets_arg]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("\"status\": \"ACTIVE\""), "{stdout}");
+    assert!(stdout.contains("→ 200 (with OKTA_API_TOKEN)"), "{stdout}");
+    assert!(!stdout.contains("cli-okta-token"), "the secret is not printed");
+    let seen = mock.state.requests();
+    assert!(seen.iter().all(|r| r.authorization.as_deref() == Some("SSWS cli-okta-token")), "{seen:?}");
+    // Without --allow the gate refuses, as it would for a step: exit 1 with the reason.
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("is not in this step's `allow:` list"), "{}", text(&out.stdout));
+    // A credential for a host that is not allowed is a usage error, before anything runs.
+    let out = run(&["--credential", &cred, "--secrets-file", secrets_arg]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("allow it too"), "{}", text(&out.stderr));
+}
+
+#[test]
 fn dry_run_prints_the_requests_it_held_back() {
     let cli = Cli::new();
     let p = cli.dir.path().join("dry.yaml");

@@ -516,6 +516,7 @@ async fn compiled_plugins_are_cached_on_disk_for_the_next_process() {
             offramp::sandbox::Invoke {
                 input: json!({ "mode": "echo", "value": 7 }),
                 allow: vec![],
+                credentials: vec![],
                 timeout: Duration::from_secs(5),
                 memory_bytes: 64 << 20,
                 dry_run: false,
@@ -874,6 +875,7 @@ async fn a_burst_bigger_than_the_pool_waits_its_turn_instead_of_failing() {
             let inv = offramp::sandbox::Invoke {
                 input: json!({ "mode": "loop", "value": i }),
                 allow: vec![],
+                credentials: vec![],
                 timeout: Duration::from_millis(100),
                 memory_bytes: 16 << 20,
                 dry_run: false,

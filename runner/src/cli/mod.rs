@@ -197,6 +197,42 @@ enum PluginCommand {
         #[arg(long = "var", value_parser = key_value)]
         vars: Vec<(String, String)>,
     },
+    /// Run a plugin once, outside any pipeline, to try it against a mock or a real API:
+    /// `offramp plugin run okta.wasm --input '{"action":"lookup",...}' --allow https://acme.okta.com
+    /// --credential https://acme.okta.com=OKTA_API_TOKEN --format 'SSWS {secret}'`.
+    /// Same sandbox, gate and limits as a step. Exit 0 if it succeeded, 1 if it failed.
+    Run(PluginRunArgs),
+}
+
+#[derive(Args, Debug)]
+struct PluginRunArgs {
+    plugin: PathBuf,
+    /// The plugin's input (what a step's `with:` renders to), as JSON.
+    #[arg(long, default_value = "{}")]
+    input: String,
+    /// Where it may send requests, as in a step's `allow:` (repeatable).
+    #[arg(long)]
+    allow: Vec<String>,
+    /// `HOST=SECRET`: inject the secret (from the environment or --secrets-file) into requests
+    /// to HOST, which must also be allowed (repeatable).
+    #[arg(long = "credential", value_parser = key_value)]
+    credentials: Vec<(String, String)>,
+    /// The credential header's value, with `{secret}` where the secret goes.
+    #[arg(long, default_value = "Bearer {secret}")]
+    format: String,
+    /// The credential header.
+    #[arg(long, default_value = "Authorization")]
+    header: String,
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Linear-memory cap, e.g. 64MiB.
+    #[arg(long, default_value = "64MiB")]
+    memory: String,
+    /// Send only GET/HEAD/OPTIONS; record the rest.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -246,6 +282,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Plugin(PluginCommand::Inspect { plugin, pipeline, vars }) => {
             inspect(&g, &plugin, pipeline.as_deref(), vars).await
         }
+        Command::Plugin(PluginCommand::Run(args)) => plugin_run(&g, args).await,
         Command::Serve(args) => serve::serve(&g, args).await,
         Command::Approvers(cmd) => serve::approvers(&g, cmd).await,
         Command::Demo { pipelines_dir } => {
@@ -585,6 +622,72 @@ async fn recover(g: &Global, json: bool) -> Result<ExitCode> {
         }
     }
     Ok(worst)
+}
+
+async fn plugin_run(g: &Global, args: PluginRunArgs) -> Result<ExitCode> {
+    use crate::pipeline::{CredentialPlan, Grant, Origin};
+    use crate::sandbox::{AttemptResult, Invoke};
+    let input: serde_json::Value =
+        serde_json::from_str(&args.input).map_err(|e| anyhow::anyhow!("--input is not JSON: {e}"))?;
+    let allow = args
+        .allow
+        .iter()
+        .map(|a| Origin::parse(a).map(Grant::origin).map_err(|e| anyhow::anyhow!("--allow: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    if !args.format.contains("{secret}") {
+        bail!("--format must contain {{secret}} where the secret goes, e.g. 'SSWS {{secret}}'");
+    }
+    let secrets = secrets(g)?;
+    let mut credentials = Vec::new();
+    for (host, secret) in &args.credentials {
+        let origin = Origin::parse(host).map_err(|e| anyhow::anyhow!("--credential: {e}"))?;
+        if !allow.iter().any(|a| a.origin.covers(&origin)) {
+            bail!("--credential {origin}: allow it too (--allow {origin})");
+        }
+        let value = secrets.get(secret).with_context(|| format!("--credential {host}={secret}"))?;
+        let rule = CredentialPlan {
+            origin,
+            secret: secret.clone(),
+            header: args.header.to_ascii_lowercase(),
+            format: args.format.clone(),
+        };
+        credentials.push((rule, value));
+    }
+    let memory_bytes = pipeline::model::parse_bytes(&args.memory).map_err(|e| anyhow::anyhow!("--memory: {e}"))?;
+    let sandbox = sandbox(g)?;
+    let plugin = sandbox.plugin(&args.plugin)?;
+    let client = crate::http::GateClient::new(network(g)?).context("setting up HTTP")?;
+    let inv = Invoke { input, allow, credentials, timeout: args.timeout, memory_bytes, dry_run: args.dry_run };
+    let report = sandbox.invoke(&plugin, &client, inv).await;
+    let ok = matches!(report.result, AttemptResult::Done { .. });
+    if args.json {
+        let v = serde_json::json!({ "result": report.result, "log": report.log, "requests": report.requests });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        match &report.result {
+            AttemptResult::Done { output, changed } => {
+                println!(
+                    "{} {}",
+                    if *changed { "changed" } else { "unchanged" },
+                    serde_json::to_string_pretty(output)?
+                );
+            }
+            AttemptResult::Failed { kind, message, .. } => println!("failed ({kind:?}): {message}"),
+        }
+        for r in &report.requests {
+            println!(
+                "request {} {} → {}{}",
+                r.method,
+                r.url,
+                r.outcome,
+                r.credential.as_deref().map(|c| format!(" (with {c})")).unwrap_or_default()
+            );
+        }
+        for line in &report.log {
+            println!("log     {line}");
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn inspect(

@@ -81,6 +81,8 @@ pub(crate) struct AttemptSpec {
 pub struct Invoke {
     pub input: serde_json::Value,
     pub allow: Vec<crate::pipeline::Grant>,
+    /// Credentials the host injects, as in a step's `credentials:` (rule and value).
+    pub credentials: Vec<(crate::pipeline::CredentialPlan, crate::secrets::Secret)>,
     pub timeout: Duration,
     pub memory_bytes: u64,
     pub dry_run: bool,
@@ -340,10 +342,13 @@ impl Sandbox {
     }
 
     /// Runs a plugin once outside any pipeline (for `offramp plugin run`-style tools and
-    /// benchmarks): a fresh instance, the given input, HTTP limited to `allow`, no credentials.
+    /// benchmarks): a fresh instance, the given input, HTTP limited to `allow`, the given
+    /// credentials injected by the host.
     pub async fn invoke(&self, plugin: &Plugin, client: &GateClient, inv: Invoke) -> AttemptReport {
-        let gate =
-            Arc::new(Gate::new(client, inv.allow, vec![], inv.dry_run, tokio::time::Instant::now() + inv.timeout));
+        let injections =
+            inv.credentials.into_iter().map(|(rule, value)| crate::http::Injection { rule, value }).collect();
+        let deadline = tokio::time::Instant::now() + inv.timeout;
+        let gate = Arc::new(Gate::new(client, inv.allow, injections, inv.dry_run, deadline));
         let spec = AttemptSpec {
             input: inv.input,
             run_id: "adhoc".into(),
