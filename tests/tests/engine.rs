@@ -766,12 +766,8 @@ name: slow
 
 /// A second engine (another process, in effect) on the harness's database.
 fn other_engine(h: &Harness, owner: &str, lease: Duration) -> offramp::engine::Engine {
-    let config = offramp::engine::EngineConfig {
-        owner: owner.into(),
-        lease,
-        network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
-        ..Default::default()
-    };
+    let config =
+        offramp::engine::EngineConfig { owner: owner.into(), lease, network: common::loopback(), ..Default::default() };
     let secrets = offramp::secrets::SecretSource::fixed([("OKTA_API_TOKEN".to_string(), TOKEN.to_string())]);
     offramp::engine::Engine::new(h.store().clone(), common::sandbox(), secrets, config).unwrap()
 }
@@ -781,7 +777,7 @@ async fn a_run_leased_to_a_live_process_is_left_to_it() {
     let config = offramp::engine::EngineConfig {
         owner: "alive".into(),
         lease: Duration::from_millis(300),
-        network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
+        network: common::loopback(),
         ..Default::default()
     };
     let h = Harness::with_config(config).await;
@@ -844,7 +840,7 @@ async fn only_runs_being_driven_keep_their_lease() {
     let config = offramp::engine::EngineConfig {
         owner: "alive".into(),
         lease: Duration::from_millis(300),
-        network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
+        network: common::loopback(),
         ..Default::default()
     };
     let h = Harness::with_config(config).await;

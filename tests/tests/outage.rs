@@ -134,10 +134,7 @@ async fn a_database_outage_mid_run_loses_and_repeats_nothing() {
         store.clone(),
         sandbox(),
         SecretSource::fixed([]),
-        EngineConfig {
-            network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
-            ..EngineConfig::default()
-        },
+        EngineConfig { network: common::loopback(), ..EngineConfig::default() },
     )
     .unwrap();
     let config = ServeConfig {

@@ -81,10 +81,7 @@ impl Slack {
             store.clone(),
             sandbox(),
             SecretSource::fixed([("OKTA_API_TOKEN".to_string(), TOKEN.to_string())]),
-            EngineConfig {
-                network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
-                ..EngineConfig::default()
-            },
+            EngineConfig { network: common::loopback(), ..EngineConfig::default() },
         )
         .unwrap();
         let pipelines = tempfile::tempdir().unwrap();
@@ -720,10 +717,7 @@ async fn missing_secrets_refuse_to_start() {
         h.store().clone(),
         sandbox(),
         SecretSource::fixed([]),
-        EngineConfig {
-            network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
-            ..EngineConfig::default()
-        },
+        EngineConfig { network: common::loopback(), ..EngineConfig::default() },
     )
     .unwrap();
     let config = |signing: &str, bot: &str| ServeConfig {

@@ -397,10 +397,7 @@ async fn the_engine_runs_a_pipeline_on_each_store() {
             store.clone(),
             common::sandbox(),
             secrets,
-            EngineConfig {
-                network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
-                ..EngineConfig::default()
-            },
+            EngineConfig { network: common::loopback(), ..EngineConfig::default() },
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();

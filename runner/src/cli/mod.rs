@@ -66,6 +66,9 @@ struct Global {
     /// OFFRAMP_ALLOW_PRIVATE takes a comma-separated list.
     #[arg(long = "allow-private", global = true, env = "OFFRAMP_ALLOW_PRIVATE", value_delimiter = ',')]
     allow_private: Vec<String>,
+    /// The config file's contents, read once per command (see [`operator_config`]).
+    #[arg(skip)]
+    operator: std::sync::OnceLock<serve::FileConfig>,
 }
 
 fn lease_duration(s: &str) -> Result<Duration, String> {
@@ -295,12 +298,21 @@ fn plugins_dir(g: &Global) -> PathBuf {
     g.plugins_dir.clone().unwrap_or_else(|| PathBuf::from(crate::BUILTIN_PLUGINS_DIR))
 }
 
-/// The operator's network policy: the config file's `network:` plus `--allow-private`.
-fn network(g: &Global) -> Result<NetworkPolicy> {
-    let mut config = match &g.config {
-        Some(path) => serve::read_config(path)?.network,
+/// The operator's config file (`--config`), read on first use; empty without one.
+fn operator_config(g: &Global) -> Result<&serve::FileConfig> {
+    if let Some(file) = g.operator.get() {
+        return Ok(file);
+    }
+    let file = match &g.config {
+        Some(path) => serve::read_config(path)?,
         None => Default::default(),
     };
+    Ok(g.operator.get_or_init(|| file))
+}
+
+/// The operator's network policy: the config file's `network:` plus `--allow-private`.
+fn network(g: &Global) -> Result<NetworkPolicy> {
+    let mut config = operator_config(g)?.network.clone();
     config.allow_private.extend(g.allow_private.iter().filter(|h| !h.trim().is_empty()).cloned());
     config.policy().map_err(|errors| {
         let shown = g.config.as_ref().map_or_else(|| "--allow-private".to_string(), |p| p.display().to_string());
@@ -310,13 +322,10 @@ fn network(g: &Global) -> Result<NetworkPolicy> {
 
 /// The operator's plugin limits: the config file's `sandbox:`.
 fn sandbox(g: &Global) -> Result<Arc<Sandbox>> {
-    let limits = match &g.config {
-        Some(path) => serve::read_config(path)?
-            .sandbox
-            .limits()
-            .map_err(|errors| anyhow::anyhow!("{}: {}", path.display(), errors.join("; ")))?,
-        None => Default::default(),
-    };
+    let limits = operator_config(g)?.sandbox.limits().map_err(|errors| {
+        let shown = g.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        anyhow::anyhow!("{shown}: {}", errors.join("; "))
+    })?;
     let cache = g.cache_dir.clone().or_else(Sandbox::default_cache_dir);
     Ok(Arc::new(Sandbox::with_limits(cache, limits)?))
 }

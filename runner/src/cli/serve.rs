@@ -65,9 +65,9 @@ pub(super) struct ServeArgs {
 ///   limits: { max_requests: 100, max_request_bytes: 1MiB, max_response_bytes: 4MiB, request_timeout: 30s }
 /// sandbox: { max_instances: 32, max_output_bytes: 1MiB, max_log_lines: 1000 }
 /// ```
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileConfig {
+pub(crate) struct FileConfig {
     listen: Option<SocketAddr>,
     channel: Option<String>,
     command: Option<String>,
@@ -103,10 +103,7 @@ fn required_secret(source: &crate::secrets::SecretSource, name: &'static str) ->
 }
 
 pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
-    let file = match &g.config {
-        Some(p) => read_config(p)?,
-        None => FileConfig::default(),
-    };
+    let file = super::operator_config(g)?;
     let secrets = super::secrets(g)?;
     // Fail closed before anything else happens.
     let signing_secret = required_secret(&secrets, "SLACK_SIGNING_SECRET")?;
@@ -115,17 +112,17 @@ pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
     if api_token.is_none() {
         tracing::warn!(target: "offramp::serve", "OFFRAMP_API_TOKEN is not set: /api/runs refuses every request");
     }
-    let channel = args.channel.or(file.channel).ok_or(ConfigError::NoChannel)?;
-    let mut vars = file.vars;
+    let channel = args.channel.or(file.channel.clone()).ok_or(ConfigError::NoChannel)?;
+    let mut vars = file.vars.clone();
     vars.extend(args.vars);
-    let ack_budget = match file.ack_budget {
-        Some(t) => humantime::parse_duration(&t).with_context(|| format!("ack_budget `{t}`"))?,
+    let ack_budget = match &file.ack_budget {
+        Some(t) => humantime::parse_duration(t).with_context(|| format!("ack_budget `{t}`"))?,
         None => Duration::from_millis(2500),
     };
     if ack_budget >= Duration::from_secs(3) {
         bail!("ack_budget must be under 3s (Slack drops slower answers)");
     }
-    let pause_reminder = match args.pause_reminder.or(file.pause_reminder) {
+    let pause_reminder = match args.pause_reminder.or(file.pause_reminder.clone()) {
         Some(t) => {
             humantime::parse_duration(&t).with_context(|| format!("pause_reminder `{t}` (write it like 4h or 30m)"))?
         }
@@ -139,14 +136,20 @@ pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
         bot_token,
         api_token,
         slack: SlackApiConfig {
-            base_url: args.slack_api_url.or(file.slack_api_url).unwrap_or_else(|| "https://slack.com/api".into()),
+            base_url: args
+                .slack_api_url
+                .or(file.slack_api_url.clone())
+                .unwrap_or_else(|| "https://slack.com/api".into()),
             channel_rate: NonZeroU32::MIN,
             ..SlackApiConfig::default()
         },
         channel,
-        command: args.command.or(file.command).unwrap_or_else(|| "/offboard".into()),
-        pipelines_dir: args.pipelines_dir.or(file.pipelines_dir).unwrap_or_else(|| PathBuf::from("pipelines")),
-        default_pipeline: args.default_pipeline.or(file.default_pipeline).unwrap_or_else(|| "offboarding".into()),
+        command: args.command.or(file.command.clone()).unwrap_or_else(|| "/offboard".into()),
+        pipelines_dir: args.pipelines_dir.or(file.pipelines_dir.clone()).unwrap_or_else(|| PathBuf::from("pipelines")),
+        default_pipeline: args
+            .default_pipeline
+            .or(file.default_pipeline.clone())
+            .unwrap_or_else(|| "offboarding".into()),
         load: LoadOptions { plugins_dir: super::plugins_dir(g), vars, allow_cap: super::network(g)?.allow },
         ack_budget,
         pause_reminder,

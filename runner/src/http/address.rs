@@ -14,7 +14,6 @@
 //!
 //! Not wired into the gate yet: issue 5 adds the operator allowlist it needs (every test and
 //! the demo talk to mocks on 127.0.0.1), then [`Gate::send`](super::Gate) uses it.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -64,7 +64,7 @@ pub(crate) enum HttpFailure {
 }
 
 /// Per-step-attempt caps on HTTP use (the operator's `network.limits`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HttpLimits {
     /// Requests per attempt (default 100).
     pub max_requests: u32,
@@ -73,14 +73,7 @@ pub struct HttpLimits {
     /// Largest response body (default 4 MiB).
     pub max_response_bytes: u64,
     /// Longest single request (default 30 s), never past the step's own deadline.
-    #[serde(with = "humantime_serde_secs")]
     pub max_request_timeout: Duration,
-}
-
-mod humantime_serde_secs {
-    pub(super) fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
 }
 
 impl Default for HttpLimits {
@@ -153,7 +146,6 @@ pub(crate) struct Gate {
     redactor: Redactor,
     dry_run: bool,
     deadline: Mutex<Instant>,
-    limits: HttpLimits,
     journal: Mutex<Vec<RequestRecord>>,
 }
 
@@ -169,7 +161,6 @@ impl Gate {
         Gate {
             client: http.client.clone(),
             policy: http.policy.clone(),
-            limits: http.policy.limits,
             allow,
             injections,
             redactor,
@@ -187,7 +178,7 @@ impl Gate {
         }
     }
     pub(crate) fn limits(&self) -> &HttpLimits {
-        &self.limits
+        &self.policy.limits
     }
 
     pub(crate) fn redactor(&self) -> &Redactor {
@@ -234,10 +225,10 @@ impl Gate {
         rec: &mut RequestRecord,
     ) -> Result<IncomingResponse, HttpFailure> {
         let count = self.journal.lock().map(|j| j.len()).unwrap_or(usize::MAX);
-        if count >= self.limits.max_requests as usize {
+        if count >= self.limits().max_requests as usize {
             return Err(HttpFailure::Denied(format!(
                 "the step's limit of {} requests is used up",
-                self.limits.max_requests
+                self.limits().max_requests
             )));
         }
         let url = url.map_err(|e| HttpFailure::Invalid(format!("bad URL: {e}")))?;
@@ -268,8 +259,8 @@ impl Gate {
             return Err(HttpFailure::Denied(format!("{} is outside the operator's `network.allow`", origin())));
         }
         let body_len = req.body.as_ref().map_or(0, Vec::len) as u64;
-        if body_len > self.limits.max_request_bytes {
-            return Err(HttpFailure::RequestTooLarge(self.limits.max_request_bytes));
+        if body_len > self.limits().max_request_bytes {
+            return Err(HttpFailure::RequestTooLarge(self.limits().max_request_bytes));
         }
         // A host written as an address never reaches the resolver: check it here. A name that
         // only looks like a number (`2130706433` where the URL parser left it alone) too.
@@ -325,7 +316,7 @@ impl Gate {
         if remaining.is_zero() {
             return Err(HttpFailure::Timeout);
         }
-        let timeout = remaining.min(self.limits.max_request_timeout);
+        let timeout = remaining.min(self.limits().max_request_timeout);
         let mut builder = self.client.request(method_v, url).headers(headers).timeout(timeout);
         if let Some(body) = req.body {
             builder = builder.body(body);
@@ -338,7 +329,7 @@ impl Gate {
                 .iter()
                 .map(|(n, v)| (n.as_str().to_string(), self.redactor.text(&String::from_utf8_lossy(v.as_bytes()))))
                 .collect();
-            let cap = self.limits.max_response_bytes;
+            let cap = self.limits().max_response_bytes;
             if resp.content_length().is_some_and(|n| n > cap) {
                 return Err(HttpFailure::TooLarge(cap));
             }

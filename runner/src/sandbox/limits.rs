@@ -15,10 +15,10 @@
 //!   max_tables: 32           # tables one plugin may have
 //! ```
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// The limits, checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SandboxLimits {
     pub max_instances: u32,
     pub max_output_bytes: u64,

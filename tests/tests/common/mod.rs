@@ -25,6 +25,12 @@ pub fn sandbox() -> Arc<Sandbox> {
         .clone()
 }
 
+/// The operator policy the tests run under: the mock SaaS is on loopback, which plugins may
+/// only reach with the operator's word.
+pub fn loopback() -> offramp::http::NetworkPolicy {
+    offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).expect("a valid host")
+}
+
 pub struct Harness {
     pub engine: Engine,
     pub mock: MockServer,
@@ -34,11 +40,7 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new() -> Harness {
-        Self::with_config(EngineConfig {
-            network: offramp::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).unwrap(),
-            ..EngineConfig::default()
-        })
-        .await
+        Self::with_config(EngineConfig { network: loopback(), ..EngineConfig::default() }).await
     }
 
     pub async fn with_config(config: EngineConfig) -> Harness {
