@@ -13,6 +13,8 @@ fn main() {
     let out = target_dir.join("wasm32-wasip2").join("release");
     println!("cargo:rustc-env=OFFRAMP_BUILTIN_PLUGINS_DIR={}", out.display());
     println!("cargo:rerun-if-env-changed=OFFRAMP_SKIP_PLUGIN_BUILD");
+    println!("cargo:rerun-if-env-changed=COMPONENTIZE_PY");
+    println!("cargo:rerun-if-env-changed=COMPONENTIZE_JS");
     watch(&root.join("wit"));
     watch(&plugins);
 
@@ -66,6 +68,61 @@ fn main() {
     if !status.success() {
         panic!("building the plugins in {} failed (see the errors above)", plugins.display());
     }
+
+    // Plugins in other languages, from the same WIT, into the same folder: each folder
+    // `plugins/python/NAME` (with app.py) and `plugins/js/NAME` (with app.js) → `NAME.wasm`.
+    let wit = root.join("wit");
+    for (lang, entry, tool_var) in [("python", "app.py", "COMPONENTIZE_PY"), ("js", "app.js", "COMPONENTIZE_JS")] {
+        let Ok(dirs) = std::fs::read_dir(plugins.join(lang)) else { continue };
+        let mut dirs: Vec<PathBuf> = dirs.flatten().map(|e| e.path()).filter(|p| p.join(entry).is_file()).collect();
+        dirs.sort();
+        let Some(tool) = std::env::var_os(tool_var).map(PathBuf::from) else {
+            if !dirs.is_empty() {
+                println!(
+                    "cargo:warning={tool_var} is not set: the {lang} plugins were not built \
+                     (`source scripts/tools.sh` installs the tool and sets it)"
+                );
+            }
+            continue;
+        };
+        for dir in dirs {
+            let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
+            let wasm = out.join(format!("{name}.wasm"));
+            if is_fresh(&wasm, &[&dir, &wit, &tool]) {
+                continue;
+            }
+            let mut cmd = Command::new(&tool);
+            if lang == "python" {
+                cmd.arg("-d").arg(&wit).args(["-w", "task", "componentize", "app", "-p"]).arg(&dir);
+            } else {
+                cmd.arg(dir.join(entry)).arg("--wit").arg(&wit).args(["-n", "task"]);
+            }
+            cmd.arg("-o").arg(&wasm);
+            match cmd.status() {
+                Ok(s) if s.success() => {}
+                Ok(s) => panic!("{} failed ({s}) building the {lang} plugin {}", tool.display(), dir.display()),
+                Err(e) => panic!(
+                    "\n\nCannot run {} to build the {lang} plugin {}: {e}\n\
+                     Fix: `source scripts/tools.sh` (scripts/test and scripts/demo do it for you)\n\n",
+                    tool.display(),
+                    dir.display()
+                ),
+            }
+        }
+    }
+}
+
+/// True when `out` exists and is newer than every file under `inputs`.
+fn is_fresh(out: &Path, inputs: &[&Path]) -> bool {
+    fn newest(path: &Path) -> Option<std::time::SystemTime> {
+        let meta = std::fs::metadata(path).ok()?;
+        if !meta.is_dir() {
+            return meta.modified().ok();
+        }
+        std::fs::read_dir(path).ok()?.flatten().filter_map(|e| newest(&e.path())).max()
+    }
+    let Some(built) = std::fs::metadata(out).ok().and_then(|m| m.modified().ok()) else { return false };
+    inputs.iter().all(|p| newest(p).is_some_and(|t| t < built))
 }
 
 /// Reruns this script when sources under `dir` change (not `target/`).
@@ -73,7 +130,7 @@ fn watch(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.file_name().is_some_and(|n| n == "target") {
+        if path.file_name().is_some_and(|n| n == "target" || n == "node_modules" || n == "__pycache__") {
             continue;
         }
         if path.is_dir() {

@@ -213,7 +213,7 @@ fn plugin_inspect_prints_describe() {
     assert!(s.starts_with("okta 0.1.0"), "{s}");
     assert!(s.contains("action") && s.contains("required"), "{s}");
     // What each import gets here, the limits, and what each step of a pipeline may do with it.
-    let pipeline = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines/offboarding.yaml");
+    let pipeline = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines/okta.yaml");
     let out = cli.run(&[
         "plugin",
         "inspect",
@@ -520,4 +520,90 @@ fn recover_continues_runs_a_killed_process_left_in_flight() {
     assert_eq!(steps[1]["output"]["idempotency_key"], offramp::engine::idempotency_key(&id, "flaky").as_str());
     let out = cli.run(&["recover"]);
     assert!(text(&out.stdout).contains("no run was left in flight"), "{}", text(&out.stdout));
+}
+
+/// Runs `program` in `dir`; panics with its output when it fails.
+fn build_in(dir: &std::path::Path, program: &str, args: &[&str], env: &[(&str, String)]) {
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // The outer `cargo test` must not steer the guest build.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key.starts_with("RUSTC") || key == "RUSTFLAGS" {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?} failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
+}
+
+#[test]
+fn plugin_new_scaffolds_build_and_run_as_generated_in_rust_python_and_js() {
+    let cli = Cli::new();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let mock = rt.block_on(offramp::mock::MockServer::start("scaffold-token")).unwrap();
+    let tools = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tools");
+    let shared_target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scaffold-target");
+    let path = format!("{}:{}", tools.join("node/node_modules/.bin").display(), std::env::var("PATH").unwrap());
+    let py = std::env::var("COMPONENTIZE_PY").unwrap_or_else(|_| "componentize-py".into());
+
+    for (lang, name) in [("rust", "hello_rs"), ("python", "hello_py"), ("js", "hello_js")] {
+        let out = cli.run(&["plugin", "new", "--lang", lang, name]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("build it:"), "{}", text(&out.stdout));
+        let dir = cli.dir.path().join(name);
+        // The build command the README gives, as written (the JS one minus `npm install`, whose
+        // package the test tools already hold).
+        let wasm = match lang {
+            "rust" => {
+                let env = [("CARGO_TARGET_DIR", shared_target.display().to_string())];
+                build_in(&dir, "cargo", &["build", "--release", "--target", "wasm32-wasip2", "--quiet"], &env);
+                shared_target.join(format!("wasm32-wasip2/release/{name}.wasm"))
+            }
+            "python" => {
+                build_in(
+                    &dir,
+                    &py,
+                    &["-d", "wit", "-w", "task", "componentize", "app", "-o", &format!("{name}.wasm")],
+                    &[],
+                );
+                dir.join(format!("{name}.wasm"))
+            }
+            _ => {
+                build_in(&dir, "npm", &["run", "--silent", "build"], &[("PATH", path.clone())]);
+                dir.join(format!("{name}.wasm"))
+            }
+        };
+        assert!(wasm.is_file(), "{lang}: no {}", wasm.display());
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        assert!(readme.contains("plugin run"), "{readme}");
+
+        // Runs as generated: a lookup through the gate, against the mock's echo endpoint.
+        let input = format!(r#"{{"api_url": "{}/__echo", "user": "alice"}}"#, mock.url());
+        let cred = format!("{}=EXAMPLE_API_TOKEN", mock.url());
+        let secrets = cli.dir.path().join("example.env");
+        std::fs::write(&secrets, "EXAMPLE_API_TOKEN=example-secret-value\n").unwrap();
+        let args = ["plugin", "run", wasm.to_str().unwrap(), "--input", &input, "--allow", &mock.url()];
+        let out = cli.run(&[&args[..], &["--credential", &cred, "--secrets-file", secrets.to_str().unwrap()]].concat());
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{lang}: {stdout}{}", text(&out.stderr));
+        assert!(stdout.contains("\"path\": \"/__echo/users/alice\""), "{lang}: {stdout}");
+        // The host injected the credential, and the echo of it came back redacted.
+        assert!(stdout.contains("[REDACTED]") && !stdout.contains("example-secret-value"), "{lang}: {stdout}");
+        // Its describe() answers, as `plugin inspect` shows.
+        let out = cli.run(&["plugin", "inspect", wasm.to_str().unwrap()]);
+        assert!(text(&out.stdout).starts_with(&format!("{name} 0.1.0")), "{lang}: {}", text(&out.stdout));
+        // A 404 is `unchanged` with found: false.
+        let input = format!(r#"{{"api_url": "{}/nowhere", "user": "alice"}}"#, mock.url());
+        let out = cli.run(&["plugin", "run", wasm.to_str().unwrap(), "--input", &input, "--allow", &mock.url()]);
+        assert_eq!(out.status.code(), Some(0), "{lang}: {}", text(&out.stdout));
+        assert!(text(&out.stdout).contains("\"found\": false"), "{lang}: {}", text(&out.stdout));
+    }
+    // A bad name is refused with a suggestion, and nothing is written.
+    let out = cli.run(&["plugin", "new", "--lang", "rust", "Hello-World"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("e.g. `hello_world`"), "{}", text(&out.stderr));
+    assert!(!cli.dir.path().join("Hello-World").exists());
 }

@@ -386,7 +386,7 @@ async fn the_okta_pipeline_offboards_alice_and_absorbs_a_503() {
         times: 1,
         delay_ms: 0,
     });
-    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines/offboarding.yaml")).unwrap();
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines/okta.yaml")).unwrap();
     let (id, status) = h.run(&yaml, &[("email", "alice@example.com")]).await;
     let s = h.steps(&id).await;
     assert_eq!(status, RunStatus::Succeeded, "{s:#?}");
@@ -446,7 +446,7 @@ name: rl
 #[tokio::test]
 async fn dry_run_sends_no_mutating_request() {
     let h = Harness::new().await;
-    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines/offboarding.yaml")).unwrap();
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines/okta.yaml")).unwrap();
     let plan = h.plan(&yaml);
     let inputs = [("email".to_string(), "alice@example.com".to_string())].into_iter().collect();
     let id = h

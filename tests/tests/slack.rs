@@ -85,7 +85,7 @@ impl Slack {
         )
         .unwrap();
         let pipelines = tempfile::tempdir().unwrap();
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines/offboarding.yaml");
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines/okta.yaml");
         std::fs::copy(repo, pipelines.path().join("offboarding.yaml")).unwrap();
         let mut config = ServeConfig {
             signing_secret: Secret::new(SIGNING_SECRET),

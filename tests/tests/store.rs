@@ -401,7 +401,7 @@ async fn the_engine_runs_a_pipeline_on_each_store() {
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines/offboarding.yaml");
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines/okta.yaml");
         let opts = offramp::pipeline::LoadOptions {
             plugins_dir: std::path::PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
             vars: [("okta_url".to_string(), mock.url())].into_iter().collect(),

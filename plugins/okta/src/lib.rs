@@ -4,7 +4,8 @@
 //! - id: suspend
 //!   uses: okta
 //!   with:
-//!     action: suspend          # lookup | suspend | clear_sessions | remove_groups | deactivate
+//!     action: suspend   # lookup | suspend | clear_sessions | revoke_tokens | remove_groups
+//!                       # | unassign_apps | deactivate
 //!     org_url: https://example.okta.com
 //!     user: "{{ steps.lookup.output.id }}"   # an id, a login or an email
 //!   allow: [https://example.okta.com]
@@ -14,6 +15,17 @@
 //!       header: Authorization
 //!       format: "SSWS {secret}"
 //! ```
+//!
+//! - `clear_sessions`: ends every session and the OAuth tokens issued with them.
+//! - `revoke_tokens`: revokes every OAuth grant (`DELETE /users/{id}/grants`) and every
+//!   refresh token, client by client (`/users/{id}/clients/{clientId}/tokens`).
+//! - `unassign_apps`: removes each direct app assignment (`DELETE /apps/{app}/users/{id}
+//!   ?sendEmail=false`); assignments that come through a group are reported and left to
+//!   `remove_groups`.
+//! - `deactivate`: `sendEmail=false`, asynchronous (`Prefer: respond-async`). While Okta shows
+//!   `transitioningToStatus: DEPROVISIONED`, the step polls a few times, then fails transient
+//!   ("still deprovisioning") so the step's `retry:` waits and the next attempt polls again
+//!   instead of deactivating twice.
 //!
 //! The API token is injected by the host; this plugin never sees it.
 //! Errors follow Okta's shapes: `{errorCode, errorSummary}`; 404 `E0000007` is "not found";
@@ -42,7 +54,9 @@ enum Action {
     Lookup,
     Suspend,
     ClearSessions,
+    RevokeTokens,
     RemoveGroups,
+    UnassignApps,
     Deactivate,
 }
 
@@ -50,6 +64,8 @@ enum Action {
 struct User {
     id: String,
     status: String,
+    #[serde(rename = "transitioningToStatus", default)]
+    transitioning_to: Option<String>,
     #[serde(default)]
     profile: Profile,
 }
@@ -75,6 +91,27 @@ struct Group {
 struct GroupProfile {
     #[serde(default)]
     name: String,
+}
+
+#[derive(Deserialize)]
+struct Grant {
+    id: String,
+    #[serde(rename = "clientId", default)]
+    client_id: String,
+}
+
+#[derive(Deserialize)]
+struct Client {
+    client_id: String,
+    #[serde(default)]
+    client_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AppLink {
+    label: String,
+    #[serde(rename = "appInstanceId")]
+    app_id: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -107,7 +144,10 @@ impl Api {
     }
 
     fn mutate(&self, method: &str, path: &str) -> Result<Sent, TaskError> {
-        let req = Request::new(method, self.url(path)).header("accept", "application/json");
+        self.send(Request::new(method, self.url(path)).header("accept", "application/json"))
+    }
+
+    fn send(&self, req: Request) -> Result<Sent, TaskError> {
         match req.send() {
             Ok(resp) => Ok(Sent::Done(resp)),
             Err(HttpError::DryRun) => Ok(Sent::DryRun),
@@ -185,6 +225,55 @@ fn summary(user: &User) -> Value {
     })
 }
 
+/// A DELETE that found nothing to delete (404) is as good as one that deleted it.
+fn done_or_gone(sent: Sent) -> Result<(), TaskError> {
+    match sent {
+        Sent::DryRun => Ok(()),
+        Sent::Done(resp) if resp.status() == 404 => Ok(()),
+        Sent::Done(resp) => check(resp).map(|_| ()),
+    }
+}
+
+/// Reads the user up to this many times while Okta finishes an asynchronous deactivation.
+const DEPROVISION_POLLS: u32 = 5;
+
+fn deactivate(api: &Api, user: User) -> Result<Outcome, TaskError> {
+    if user.status == "DEPROVISIONED" {
+        return unchanged(&summary(&user));
+    }
+    let previous = user.status.clone();
+    // A deactivation already under way (ours, from an earlier attempt): wait for it, don't repeat it.
+    if user.transitioning_to.as_deref() != Some("DEPROVISIONED") {
+        let req = Request::post(
+            api.url(&format!("/users/{}/lifecycle/deactivate?sendEmail=false", encode_path_segment(&user.id))),
+        )
+        .header("accept", "application/json")
+        .header("prefer", "respond-async");
+        match api.send(req)? {
+            Sent::DryRun => return changed(&json!({ "id": user.id, "would": "deactivate" })),
+            Sent::Done(resp) => {
+                check(resp)?;
+            }
+        }
+    }
+    for _ in 0..DEPROVISION_POLLS {
+        let now = api.user(&user.id)?;
+        if now.status == "DEPROVISIONED" {
+            return changed(&json!({ "id": user.id, "status": "DEPROVISIONED", "previous": previous }));
+        }
+        if now.transitioning_to.as_deref() != Some("DEPROVISIONED") {
+            return Err(permanent(format!(
+                "Okta accepted the deactivation but the user is {} and no longer transitioning",
+                now.status
+            )));
+        }
+    }
+    Err(rate_limited(
+        format!("Okta is still deprovisioning {} (transitioningToStatus DEPROVISIONED); will check again", user.id),
+        2000,
+    ))
+}
+
 struct Okta;
 
 impl Guest for Okta {
@@ -206,7 +295,8 @@ impl Guest for Okta {
         match input.action {
             Action::Lookup => unchanged(&summary(&user)),
             Action::Suspend => {
-                if user.status == "SUSPENDED" {
+                // A deprovisioned user is past suspension: nothing to do either.
+                if user.status == "SUSPENDED" || user.status == "DEPROVISIONED" {
                     return unchanged(&summary(&user));
                 }
                 match api.mutate("POST", &format!("/users/{uid}/lifecycle/suspend"))? {
@@ -258,18 +348,55 @@ impl Guest for Okta {
                 }
                 changed(&json!({ "id": user.id, "removed": removed, "dry_run": api.dry_run }))
             }
-            Action::Deactivate => {
-                if user.status == "DEPROVISIONED" {
-                    return unchanged(&summary(&user));
+            Action::RevokeTokens => {
+                let grants: Vec<Grant> = api.get(&format!("/users/{uid}/grants"))?.json()?;
+                let clients: Vec<Client> = api.get(&format!("/users/{uid}/clients"))?.json()?;
+                if grants.is_empty() && clients.is_empty() {
+                    return unchanged(&json!({ "id": user.id, "grants": 0, "refresh_token_clients": [] }));
                 }
-                match api.mutate("POST", &format!("/users/{uid}/lifecycle/deactivate?sendEmail=false"))? {
-                    Sent::DryRun => changed(&json!({ "id": user.id, "would": "deactivate" })),
-                    Sent::Done(resp) => {
-                        check(resp)?;
-                        changed(&json!({ "id": user.id, "status": "DEPROVISIONED", "previous": user.status }))
+                if !grants.is_empty() {
+                    done_or_gone(api.mutate("DELETE", &format!("/users/{uid}/grants"))?)?;
+                }
+                let mut revoked = Vec::new();
+                for c in &clients {
+                    let path = format!("/users/{uid}/clients/{}/tokens", encode_path_segment(&c.client_id));
+                    done_or_gone(api.mutate("DELETE", &path)?)?;
+                    revoked.push(c.client_name.clone().unwrap_or_else(|| c.client_id.clone()));
+                }
+                let grant_clients: Vec<&str> = grants.iter().map(|g| g.client_id.as_str()).collect();
+                changed(&json!({
+                    "id": user.id,
+                    "grants": grants.len(),
+                    "grant_ids": grants.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(),
+                    "grant_clients": grant_clients,
+                    "refresh_token_clients": revoked,
+                    "dry_run": api.dry_run,
+                }))
+            }
+            Action::UnassignApps => {
+                let links: Vec<AppLink> = api.get(&format!("/users/{uid}/appLinks"))?.json()?;
+                let mut removed = Vec::new();
+                let mut via_group = Vec::new();
+                for app in &links {
+                    let path = format!("/apps/{}/users/{uid}?sendEmail=false", encode_path_segment(&app.app_id));
+                    match api.mutate("DELETE", &path)? {
+                        Sent::DryRun => removed.push(app.label.clone()),
+                        Sent::Done(resp) if resp.status() == 404 => {} // already unassigned
+                        Sent::Done(resp) if resp.status() == 400 || resp.status() == 403 => {
+                            // Assigned through a group: it goes with the group membership.
+                            let why = check(resp).err().map(|e| e.message).unwrap_or_default();
+                            via_group.push(json!({ "app": app.label, "why": why }));
+                        }
+                        Sent::Done(resp) => {
+                            check(resp)?;
+                            removed.push(app.label.clone());
+                        }
                     }
                 }
+                let output = json!({ "id": user.id, "removed": removed, "left": via_group, "dry_run": api.dry_run });
+                if removed.is_empty() { unchanged(&output) } else { changed(&output) }
             }
+            Action::Deactivate => deactivate(&api, user),
         }
     }
 
@@ -277,9 +404,15 @@ impl Guest for Okta {
         info(
             "okta",
             env!("CARGO_PKG_VERSION"),
-            "Okta user lifecycle: lookup, suspend, clear sessions and OAuth tokens, remove groups, deactivate",
+            "Okta user lifecycle: lookup, suspend, clear sessions, revoke grants and refresh tokens, remove groups, \
+             unassign apps, deactivate",
             &[
-                ("action", "string", true, "lookup | suspend | clear_sessions | remove_groups | deactivate"),
+                (
+                    "action",
+                    "string",
+                    true,
+                    "lookup | suspend | clear_sessions | revoke_tokens | remove_groups | unassign_apps | deactivate",
+                ),
                 ("org_url", "string", true, "your Okta org, e.g. https://example.okta.com"),
                 ("user", "string", true, "an Okta user id, login or email"),
             ],

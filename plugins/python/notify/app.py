@@ -1,9 +1,9 @@
 """A step plugin in Python: post a message to a chat webhook (Slack-compatible JSON).
 
-Build:  componentize-py -d wit -w task componentize app -p plugins/python/notify -o notify_py.wasm
+Build:  componentize-py -d wit -w task componentize app -p plugins/python/notify -o notify.wasm
 
     - id: tell_it
-      uses: notify_py
+      uses: notify
       with: { url: "https://hooks.example.com/services/T0/B0/x", text: "{{ inputs.email }} offboarded" }
       allow: [https://hooks.example.com]
 """
@@ -51,7 +51,7 @@ class WitWorld(wit_world.WitWorld):
 
     def describe(self) -> PluginInfo:
         return PluginInfo(
-            name="notify_py", version="0.1.0",
+            name="notify", version="0.1.0",
             description="Posts a message to a chat webhook (written in Python)",
             inputs=[
                 InputSpec(name="url", type_name="string", required=True, description="webhook URL"),

@@ -1,6 +1,7 @@
 //! The `offramp` command line.
 
 mod demo;
+mod scaffold;
 mod serve;
 
 use std::collections::BTreeMap;
@@ -114,6 +115,17 @@ enum Command {
         #[arg(long)]
         pipelines_dir: Option<PathBuf>,
     },
+    /// Serve the mock SaaS that the tests and the demo use (Okta, Google Workspace, Microsoft
+    /// Graph, Slack, GitHub, Zoom, Atlassian, at their real paths, plus `/__echo`) on loopback,
+    /// to try a plugin with `offramp plugin run` without a real account. Runs until Ctrl-C.
+    Mock {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8900")]
+        listen: std::net::SocketAddr,
+        /// The made-up tokens each vendor expects are derived from this seed (printed at start).
+        #[arg(long, default_value = "mock-token")]
+        token_seed: String,
+    },
     /// Print the pipeline format's JSON Schema.
     Schema,
     /// Run the Slack app's backend: the slash command, its buttons, channel reporting, /api/runs.
@@ -205,6 +217,20 @@ enum PluginCommand {
     /// --credential https://acme.okta.com=OKTA_API_TOKEN --format 'SSWS {secret}'`.
     /// Same sandbox, gate and limits as a step. Exit 0 if it succeeded, 1 if it failed.
     Run(PluginRunArgs),
+    /// Start a plugin project that builds and runs as generated: `offramp plugin new --lang
+    /// python zoom_deactivate`. Writes NAME/ (the plugin, a copy of the interface, a README
+    /// with the build command and how to try it).
+    New {
+        /// rust, python or js.
+        #[arg(long, value_enum)]
+        lang: scaffold::Lang,
+        /// The plugin's name: lowercase letters, digits and `_` (it becomes `uses: NAME`).
+        #[arg(value_parser = |s: &str| scaffold::check_name(s).map(|()| s.to_string()))]
+        name: String,
+        /// The folder to create NAME/ in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -286,12 +312,38 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             inspect(&g, &plugin, pipeline.as_deref(), vars).await
         }
         Command::Plugin(PluginCommand::Run(args)) => plugin_run(&g, args).await,
+        Command::Plugin(PluginCommand::New { lang, name, dir }) => {
+            let root = scaffold::create(lang, &name, &dir)?;
+            let (build, wasm) = scaffold::build_command(lang, &name);
+            println!("created {}", root.display());
+            println!("build it:  cd {} && {}", root.display(), build.replace("NAME", &name));
+            println!("try it:    see {}/README.md (offramp plugin run {wasm} ...)", root.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mock { listen, token_seed } => mock(listen, &token_seed).await,
         Command::Serve(args) => serve::serve(&g, args).await,
         Command::Approvers(cmd) => serve::approvers(&g, cmd).await,
         Command::Demo { pipelines_dir } => {
             demo::run(pipelines_dir, g.cache_dir.clone().or_else(Sandbox::default_cache_dir)).await
         }
     }
+}
+
+async fn mock(listen: std::net::SocketAddr, seed: &str) -> Result<ExitCode> {
+    let tokens = crate::mock::MockTokens::from_seed(seed);
+    let server = crate::mock::MockServer::listen(listen, crate::mock::MockState::sample(&tokens))
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!("mock SaaS on {} (made-up data: alice@example.com is active everywhere)", server.url());
+    println!("credentials each vendor expects (put them in a secrets file to try plugins):");
+    for (name, value) in tokens.secrets() {
+        println!("  {name}={value}");
+    }
+    println!("paths: /api/v1 (Okta), /admin/directory/v1 + /admin/datatransfer/v1 (Google), /v1.0 (Graph),");
+    println!("       /scim/v2 + /api/{{method}} (Slack), /orgs (GitHub), /v2/users (Zoom), /users (Atlassian),");
+    println!("       /__echo/... (answers with the request it got), /__mock/requests (what it saw)");
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn plugins_dir(g: &Global) -> PathBuf {

@@ -2,12 +2,24 @@
 //! API's shapes (status codes, error bodies, rate-limit headers), a request log, and
 //! failure injection.
 //!
-//! Routes: `/api/v1/...` (Okta), `/__echo/...` (returns the request it got, like httpbin's
-//! `/anything`), `/__mock/requests` (the log), `/__mock/faults` (POST a [`Fault`]),
-//! `/__mock/redirect?to=URL` (a 302), `/slack/api/{method}` and `/slack/hooks/...` (Slack).
+//! Every vendor keeps its real path layout, so a plugin's base URL is the only thing a test
+//! changes: `/api/v1/...` (Okta), `/admin/directory/v1/...` and `/admin/datatransfer/v1/...`
+//! (Google Workspace), `/v1.0/...` (Microsoft Graph), `/scim/v2/...` and `/slack/api/{method}`
+//! (Slack SCIM and Web API; `/slack/hooks/...` for response_url), `/orgs/...` (GitHub),
+//! `/v2/users/...` (Zoom), `/users/.../manage/...` (Atlassian). Plus `/__echo/...` (returns
+//! the request it got, like httpbin's `/anything`), `/__mock/requests` (the log),
+//! `/__mock/faults` (POST a [`Fault`]), `/__mock/redirect?to=URL` (a 302).
+//!
+//! Each vendor checks its own credential (see [`MockTokens`]), so a token sent to the wrong
+//! vendor is refused the way the real API would refuse it.
 
+pub mod atlassian;
+pub mod github;
+pub mod google;
+pub mod graph;
 pub mod okta;
 pub mod slack;
+pub mod zoom;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -55,19 +67,91 @@ fn one() -> u32 {
     1
 }
 
+/// The credential each mock vendor expects, and the secret name pipelines inject it from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MockTokens {
+    /// `Authorization: SSWS {okta}` — secret `OKTA_API_TOKEN`.
+    pub okta: String,
+    /// `Authorization: Bearer {google}` — secret `GOOGLE_ACCESS_TOKEN`.
+    pub google: String,
+    /// `Authorization: Bearer {graph}` — secret `GRAPH_ACCESS_TOKEN`.
+    pub graph: String,
+    /// `Authorization: Bearer {slack}` (an org admin's user token, for SCIM and `admin.*`) —
+    /// secret `SLACK_ADMIN_TOKEN`.
+    pub slack: String,
+    /// `Authorization: Bearer {github}` — secret `GITHUB_TOKEN`.
+    pub github: String,
+    /// `Authorization: Bearer {zoom}` — secret `ZOOM_ACCESS_TOKEN`.
+    pub zoom: String,
+    /// `Authorization: Bearer {atlassian}` — secret `ATLASSIAN_API_KEY`.
+    pub atlassian: String,
+}
+
+impl MockTokens {
+    /// Distinct made-up tokens derived from `seed` (the Okta token is `seed` itself).
+    pub fn from_seed(seed: &str) -> MockTokens {
+        MockTokens {
+            okta: seed.to_string(),
+            google: format!("ya29.{seed}"),
+            graph: format!("eyJ0eXAi.{seed}"),
+            slack: format!("xoxp-{seed}"),
+            github: format!("ghp_{seed}"),
+            zoom: format!("zoom.{seed}"),
+            atlassian: format!("atl.{seed}"),
+        }
+    }
+
+    /// `(secret name, value)` pairs, as a pipeline's `credentials:` name them.
+    pub fn secrets(&self) -> Vec<(String, String)> {
+        [
+            ("OKTA_API_TOKEN", &self.okta),
+            ("GOOGLE_ACCESS_TOKEN", &self.google),
+            ("GRAPH_ACCESS_TOKEN", &self.graph),
+            ("SLACK_ADMIN_TOKEN", &self.slack),
+            ("GITHUB_TOKEN", &self.github),
+            ("ZOOM_ACCESS_TOKEN", &self.zoom),
+            ("ATLASSIAN_API_KEY", &self.atlassian),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+    }
+}
+
 /// Shared state of the mock.
 #[derive(Clone, Default)]
 pub struct MockState {
     pub okta: okta::Directory,
     pub slack: slack::Workspace,
+    pub google: google::Workspace,
+    pub graph: graph::Tenant,
+    pub github: github::Org,
+    pub zoom: zoom::Account,
+    pub atlassian: atlassian::Directory,
     log: Arc<Mutex<Vec<LoggedRequest>>>,
     faults: Arc<Mutex<Vec<Fault>>>,
 }
 
 impl MockState {
-    /// The sample Okta directory, with this API token.
-    pub fn okta(token: &str) -> MockState {
-        MockState { okta: okta::Directory::sample(token), ..Default::default() }
+    /// Every vendor's sample data, each expecting its token from [`MockTokens::from_seed`]`(seed)`
+    /// (so Okta's API token is `seed`).
+    pub fn okta(seed: &str) -> MockState {
+        Self::sample(&MockTokens::from_seed(seed))
+    }
+
+    /// Every vendor's sample data (the same people everywhere: alice@example.com is active,
+    /// bob@example.com already suspended, dana@example.com is Alice's manager), with these tokens.
+    pub fn sample(tokens: &MockTokens) -> MockState {
+        MockState {
+            okta: okta::Directory::sample(&tokens.okta),
+            slack: slack::Workspace::default().with_admin_token(&tokens.slack),
+            google: google::Workspace::sample(&tokens.google),
+            graph: graph::Tenant::sample(&tokens.graph),
+            github: github::Org::sample(&tokens.github),
+            zoom: zoom::Account::sample(&tokens.zoom),
+            atlassian: atlassian::Directory::sample(&tokens.atlassian),
+            ..Default::default()
+        }
     }
 
     pub fn requests(&self) -> Vec<LoggedRequest> {
@@ -118,7 +202,12 @@ impl MockServer {
     /// Starts on `ip`, on a free port (the sandbox tests put the SaaS on 127.0.0.2 and the
     /// service plugins must not reach on 127.0.0.1).
     pub async fn start_on(ip: std::net::IpAddr, state: MockState) -> std::io::Result<MockServer> {
-        let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
+        Self::listen(SocketAddr::new(ip, 0), state).await
+    }
+
+    /// Starts on `addr` (`offramp mock --listen`).
+    pub async fn listen(addr: SocketAddr, state: MockState) -> std::io::Result<MockServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = app(state.clone());
@@ -151,6 +240,12 @@ pub fn app(state: MockState) -> Router {
     Router::new()
         .nest("/api/v1", okta::router())
         .nest("/slack", slack::router())
+        .merge(slack::scim_router())
+        .merge(google::router())
+        .merge(graph::router())
+        .merge(github::router())
+        .merge(zoom::router())
+        .merge(atlassian::router())
         .route("/__echo", any(echo))
         .route("/__echo/{*rest}", any(echo))
         .route("/__mock/requests", get(requests))
@@ -186,13 +281,10 @@ async fn log_and_inject(State(state): State<MockState>, req: Request, next: Next
                 tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
             }
             let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            match path.strip_prefix("/slack/api/") {
-                Some(method) => {
-                    state.slack.record(method, &json!({ "injected_status": f.status }), None);
-                    slack::error_response(status)
-                }
-                None => okta::error_response(status),
+            if let Some(method) = path.strip_prefix("/slack/api/") {
+                state.slack.record(method, &json!({ "injected_status": f.status }), None);
             }
+            vendor_error(&path, status)
         }
         None => next.run(req).await,
     };
@@ -203,6 +295,27 @@ async fn log_and_inject(State(state): State<MockState>, req: Request, next: Next
         entry.status = response.status().as_u16();
     }
     response
+}
+
+/// An injected failure, in the body and headers the vendor owning `path` would send.
+fn vendor_error(path: &str, status: StatusCode) -> Response {
+    if path.starts_with("/slack/api/") || (path.starts_with("/api/") && !path.starts_with("/api/v1/")) {
+        slack::error_response(status)
+    } else if path.starts_with("/scim/") {
+        slack::scim_error_response(status)
+    } else if path.starts_with("/admin/directory/") || path.starts_with("/admin/datatransfer/") {
+        google::error_response(status)
+    } else if path.starts_with("/v1.0/") {
+        graph::error_response(status)
+    } else if path.starts_with("/orgs/") {
+        github::error_response(status)
+    } else if path.starts_with("/v2/") {
+        zoom::error_response(status)
+    } else if path.starts_with("/users/") || path.starts_with("/admin/v1/") {
+        atlassian::error_response(status)
+    } else {
+        okta::error_response(status)
+    }
 }
 
 /// Answers with the request it got; `?delay_ms=N` answers N ms later (at most 10 s): a slow API.

@@ -2,6 +2,13 @@
 //! `Authorization: SSWS {token}`; errors as `{errorCode, errorSummary, errorLink, errorId,
 //! errorCauses}`; `X-Rate-Limit-Limit/-Remaining/-Reset` on every answer; 404 `E0000007`;
 //! suspend of a non-ACTIVE user 400 `E0000001`; 429 `E0000047`.
+//!
+//! Users, lifecycle (suspend; deactivate, synchronous or with `Prefer: respond-async`, when the
+//! user shows `transitioningToStatus: DEPROVISIONED` for a few reads before the status changes),
+//! sessions, groups, OAuth grants (`/users/{id}/grants`), refresh tokens per client
+//! (`/users/{id}/clients`, `/users/{id}/clients/{clientId}/tokens`), and app assignments
+//! (`/users/{id}/appLinks`, `DELETE /apps/{appId}/users/{id}`; an app assigned through a group
+//! can't be unassigned directly: 400 `E0000001` naming the group assignment).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +35,16 @@ pub struct User {
     pub status: String,
     pub groups: Vec<String>,
     pub sessions: u32,
+    /// OAuth grants: `(grant id, client id)`.
+    pub grants: Vec<(String, String)>,
+    /// Refresh tokens: `(token id, client id)`.
+    pub refresh_tokens: Vec<(String, String)>,
+    /// App assignments: `(app instance id, label, scope)`, scope `USER` or `GROUP`.
+    pub apps: Vec<(String, String, String)>,
+    /// During an asynchronous deactivation: `Some("DEPROVISIONED")`.
+    pub transitioning_to: Option<String>,
+    /// Reads left before an asynchronous deactivation completes.
+    pub transition_reads: u32,
 }
 
 /// A group in the mock directory.
@@ -42,6 +59,8 @@ pub struct Group {
 #[derive(Debug, Default)]
 struct Data {
     token: String,
+    /// Reads an asynchronous deactivation takes before it completes.
+    deprovision_reads: u32,
     users: BTreeMap<String, User>,
     groups: BTreeMap<String, Group>,
 }
@@ -71,14 +90,33 @@ impl Directory {
             status: status.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             sessions: 2,
+            grants: vec![],
+            refresh_tokens: vec![],
+            apps: vec![],
+            transitioning_to: None,
+            transition_reads: 0,
         };
+        let mut alice =
+            user("00u1alice", "Alice", "Anders", "ACTIVE", &["00g1everyone", "00g2eng", "00g3vpn", "00g4sfdc"]);
+        alice.grants = vec![
+            ("oag1slackapp".into(), "0oa1slack".into()),
+            ("oag2zoomapp".into(), "0oa2zoom".into()),
+            ("oag3zoomcal".into(), "0oa2zoom".into()),
+        ];
+        alice.refresh_tokens = vec![("oar1slack".into(), "0oa1slack".into()), ("oar2zoom".into(), "0oa2zoom".into())];
+        alice.apps = vec![
+            ("0oa1slack".into(), "Slack".into(), "USER".into()),
+            ("0oa2zoom".into(), "Zoom".into(), "USER".into()),
+            ("0oa3sfdc".into(), "Salesforce".into(), "GROUP".into()),
+        ];
         let users = [
-            user("00u1alice", "Alice", "Anders", "ACTIVE", &["00g1everyone", "00g2eng", "00g3vpn", "00g4sfdc"]),
+            alice,
             user("00u2bob", "Bob", "Brown", "SUSPENDED", &["00g1everyone", "00g2eng"]),
             user("00u3carol", "Carol", "Chen", "DEPROVISIONED", &["00g1everyone"]),
         ];
         let data = Data {
             token: token.to_string(),
+            deprovision_reads: 2,
             users: users.into_iter().map(|u| (u.id.clone(), u)).collect(),
             groups: groups
                 .into_iter()
@@ -92,6 +130,23 @@ impl Directory {
     pub fn user(&self, key: &str) -> Option<User> {
         let data = self.data.lock().ok()?;
         find(&data, key).cloned()
+    }
+
+    /// How many reads of the user an asynchronous deactivation takes to complete (default 2).
+    pub fn set_deprovision_reads(&self, reads: u32) {
+        if let Ok(mut d) = self.data.lock() {
+            d.deprovision_reads = reads;
+        }
+    }
+
+    /// Changes a user in place (tests arrange odd states with it).
+    pub fn update(&self, key: &str, f: impl FnOnce(&mut User)) {
+        if let Ok(mut d) = self.data.lock()
+            && let Some(id) = find(&d, key).map(|u| u.id.clone())
+            && let Some(u) = d.users.get_mut(&id)
+        {
+            f(u);
+        }
     }
 
     pub fn add_user(&self, user: User) {
@@ -115,6 +170,11 @@ pub(crate) fn router() -> Router<MockState> {
         .route("/users/{id}/sessions", delete(clear_sessions))
         .route("/users/{id}/groups", get(user_groups))
         .route("/groups/{gid}/users/{uid}", delete(remove_from_group))
+        .route("/users/{id}/grants", get(list_grants).delete(revoke_grants))
+        .route("/users/{id}/clients", get(list_clients))
+        .route("/users/{id}/clients/{client}/tokens", delete(revoke_client_tokens))
+        .route("/users/{id}/appLinks", get(app_links))
+        .route("/apps/{app}/users/{id}", delete(unassign_app))
 }
 
 fn error_id() -> String {
@@ -179,6 +239,7 @@ fn user_json(u: &User) -> Value {
         "lastLogin": "2026-11-27T08:14:00.000Z",
         "lastUpdated": "2026-11-27T08:14:00.000Z",
         "passwordChanged": "2026-06-01T10:00:00.000Z",
+        "transitioningToStatus": u.transitioning_to,
         "type": { "id": "oty1defaultusertype" },
         "profile": {
             "firstName": u.first_name, "lastName": u.last_name,
@@ -204,10 +265,17 @@ macro_rules! guard {
 
 async fn get_user(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     guard!(state, headers);
-    match state.okta.user(&id) {
-        Some(u) => ok(StatusCode::OK, Some(user_json(&u))),
-        None => not_found(&id),
-    }
+    with_user(&state, &id, |u, _| {
+        // An asynchronous deactivation completes after a few reads.
+        if u.transitioning_to.is_some() {
+            if u.transition_reads == 0 {
+                u.status = u.transitioning_to.take().unwrap_or_default();
+            } else {
+                u.transition_reads -= 1;
+            }
+        }
+        ok(StatusCode::OK, Some(user_json(u)))
+    })
 }
 
 #[derive(Deserialize)]
@@ -251,7 +319,24 @@ async fn deactivate(
     Query(_q): Query<SendEmail>,
 ) -> Response {
     guard!(state, headers);
+    let respond_async =
+        headers.get("prefer").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("respond-async"));
+    let reads = state.okta.data.lock().map(|d| d.deprovision_reads).unwrap_or(2);
     with_user(&state, &id, |u, _| {
+        if u.transitioning_to.is_some() {
+            return okta_error(
+                StatusCode::BAD_REQUEST,
+                "E0000001",
+                "Api validation failed: deactivateUser",
+                &["The user is already being deactivated"],
+            );
+        }
+        if respond_async && u.status != "DEPROVISIONED" {
+            u.transitioning_to = Some("DEPROVISIONED".into());
+            u.transition_reads = reads;
+            u.sessions = 0;
+            return ok(StatusCode::ACCEPTED, None);
+        }
         if u.status == "DEPROVISIONED" {
             return okta_error(
                 StatusCode::BAD_REQUEST,
@@ -318,6 +403,105 @@ async fn remove_from_group(
         ),
         Some(_) => {
             u.groups.retain(|x| x != &gid);
+            ok(StatusCode::NO_CONTENT, None)
+        }
+    })
+}
+
+async fn list_grants(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    guard!(state, headers);
+    with_user(&state, &id, |u, _| {
+        let list: Vec<Value> = u
+            .grants
+            .iter()
+            .map(|(gid, client)| {
+                json!({
+                    "id": gid, "status": "ACTIVE", "clientId": client, "userId": u.id,
+                    "issuer": "https://example.okta.com/oauth2/default", "scopeId": "okta.users.read.self",
+                    "source": "END_USER", "created": "2026-01-05T10:00:00.000Z",
+                    "_links": { "app": { "href": format!("https://example.okta.com/api/v1/apps/{client}") } },
+                })
+            })
+            .collect();
+        ok(StatusCode::OK, Some(Value::Array(list)))
+    })
+}
+
+async fn revoke_grants(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    guard!(state, headers);
+    with_user(&state, &id, |u, _| {
+        u.grants.clear();
+        ok(StatusCode::NO_CONTENT, None)
+    })
+}
+
+async fn list_clients(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    guard!(state, headers);
+    with_user(&state, &id, |u, _| {
+        let mut clients: Vec<&str> = u.refresh_tokens.iter().map(|(_, c)| c.as_str()).collect();
+        clients.dedup();
+        let list: Vec<Value> = clients
+            .iter()
+            .map(|c| json!({ "client_id": c, "client_name": format!("App {c}"), "client_uri": null, "logo_uri": null }))
+            .collect();
+        ok(StatusCode::OK, Some(Value::Array(list)))
+    })
+}
+
+async fn revoke_client_tokens(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Path((id, client)): Path<(String, String)>,
+) -> Response {
+    guard!(state, headers);
+    with_user(&state, &id, |u, _| {
+        u.refresh_tokens.retain(|(_, c)| c != &client);
+        ok(StatusCode::NO_CONTENT, None)
+    })
+}
+
+async fn app_links(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    guard!(state, headers);
+    with_user(&state, &id, |u, _| {
+        let list: Vec<Value> = u
+            .apps
+            .iter()
+            .map(|(app, label, _)| {
+                json!({
+                    "id": format!("00a{app}"), "label": label, "appInstanceId": app,
+                    "appName": label.to_lowercase(), "appAssignmentId": format!("0ua{app}"),
+                    "linkUrl": format!("https://example.okta.com/home/{}/{app}/1", label.to_lowercase()),
+                    "logoUrl": "https://example.okta.com/assets/img/logos/default.png",
+                    "credentialsSetup": false, "hidden": false, "sortOrder": 0,
+                })
+            })
+            .collect();
+        ok(StatusCode::OK, Some(Value::Array(list)))
+    })
+}
+
+async fn unassign_app(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Path((app, id)): Path<(String, String)>,
+    Query(_q): Query<SendEmail>,
+) -> Response {
+    guard!(state, headers);
+    with_user(&state, &id, |u, _| match u.apps.iter().position(|(a, _, _)| a == &app) {
+        None => okta_error(
+            StatusCode::NOT_FOUND,
+            "E0000007",
+            &format!("Not found: Resource not found: {id} (AppUser)"),
+            &[],
+        ),
+        Some(i) if u.apps[i].2 == "GROUP" => okta_error(
+            StatusCode::BAD_REQUEST,
+            "E0000001",
+            "Api validation failed: the user is assigned to this app through a group",
+            &["Remove the user from the group that assigns the app"],
+        ),
+        Some(i) => {
+            u.apps.remove(i);
             ok(StatusCode::NO_CONTENT, None)
         }
     })

@@ -14,6 +14,15 @@ use offramp::store::{RunStatus, SqliteStore, StepRecord, Store};
 
 pub const TOKEN: &str = "okta-test-token-5f2c9a";
 
+/// Every mock vendor's credential (Okta's is [`TOKEN`]).
+pub fn tokens() -> offramp::mock::MockTokens {
+    offramp::mock::MockTokens::from_seed(TOKEN)
+}
+
+/// Pipeline vars that point a vendor's plugin at the mock (each vendor keeps its real paths).
+pub const VENDOR_VARS: &[&str] =
+    &["okta_url", "google_url", "graph_url", "slack_url", "slack_scim_url", "github_url", "zoom_url", "atlassian_url"];
+
 /// One sandbox per test binary: compiled plugins are shared between tests.
 pub fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
@@ -48,18 +57,24 @@ impl Harness {
         let db_url = format!("sqlite://{}", dir.path().join("offramp.db").display());
         let store = Arc::new(SqliteStore::open(&db_url).await.expect("sqlite opens"));
         let mock = MockServer::start(TOKEN).await.expect("mock starts");
-        let secrets = SecretSource::fixed([("OKTA_API_TOKEN".to_string(), TOKEN.to_string())]);
+        let secrets = SecretSource::fixed(tokens().secrets());
         let engine = Engine::new(store, sandbox(), secrets, config).expect("engine");
         Harness { engine, mock, dir, db_url }
     }
 
-    /// Writes the pipeline into the temp dir and loads it with `okta_url` = the mock.
+    /// Writes the pipeline into the temp dir and loads it with each vendor var it mentions
+    /// (`okta_url`, `google_url`, ...) pointing at the mock.
     pub fn plan(&self, yaml: &str) -> Plan {
         let path = self.dir.path().join("pipeline.yaml");
         std::fs::write(&path, yaml).expect("write pipeline");
         let mut vars = BTreeMap::new();
-        if yaml.contains("okta_url") {
-            vars.insert("okta_url".to_string(), self.mock.url());
+        for var in VENDOR_VARS {
+            if yaml.contains(var) {
+                vars.insert(var.to_string(), self.mock.url());
+            }
+        }
+        if yaml.contains("atlassian_org") {
+            vars.insert("atlassian_org".to_string(), offramp::mock::atlassian::SAMPLE_ORG_ID.to_string());
         }
         let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), vars, allow_cap: None };
         match pipeline::load(&path, &opts) {

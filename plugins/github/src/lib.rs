@@ -1,0 +1,292 @@
+//! GitHub organization offboarding through the GitHub REST API.
+//!
+//! ```yaml
+//! - id: github
+//!   uses: github
+//!   with:
+//!     action: remove_member      # lookup | remove_member
+//!     org: acme
+//!     username: "{{ inputs.github_login }}"
+//!     # api_url: https://api.github.com   (the default; GHE Server: https://HOST/api/v3)
+//!   retry: { attempts: 3 }
+//!   allow: [https://api.github.com]
+//!   credentials:
+//!     - host: api.github.com
+//!       secret: GITHUB_TOKEN
+//!       header: Authorization
+//!       format: "Bearer {secret}"
+//! ```
+//!
+//! The token is injected by the host; this plugin never sees it. It needs the `admin:org` scope
+//! (classic) or the organization "Members: read and write" permission (fine-grained / app).
+//!
+//! - `lookup` reads `GET /orgs/{org}/memberships/{username}`: `{member, state, role}`.
+//! - `remove_member` removes the membership (`DELETE` on the same path), which also cancels a
+//!   pending invitation. Someone who is not a member is `unchanged`.
+//!
+//! GitHub answers 404 both for "not a member" and for an organization the token cannot see, so
+//! a 404 is checked against `GET /orgs/{org}`: an unknown organization is a permanent error, not a
+//! silent success. Rate limits: a 403/429 with `x-ratelimit-remaining: 0` waits until
+//! `x-ratelimit-reset` (epoch seconds, measured against the response's `Date`); one with
+//! `retry-after` waits that many seconds (the secondary limit); both become transient errors
+//! with the wait.
+
+use offramp_plugin_sdk::{
+    Guest, HttpError, Invocation, Outcome, PluginInfo, Request, Response, TaskError, changed, encode_path_segment,
+    export_plugin, http_error, info, input, permanent, rate_limited, transient, unchanged,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The REST API version this plugin is written against.
+const API_VERSION: &str = "2022-11-28";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    action: Action,
+    /// `https://api.github.com` unless GitHub Enterprise Server (or a test) says otherwise.
+    #[serde(default = "default_api_url")]
+    api_url: String,
+    /// The organization's login, e.g. `acme`.
+    org: String,
+    /// The member's GitHub login.
+    username: String,
+}
+
+fn default_api_url() -> String {
+    "https://api.github.com".into()
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum Action {
+    Lookup,
+    RemoveMember,
+}
+
+#[derive(Deserialize)]
+struct Membership {
+    /// `active` or `pending` (invited, not yet accepted).
+    state: String,
+    /// `admin` (an owner) or `member`.
+    role: String,
+    #[serde(default)]
+    user: Option<MemberUser>,
+}
+
+#[derive(Deserialize)]
+struct MemberUser {
+    login: String,
+    #[serde(default)]
+    id: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct GitHubError {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    documentation_url: String,
+}
+
+struct Api {
+    base: String,
+}
+
+impl Api {
+    fn request(&self, method: &str, path: &str) -> Request {
+        Request::new(method, format!("{}{path}", self.base))
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", API_VERSION)
+            .header("user-agent", concat!("offramp-github-plugin/", env!("CARGO_PKG_VERSION")))
+    }
+
+    fn get(&self, path: &str) -> Result<Response, TaskError> {
+        self.request("GET", path).send().map_err(http_error)
+    }
+
+    /// The membership, or `None` if GitHub says there is none (after making sure the
+    /// organization itself is visible: GitHub answers 404 for both).
+    fn membership(&self, org: &str, username: &str) -> Result<Option<Membership>, TaskError> {
+        let path = format!("/orgs/{}/memberships/{}", encode_path_segment(org), encode_path_segment(username));
+        let resp = self.get(&path)?;
+        if resp.status() == 404 {
+            self.ensure_org(org)?;
+            return Ok(None);
+        }
+        Ok(Some(check(resp)?.json()?))
+    }
+
+    fn ensure_org(&self, org: &str) -> Result<(), TaskError> {
+        let resp = self.get(&format!("/orgs/{}", encode_path_segment(org)))?;
+        if resp.status() == 404 {
+            return Err(permanent(format!(
+                "GitHub organization {org:?} not found (or the token cannot see it: it needs admin:org or the \
+                 organization's Members permission)"
+            )));
+        }
+        check(resp).map(|_| ())
+    }
+}
+
+/// Turns non-2xx answers into task errors, following GitHub's error shape and rate-limit headers.
+fn check(resp: Response) -> Result<Response, TaskError> {
+    if resp.is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let err: GitHubError = serde_json::from_slice(&resp.raw.body).unwrap_or_default();
+    let what = if err.message.is_empty() {
+        format!("GitHub answered HTTP {status}")
+    } else {
+        format!("GitHub {status}: {}", err.message)
+    };
+    if (status == 403 || status == 429)
+        && let Some(wait) = rate_limit_wait_ms(&resp, &err)
+    {
+        return Err(rate_limited(what, wait));
+    }
+    Err(match status {
+        500..=599 | 408 => transient(what),
+        401 => permanent(format!("{what} (is GITHUB_TOKEN valid and unexpired?)")),
+        403 => permanent(format!(
+            "{what} (the token needs admin:org, or the organization's Members: read and write permission)"
+        )),
+        _ if err.documentation_url.is_empty() => permanent(what),
+        _ => permanent(format!("{what} (see {})", err.documentation_url)),
+    })
+}
+
+/// How long a rate-limited answer says to wait, or `None` if the 403/429 is not a rate limit.
+/// Secondary limits send `retry-after`; the primary one `x-ratelimit-remaining: 0` and
+/// `x-ratelimit-reset` (epoch seconds, measured against the response's `Date` header so the
+/// plugin needs no clock). GitHub's advice when neither is there: wait at least a minute.
+fn rate_limit_wait_ms(resp: &Response, err: &GitHubError) -> Option<u64> {
+    if let Some(secs) = resp.header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()) {
+        return Some(secs.max(1) * 1000);
+    }
+    if resp.header("x-ratelimit-remaining").map(str::trim) == Some("0") {
+        let reset = resp.header("x-ratelimit-reset").and_then(|v| v.trim().parse::<u64>().ok());
+        let now = resp.header("date").and_then(parse_http_date);
+        return Some(match (reset, now) {
+            (Some(reset), Some(now)) => reset.saturating_sub(now).max(1) * 1000,
+            _ => 60_000,
+        });
+    }
+    if resp.status() == 429 || err.message.to_ascii_lowercase().contains("rate limit") {
+        return Some(60_000);
+    }
+    None
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into epoch seconds.
+fn parse_http_date(s: &str) -> Option<u64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    if parts.len() != 6 || parts[5] != "GMT" {
+        return None;
+    }
+    let day: u64 = parts[1].parse().ok()?;
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| *m == parts[2])? as u64
+        + 1;
+    let year: u64 = parts[3].parse().ok()?;
+    let hms: Vec<u64> = parts[4].split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    if hms.len() != 3 || year < 1970 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
+}
+
+/// GitHub logins and organization names: letters, digits and hyphens (plus `_` for Enterprise
+/// Managed Users' `_shortcode` suffix).
+fn valid_login(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn summary(org: &str, username: &str, m: Option<&Membership>) -> Value {
+    match m {
+        Some(m) => json!({
+            "org": org,
+            "username": m.user.as_ref().map(|u| u.login.as_str()).unwrap_or(username),
+            "user_id": m.user.as_ref().and_then(|u| u.id),
+            "member": true,
+            "state": m.state,
+            "role": m.role,
+        }),
+        None => json!({ "org": org, "username": username, "member": false }),
+    }
+}
+
+struct GitHub;
+
+impl Guest for GitHub {
+    fn run(inv: Invocation) -> Result<Outcome, TaskError> {
+        let input: Input = input(&inv)?;
+        let base = input.api_url.trim().trim_end_matches('/').to_string();
+        if !base.starts_with("https://") && !base.starts_with("http://") {
+            return Err(permanent(format!("api_url must start with https://, got {:?}", input.api_url)));
+        }
+        let (org, username) = (input.org.trim(), input.username.trim().trim_start_matches('@'));
+        if !valid_login(org) {
+            return Err(permanent(format!("org {:?} is not a GitHub organization name", input.org)));
+        }
+        if !valid_login(username) {
+            return Err(permanent(format!("username {:?} is not a GitHub login", input.username)));
+        }
+        let api = Api { base };
+        // Every action starts from the current membership: that makes each idempotent.
+        let membership = api.membership(org, username)?;
+        match input.action {
+            Action::Lookup => unchanged(&summary(org, username, membership.as_ref())),
+            Action::RemoveMember => {
+                let Some(m) = membership else {
+                    return unchanged(&json!({ "org": org, "username": username, "removed": false, "member": false }));
+                };
+                let path = format!("/orgs/{}/memberships/{}", encode_path_segment(org), encode_path_segment(username));
+                match api.request("DELETE", &path).send() {
+                    Err(HttpError::DryRun) => changed(&json!({
+                        "org": org, "username": username, "would": "remove from the organization",
+                        "role": m.role, "state": m.state,
+                    })),
+                    Err(e) => Err(http_error(e)),
+                    // Gone between our read and the delete (a retry of ours, or someone else).
+                    Ok(resp) if resp.status() == 404 => {
+                        unchanged(&json!({ "org": org, "username": username, "removed": false, "member": false }))
+                    }
+                    Ok(resp) => {
+                        check(resp)?;
+                        changed(&json!({
+                            "org": org, "username": username, "removed": true,
+                            "previous_role": m.role, "previous_state": m.state,
+                        }))
+                    }
+                }
+            }
+        }
+    }
+
+    fn describe() -> PluginInfo {
+        info(
+            "github",
+            env!("CARGO_PKG_VERSION"),
+            "GitHub organizations: look up a membership, remove a member (or cancel their invitation)",
+            &[
+                ("action", "string", true, "lookup | remove_member"),
+                ("org", "string", true, "the organization's login, e.g. acme"),
+                ("username", "string", true, "the member's GitHub login"),
+                ("api_url", "string", false, "the REST API's base URL; default https://api.github.com"),
+            ],
+        )
+    }
+}
+
+export_plugin!(GitHub);

@@ -1,0 +1,869 @@
+//! Google Workspace's Admin SDK, as much of it as offboarding uses: the Directory API
+//! (`/admin/directory/v1`: users, sign-out, OAuth tokens, group memberships) and the Data
+//! Transfer API (`/admin/datatransfer/v1`: applications and transfers), with Google's own shapes:
+//!
+//! - `Authorization: Bearer {token}`; a missing or wrong token is 401 `UNAUTHENTICATED` with a
+//!   `WWW-Authenticate: Bearer ... error="invalid_token"` header.
+//! - Errors as `{"error": {"code", "message", "errors": [{"message", "domain", "reason"}], "status"}}`,
+//!   e.g. 404 `notFound` "Resource Not Found: userKey".
+//! - Rate limits as Google sends them: 403 `userRateLimitExceeded` (domain `usageLimits`, no
+//!   `Retry-After`), or 429 `rateLimitExceeded`.
+//! - Empty lists leave their field out (`tokens.list` of a user with no tokens has no `items`),
+//!   and the last page of a list has no `nextPageToken`.
+//! - `groups.list` answers at most [`DEFAULT_GROUP_PAGE`] groups a page whatever `maxResults`
+//!   asks (Google, too, may answer fewer than asked), so a client's paging is exercised.
+//! - A data transfer starts `inProgress`; `transfers.get` answers `inProgress` twice (see
+//!   [`Workspace::set_polls_to_settle`]), then the transfer settles: `completed`, or `failed` if
+//!   the new owner was suspended when it started or [`Workspace::fail_next_transfer`] was armed.
+//!   `transfers.list` shows the current status without moving it along.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde_json::{Value, json};
+
+use super::MockState;
+
+/// How many groups `groups.list` answers at most per page, unless [`Workspace::set_group_page_size`].
+pub const DEFAULT_GROUP_PAGE: usize = 3;
+
+/// The Data Transfer API's id for "Drive and Docs".
+pub const DRIVE_APP_ID: &str = "55656082996";
+/// The Data Transfer API's id for "Calendar".
+pub const CALENDAR_APP_ID: &str = "435070579839";
+/// The Data Transfer API's id for "Looker Studio" (no transfer parameters).
+pub const LOOKER_APP_ID: &str = "810260081642";
+
+/// A user in the mock directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    /// Google's numeric unique id (as a string, the way the API sends it).
+    pub id: String,
+    pub primary_email: String,
+    pub given_name: String,
+    pub family_name: String,
+    pub suspended: bool,
+    pub is_admin: bool,
+    /// The manager's email (a `relations` entry of type `manager`).
+    pub manager: Option<String>,
+    /// Ids of the groups the user is a direct member of.
+    pub groups: Vec<String>,
+    /// OAuth tokens the user granted to third-party apps.
+    pub tokens: Vec<Token>,
+    /// How many times `users.signOut` was called for the user.
+    pub sign_outs: u32,
+}
+
+/// An OAuth token a user issued to an app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    pub client_id: String,
+    pub display_text: String,
+    pub scopes: Vec<String>,
+    pub native_app: bool,
+}
+
+/// A group in the mock directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+}
+
+/// One application's part of a transfer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppTransfer {
+    pub application_id: String,
+    /// `(key, values)`, e.g. `("PRIVACY_LEVEL", ["PRIVATE", "SHARED"])`.
+    pub params: Vec<(String, Vec<String>)>,
+}
+
+/// A data transfer, as the mock keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transfer {
+    pub id: String,
+    pub old_owner_user_id: String,
+    pub new_owner_user_id: String,
+    pub applications: Vec<AppTransfer>,
+    /// `inProgress`, `completed` or `failed`.
+    pub status: String,
+    /// How many times `transfers.get` fetched it.
+    pub polls: u32,
+    /// What it settles to once polled enough: `completed` or `failed`.
+    settles_to: String,
+    request_time: String,
+}
+
+#[derive(Debug)]
+struct Data {
+    token: String,
+    users: BTreeMap<String, User>,
+    groups: BTreeMap<String, Group>,
+    transfers: Vec<Transfer>,
+    group_page: usize,
+    polls_to_settle: u32,
+    fail_next_transfer: bool,
+}
+
+impl Default for Data {
+    fn default() -> Self {
+        Data {
+            token: String::new(),
+            users: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            transfers: Vec::new(),
+            group_page: DEFAULT_GROUP_PAGE,
+            polls_to_settle: 2,
+            fail_next_transfer: false,
+        }
+    }
+}
+
+/// The mock's users, groups and transfers.
+#[derive(Clone, Default)]
+pub struct Workspace {
+    data: Arc<Mutex<Data>>,
+}
+
+impl Workspace {
+    /// Alice (active, in five groups — two pages of `groups.list` — with two OAuth tokens, managed
+    /// by Dana), Bob (already suspended, one group, no tokens) and Dana (active, Alice's manager).
+    pub fn sample(token: &str) -> Self {
+        let groups = [
+            ("03cqmetx1all0001", "all@example.com", "Everyone at Example"),
+            ("03cqmetx2eng0002", "engineering@example.com", "Engineering"),
+            ("03cqmetx3vpn0003", "vpn-users@example.com", "VPN users"),
+            ("03cqmetx4onc0004", "oncall@example.com", "On-call"),
+            ("03cqmetx5fal0005", "project-falcon@example.com", "Project Falcon"),
+            ("03cqmetx6mgr0006", "managers@example.com", "Managers"),
+        ];
+        let token_of = |client_id: &str, name: &str, scopes: &[&str]| Token {
+            client_id: client_id.into(),
+            display_text: name.into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            native_app: false,
+        };
+        let user = |id: &str, first: &str, last: &str, suspended: bool, manager: Option<&str>, groups: &[&str]| User {
+            id: id.into(),
+            primary_email: format!("{}@example.com", first.to_lowercase()),
+            given_name: first.into(),
+            family_name: last.into(),
+            suspended,
+            is_admin: false,
+            manager: manager.map(str::to_string),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            tokens: Vec::new(),
+            sign_outs: 0,
+        };
+        let mut alice = user(
+            "107730219654321098765",
+            "Alice",
+            "Anders",
+            false,
+            Some("dana@example.com"),
+            &["03cqmetx1all0001", "03cqmetx2eng0002", "03cqmetx3vpn0003", "03cqmetx4onc0004", "03cqmetx5fal0005"],
+        );
+        alice.tokens = vec![
+            token_of(
+                "1234567890-slackapp.apps.googleusercontent.com",
+                "Slack",
+                &["openid", "https://www.googleapis.com/auth/userinfo.email"],
+            ),
+            token_of(
+                "9876543210-zoomcal.apps.googleusercontent.com",
+                "Zoom for Google Calendar",
+                &["https://www.googleapis.com/auth/calendar", "https://www.googleapis.com/auth/userinfo.email"],
+            ),
+        ];
+        let bob = user("108812345678901234567", "Bob", "Brown", true, None, &["03cqmetx1all0001"]);
+        let mut dana =
+            user("109923456789012345678", "Dana", "Diaz", false, None, &["03cqmetx1all0001", "03cqmetx6mgr0006"]);
+        dana.is_admin = true;
+        let data = Data {
+            token: token.to_string(),
+            users: [alice, bob, dana].into_iter().map(|u| (u.id.clone(), u)).collect(),
+            groups: groups
+                .into_iter()
+                .map(|(id, email, name)| {
+                    (id.to_string(), Group { id: id.into(), email: email.into(), name: name.into() })
+                })
+                .collect(),
+            ..Data::default()
+        };
+        Workspace { data: Arc::new(Mutex::new(data)) }
+    }
+
+    /// A user by primary email (case-insensitive) or numeric id.
+    pub fn user(&self, key: &str) -> Option<User> {
+        let data = self.data.lock().ok()?;
+        find_user(&data, key).cloned()
+    }
+
+    /// A group by email or id.
+    pub fn group(&self, key: &str) -> Option<Group> {
+        let data = self.data.lock().ok()?;
+        find_group(&data, key).cloned()
+    }
+
+    /// The emails of the groups `key` is a direct member of.
+    pub fn groups_of(&self, key: &str) -> Vec<String> {
+        let Ok(data) = self.data.lock() else { return Vec::new() };
+        let Some(user) = find_user(&data, key) else { return Vec::new() };
+        user.groups.iter().filter_map(|g| data.groups.get(g)).map(|g| g.email.clone()).collect()
+    }
+
+    /// Every transfer ever started, oldest first.
+    pub fn transfers(&self) -> Vec<Transfer> {
+        self.data.lock().map(|d| d.transfers.clone()).unwrap_or_default()
+    }
+
+    /// Suspends or reactivates a user; false if there is no such user.
+    pub fn set_suspended(&self, key: &str, suspended: bool) -> bool {
+        let Ok(mut data) = self.data.lock() else { return false };
+        match find_user_id(&data, key).and_then(|id| data.users.get_mut(&id)) {
+            Some(u) => {
+                u.suspended = suspended;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Adds (or replaces) a user.
+    pub fn add_user(&self, user: User) {
+        if let Ok(mut d) = self.data.lock() {
+            d.users.insert(user.id.clone(), user);
+        }
+    }
+
+    /// Arms a failure: the next transfer started ends `failed` instead of `completed`.
+    pub fn fail_next_transfer(&self) {
+        if let Ok(mut d) = self.data.lock() {
+            d.fail_next_transfer = true;
+        }
+    }
+
+    /// How many `transfers.get` calls answer `inProgress` before a transfer settles (default 2:
+    /// the third fetch sees it `completed` or `failed`).
+    pub fn set_polls_to_settle(&self, polls: u32) {
+        if let Ok(mut d) = self.data.lock() {
+            d.polls_to_settle = polls;
+        }
+    }
+
+    /// The most groups one `groups.list` page holds (default [`DEFAULT_GROUP_PAGE`]).
+    pub fn set_group_page_size(&self, size: usize) {
+        if let Ok(mut d) = self.data.lock() {
+            d.group_page = size.max(1);
+        }
+    }
+}
+
+fn find_user<'a>(data: &'a Data, key: &str) -> Option<&'a User> {
+    data.users.get(key).or_else(|| data.users.values().find(|u| u.primary_email.eq_ignore_ascii_case(key)))
+}
+
+fn find_user_id(data: &Data, key: &str) -> Option<String> {
+    find_user(data, key).map(|u| u.id.clone())
+}
+
+fn find_group<'a>(data: &'a Data, key: &str) -> Option<&'a Group> {
+    data.groups.get(key).or_else(|| data.groups.values().find(|g| g.email.eq_ignore_ascii_case(key)))
+}
+
+pub(crate) fn router() -> Router<MockState> {
+    Router::new()
+        .route("/admin/directory/v1/users/{user_key}", get(get_user).put(update_user).patch(update_user))
+        .route("/admin/directory/v1/users/{user_key}/signOut", post(sign_out))
+        .route("/admin/directory/v1/users/{user_key}/tokens", get(list_tokens))
+        .route("/admin/directory/v1/users/{user_key}/tokens/{client_id}", get(get_token).delete(delete_token))
+        .route("/admin/directory/v1/groups", get(list_groups))
+        .route("/admin/directory/v1/groups/{group_key}/members/{member_key}", delete(remove_member))
+        .route("/admin/datatransfer/v1/applications", get(list_applications))
+        .route("/admin/datatransfer/v1/applications/{application_id}", get(get_application))
+        .route("/admin/datatransfer/v1/transfers", get(list_transfers).post(insert_transfer))
+        .route("/admin/datatransfer/v1/transfers/{transfer_id}", get(get_transfer))
+}
+
+/// An injected failure in Google's error shape: 403 is the rate limit Google sends most
+/// (`userRateLimitExceeded`), 429 the other one (`rateLimitExceeded`).
+pub(crate) fn error_response(status: StatusCode) -> Response {
+    let (domain, reason, message) = match status.as_u16() {
+        400 => ("global", "badRequest", "Bad Request"),
+        401 => return unauthenticated(true),
+        403 => ("usageLimits", "userRateLimitExceeded", "User Rate Limit Exceeded"),
+        404 => ("global", "notFound", "Resource Not Found: userKey"),
+        409 => ("global", "duplicate", "Entity already exists."),
+        412 => ("global", "conditionNotMet", "Precondition Failed"),
+        429 => ("usageLimits", "rateLimitExceeded", "Rate Limit Exceeded"),
+        503 => ("global", "backendError", "The service is currently unavailable."),
+        _ => ("global", "backendError", "Internal error encountered."),
+    };
+    google_error(status, domain, reason, message)
+}
+
+/// Google's canonical status name for an HTTP status.
+fn canonical(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ALREADY_EXISTS",
+        412 => "FAILED_PRECONDITION",
+        429 => "RESOURCE_EXHAUSTED",
+        501 => "UNIMPLEMENTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL",
+    }
+}
+
+fn google_error(status: StatusCode, domain: &str, reason: &str, message: &str) -> Response {
+    let body = json!({
+        "error": {
+            "code": status.as_u16(),
+            "message": message,
+            "errors": [{ "message": message, "domain": domain, "reason": reason }],
+            "status": canonical(status),
+        }
+    });
+    json_response(status, body)
+}
+
+fn unauthenticated(had_credential: bool) -> Response {
+    let (message, reason, inner) = if had_credential {
+        (
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other \
+             valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+            "authError",
+            "Invalid Credentials",
+        )
+    } else {
+        (
+            "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or \
+             other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+            "required",
+            "Login Required.",
+        )
+    };
+    let body = json!({
+        "error": {
+            "code": 401,
+            "message": message,
+            "errors": [{
+                "message": inner, "domain": "global", "reason": reason,
+                "location": "Authorization", "locationType": "header",
+            }],
+            "status": "UNAUTHENTICATED",
+        }
+    });
+    let mut resp = json_response(StatusCode::UNAUTHORIZED, body);
+    let challenge = if had_credential {
+        "Bearer realm=\"https://accounts.google.com/\", error=\"invalid_token\""
+    } else {
+        "Bearer realm=\"https://accounts.google.com/\""
+    };
+    resp.headers_mut().insert("www-authenticate", HeaderValue::from_static(challenge));
+    resp
+}
+
+fn not_found(what: &str) -> Response {
+    google_error(StatusCode::NOT_FOUND, "global", "notFound", &format!("Resource Not Found: {what}"))
+}
+
+fn invalid(message: &str) -> Response {
+    google_error(StatusCode::BAD_REQUEST, "global", "invalid", message)
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    let mut resp = (status, axum::Json(body)).into_response();
+    resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json; charset=UTF-8"));
+    resp.headers_mut().insert("vary", HeaderValue::from_static("Origin, X-Origin, Referer"));
+    resp
+}
+
+fn ok(body: Value) -> Response {
+    json_response(StatusCode::OK, body)
+}
+
+/// `None` when the request carries the workspace's token; otherwise the 401 to answer.
+fn check_auth(state: &MockState, headers: &HeaderMap) -> Option<Response> {
+    let expected = state.google.data.lock().map(|d| format!("Bearer {}", d.token)).unwrap_or_default();
+    match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        None => Some(unauthenticated(false)),
+        Some(v) if expected.len() > "Bearer ".len() && v == expected => None,
+        Some(_) => Some(unauthenticated(true)),
+    }
+}
+
+macro_rules! guard {
+    ($state:expr, $headers:expr) => {
+        if let Some(resp) = check_auth(&$state, &$headers) {
+            return resp;
+        }
+    };
+}
+
+/// Runs `f` on the locked data, or answers 500 if the lock is poisoned.
+fn with_data(state: &MockState, f: impl FnOnce(&mut Data) -> Response) -> Response {
+    match state.google.data.lock() {
+        Ok(mut data) => f(&mut data),
+        Err(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+/// A weak ETag in Google's style, derived from the content.
+fn etag(v: &Value) -> String {
+    let digest = crate::pipeline::validate::sha256_hex(v.to_string().as_bytes());
+    format!("\"{}\"", &digest[..27])
+}
+
+fn with_etag(mut v: Value) -> Value {
+    let tag = etag(&v);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("etag".into(), json!(tag));
+    }
+    v
+}
+
+fn user_json(u: &User) -> Value {
+    let mut v = json!({
+        "kind": "admin#directory#user",
+        "id": u.id,
+        "primaryEmail": u.primary_email,
+        "name": {
+            "givenName": u.given_name,
+            "familyName": u.family_name,
+            "fullName": format!("{} {}", u.given_name, u.family_name),
+        },
+        "isAdmin": u.is_admin,
+        "isDelegatedAdmin": false,
+        "lastLoginTime": "2026-11-27T08:14:00.000Z",
+        "creationTime": "2023-01-10T09:00:00.000Z",
+        "agreedToTerms": true,
+        "suspended": u.suspended,
+        "archived": false,
+        "changePasswordAtNextLogin": false,
+        "ipWhitelisted": false,
+        "emails": [{ "address": u.primary_email, "primary": true }],
+        "customerId": "C03az79cb",
+        "orgUnitPath": "/",
+        "isMailboxSetup": true,
+        "isEnrolledIn2Sv": true,
+        "isEnforcedIn2Sv": false,
+        "includeInGlobalAddressList": true,
+    });
+    if let Some(obj) = v.as_object_mut() {
+        if u.suspended {
+            obj.insert("suspensionReason".into(), json!("ADMIN"));
+        }
+        if let Some(m) = &u.manager {
+            obj.insert("relations".into(), json!([{ "value": m, "type": "manager" }]));
+        }
+    }
+    with_etag(v)
+}
+
+fn token_json(user_id: &str, t: &Token) -> Value {
+    with_etag(json!({
+        "kind": "admin#directory#token",
+        "clientId": t.client_id,
+        "displayText": t.display_text,
+        "anonymous": false,
+        "nativeApp": t.native_app,
+        "userKey": user_id,
+        "scopes": t.scopes,
+    }))
+}
+
+fn group_json(g: &Group) -> Value {
+    with_etag(json!({
+        "kind": "admin#directory#group",
+        "id": g.id,
+        "email": g.email,
+        "name": g.name,
+        "directMembersCount": "12",
+        "description": "",
+        "adminCreated": true,
+    }))
+}
+
+async fn get_user(State(state): State<MockState>, headers: HeaderMap, Path(key): Path<String>) -> Response {
+    guard!(state, headers);
+    with_data(&state, |data| match find_user(data, &key) {
+        Some(u) => ok(user_json(u)),
+        None => not_found("userKey"),
+    })
+}
+
+/// `users.update` (PUT) and `users.patch` (PATCH); both apply only the fields sent. The mock
+/// understands `suspended`.
+async fn update_user(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Response {
+    guard!(state, headers);
+    let patch: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return invalid("Invalid JSON payload received."),
+    };
+    let suspended = match patch.get("suspended") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => return invalid(&format!("Invalid value at 'resource.suspended' (TYPE_BOOL), {other}")),
+    };
+    with_data(&state, |data| {
+        let Some(id) = find_user_id(data, &key) else { return not_found("userKey") };
+        let Some(u) = data.users.get_mut(&id) else { return not_found("userKey") };
+        if let Some(s) = suspended {
+            u.suspended = s;
+        }
+        ok(user_json(u))
+    })
+}
+
+async fn sign_out(State(state): State<MockState>, headers: HeaderMap, Path(key): Path<String>) -> Response {
+    guard!(state, headers);
+    with_data(&state, |data| {
+        let Some(id) = find_user_id(data, &key) else { return not_found("userKey") };
+        if let Some(u) = data.users.get_mut(&id) {
+            u.sign_outs += 1;
+        }
+        StatusCode::NO_CONTENT.into_response()
+    })
+}
+
+async fn list_tokens(State(state): State<MockState>, headers: HeaderMap, Path(key): Path<String>) -> Response {
+    guard!(state, headers);
+    with_data(&state, |data| {
+        let Some(u) = find_user(data, &key) else { return not_found("userKey") };
+        let mut body = json!({ "kind": "admin#directory#tokenList" });
+        if !u.tokens.is_empty() {
+            body["items"] = u.tokens.iter().map(|t| token_json(&u.id, t)).collect();
+        }
+        ok(with_etag(body))
+    })
+}
+
+async fn get_token(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Path((key, client_id)): Path<(String, String)>,
+) -> Response {
+    guard!(state, headers);
+    with_data(&state, |data| {
+        let Some(u) = find_user(data, &key) else { return not_found("userKey") };
+        match u.tokens.iter().find(|t| t.client_id == client_id) {
+            Some(t) => ok(token_json(&u.id, t)),
+            None => not_found("clientId"),
+        }
+    })
+}
+
+async fn delete_token(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Path((key, client_id)): Path<(String, String)>,
+) -> Response {
+    guard!(state, headers);
+    with_data(&state, |data| {
+        let Some(id) = find_user_id(data, &key) else { return not_found("userKey") };
+        let Some(u) = data.users.get_mut(&id) else { return not_found("userKey") };
+        let before = u.tokens.len();
+        u.tokens.retain(|t| t.client_id != client_id);
+        if u.tokens.len() == before {
+            return not_found("clientId");
+        }
+        StatusCode::NO_CONTENT.into_response()
+    })
+}
+
+/// `maxResults` within `[1, max]`, or the 400 Google answers.
+fn max_results(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, String> {
+    match q.get("maxResults") {
+        None => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(format!("Invalid value '{v}'. Values must be within the range: [1, {max}]")),
+        },
+    }
+}
+
+/// Page tokens are opaque to clients; the mock's is the hex of the offset it resumes at.
+fn page_token(offset: usize) -> String {
+    hex::encode(format!("offset:{offset}"))
+}
+
+fn page_offset(q: &HashMap<String, String>) -> Result<usize, String> {
+    let Some(token) = q.get("pageToken").filter(|t| !t.is_empty()) else { return Ok(0) };
+    hex::decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix("offset:").and_then(|n| n.parse().ok()))
+        .ok_or_else(|| "Invalid page token".to_string())
+}
+
+/// `groups.list?userKey=...`: the groups a user is a direct member of, sorted by email.
+async fn list_groups(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    guard!(state, headers);
+    let size = match max_results(&q, 200, 200) {
+        Ok(n) => n,
+        Err(message) => return invalid(&message),
+    };
+    let offset = match page_offset(&q) {
+        Ok(n) => n,
+        Err(message) => return invalid(&message),
+    };
+    with_data(&state, |data| {
+        let mut groups: Vec<&Group> = match q.get("userKey") {
+            Some(key) => match find_user(data, key) {
+                Some(u) => u.groups.iter().filter_map(|g| data.groups.get(g)).collect(),
+                None => return not_found("userKey"),
+            },
+            None if q.contains_key("customer") || q.contains_key("domain") => data.groups.values().collect(),
+            None => return google_error(StatusCode::BAD_REQUEST, "global", "badRequest", "Bad Request"),
+        };
+        groups.sort_by(|a, b| a.email.cmp(&b.email));
+        let size = size.min(data.group_page);
+        let page: Vec<Value> = groups.iter().skip(offset).take(size).map(|g| group_json(g)).collect();
+        let mut body = json!({ "kind": "admin#directory#groups" });
+        if !page.is_empty() {
+            body["groups"] = Value::Array(page);
+        }
+        if offset + size < groups.len() {
+            body["nextPageToken"] = json!(page_token(offset + size));
+        }
+        ok(with_etag(body))
+    })
+}
+
+async fn remove_member(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Path((group_key, member_key)): Path<(String, String)>,
+) -> Response {
+    guard!(state, headers);
+    with_data(&state, |data| {
+        let Some(gid) = find_group(data, &group_key).map(|g| g.id.clone()) else { return not_found("groupKey") };
+        let Some(uid) = find_user_id(data, &member_key) else { return not_found("memberKey") };
+        let Some(u) = data.users.get_mut(&uid) else { return not_found("memberKey") };
+        if !u.groups.contains(&gid) {
+            return not_found("memberKey");
+        }
+        u.groups.retain(|g| g != &gid);
+        StatusCode::NO_CONTENT.into_response()
+    })
+}
+
+/// `(param key, possible values)`
+type TransferParam = (&'static str, Vec<&'static str>);
+
+/// `(id, name, transfer params)` of the applications that support transfers.
+fn applications() -> Vec<(&'static str, &'static str, Vec<TransferParam>)> {
+    vec![
+        (DRIVE_APP_ID, "Drive and Docs", vec![("PRIVACY_LEVEL", vec!["PRIVATE", "SHARED"])]),
+        (CALENDAR_APP_ID, "Calendar", vec![("RELEASE_RESOURCES", vec!["TRUE"])]),
+        (LOOKER_APP_ID, "Looker Studio", vec![]),
+    ]
+}
+
+fn application_json(id: &str, name: &str, params: &[TransferParam]) -> Value {
+    let mut v = json!({ "kind": "admin#datatransfer#ApplicationResource", "id": id, "name": name });
+    if !params.is_empty() {
+        v["transferParams"] = params.iter().map(|(k, vals)| json!({ "key": k, "value": vals })).collect();
+    }
+    with_etag(v)
+}
+
+async fn list_applications(State(state): State<MockState>, headers: HeaderMap) -> Response {
+    guard!(state, headers);
+    let apps: Vec<Value> = applications().iter().map(|(id, name, p)| application_json(id, name, p)).collect();
+    ok(with_etag(json!({ "kind": "admin#datatransfer#applicationsList", "applications": apps })))
+}
+
+async fn get_application(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    guard!(state, headers);
+    match applications().iter().find(|(app, _, _)| *app == id) {
+        Some((id, name, p)) => ok(application_json(id, name, p)),
+        None => not_found("applicationId"),
+    }
+}
+
+fn transfer_json(t: &Transfer) -> Value {
+    let app_status = match t.status.as_str() {
+        "inProgress" => "pending",
+        other => other,
+    };
+    with_etag(json!({
+        "kind": "admin#datatransfer#DataTransfer",
+        "id": t.id,
+        "oldOwnerUserId": t.old_owner_user_id,
+        "newOwnerUserId": t.new_owner_user_id,
+        "applicationDataTransfers": t.applications.iter().map(|a| {
+            let mut v = json!({ "applicationId": a.application_id, "applicationTransferStatus": app_status });
+            if !a.params.is_empty() {
+                v["applicationTransferParams"] =
+                    a.params.iter().map(|(k, vals)| json!({ "key": k, "value": vals })).collect();
+            }
+            v
+        }).collect::<Vec<_>>(),
+        "overallTransferStatusCode": t.status,
+        "requestTime": t.request_time,
+    }))
+}
+
+/// A JSON string or number as a string (the API's int64 fields come as strings, but clients may
+/// send numbers).
+fn id_string(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Checks a transfer request against the users and the applications' parameters.
+fn parse_transfer(data: &Data, body: &Value) -> Result<(String, String, Vec<AppTransfer>), String> {
+    let old =
+        id_string(body.get("oldOwnerUserId")).ok_or_else(|| "Missing required field: oldOwnerUserId".to_string())?;
+    let new =
+        id_string(body.get("newOwnerUserId")).ok_or_else(|| "Missing required field: newOwnerUserId".to_string())?;
+    // The Data Transfer API takes ids, not emails.
+    for (field, id) in [("oldOwnerUserId", &old), ("newOwnerUserId", &new)] {
+        if !data.users.contains_key(id.as_str()) {
+            return Err(format!("Invalid value for: {field}"));
+        }
+    }
+    if old == new {
+        return Err("The source and destination users must be different.".into());
+    }
+    let known = applications();
+    let requested = body
+        .get("applicationDataTransfers")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| "Missing required field: applicationDataTransfers".to_string())?;
+    let mut apps = Vec::new();
+    for app in requested {
+        let id = id_string(app.get("applicationId"))
+            .ok_or_else(|| "Missing required field: applicationDataTransfers.applicationId".to_string())?;
+        let Some((_, _, allowed)) = known.iter().find(|(k, _, _)| *k == id) else {
+            return Err(format!("Invalid value for: applicationId {id}"));
+        };
+        let mut params = Vec::new();
+        for p in app.get("applicationTransferParams").and_then(Value::as_array).into_iter().flatten() {
+            let key = p.get("key").and_then(Value::as_str).unwrap_or_default();
+            let values: Vec<String> = p
+                .get("value")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            let Some((_, possible)) = allowed.iter().find(|(k, _)| *k == key) else {
+                return Err(format!("Invalid transfer parameter {key:?} for application {id}"));
+            };
+            if let Some(bad) = values.iter().find(|v| !possible.contains(&v.as_str())) {
+                return Err(format!("Invalid value {bad:?} for transfer parameter {key}"));
+            }
+            params.push((key.to_string(), values));
+        }
+        apps.push(AppTransfer { application_id: id, params });
+    }
+    Ok((old, new, apps))
+}
+
+async fn insert_transfer(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
+    guard!(state, headers);
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return invalid("Invalid JSON payload received."),
+    };
+    with_data(&state, |data| {
+        let (old, new, applications) = match parse_transfer(data, &body) {
+            Ok(t) => t,
+            Err(message) => return invalid(&message),
+        };
+        let new_owner_suspended = data.users.get(&new).is_some_and(|u| u.suspended);
+        let fails = std::mem::take(&mut data.fail_next_transfer) || new_owner_suspended;
+        let request_time =
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let transfer = Transfer {
+            id: format!("AKrEtIYG{:06}", data.transfers.len() + 1),
+            old_owner_user_id: old,
+            new_owner_user_id: new,
+            applications,
+            status: "inProgress".into(),
+            polls: 0,
+            settles_to: if fails { "failed" } else { "completed" }.into(),
+            request_time,
+        };
+        let body = transfer_json(&transfer);
+        data.transfers.push(transfer);
+        ok(body)
+    })
+}
+
+/// `transfers.get`: each fetch moves the transfer along; after `polls_to_settle` fetches it settles.
+async fn get_transfer(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    guard!(state, headers);
+    with_data(&state, |data| {
+        let polls_to_settle = data.polls_to_settle;
+        let Some(t) = data.transfers.iter_mut().find(|t| t.id == id) else { return not_found("dataTransferId") };
+        if t.status == "inProgress" {
+            t.polls += 1;
+            if t.polls > polls_to_settle {
+                t.status = t.settles_to.clone();
+            }
+        }
+        ok(transfer_json(t))
+    })
+}
+
+/// `transfers.list`, filtered by `oldOwnerUserId`, `newOwnerUserId` and `status`, newest first.
+async fn list_transfers(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    guard!(state, headers);
+    let size = match max_results(&q, 100, 500) {
+        Ok(n) => n,
+        Err(message) => return invalid(&message),
+    };
+    let offset = match page_offset(&q) {
+        Ok(n) => n,
+        Err(message) => return invalid(&message),
+    };
+    with_data(&state, |data| {
+        let matches = |t: &&Transfer| {
+            q.get("oldOwnerUserId").is_none_or(|v| *v == t.old_owner_user_id)
+                && q.get("newOwnerUserId").is_none_or(|v| *v == t.new_owner_user_id)
+                && q.get("status").is_none_or(|v| *v == t.status)
+        };
+        let all: Vec<&Transfer> = data.transfers.iter().rev().filter(matches).collect();
+        let page: Vec<Value> = all.iter().skip(offset).take(size).map(|t| transfer_json(t)).collect();
+        let mut body = json!({ "kind": "admin#datatransfer#dataTransfersList" });
+        if !page.is_empty() {
+            body["dataTransfers"] = Value::Array(page);
+        }
+        if offset + size < all.len() {
+            body["nextPageToken"] = json!(page_token(offset + size));
+        }
+        ok(with_etag(body))
+    })
+}

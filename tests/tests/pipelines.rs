@@ -1,0 +1,149 @@
+//! The example pipelines, run end to end against the mock SaaS: `offboarding.yaml` across every
+//! vendor (Okta, Google Workspace, Microsoft Graph, Slack, GitHub, Zoom in Python, Atlassian in
+//! JavaScript) and `contractor.yaml`.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{Harness, tokens};
+use offramp::mock::LoggedRequest;
+use offramp::store::{RunStatus, StepRecord, StepStatus};
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/../pipelines/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// The credential each vendor's paths must have received, and nothing else.
+fn expected_authorization(path: &str) -> Option<String> {
+    let t = tokens();
+    let bearer = |s: &str| Some(format!("Bearer {s}"));
+    if path.starts_with("/api/v1/") {
+        Some(format!("SSWS {}", t.okta))
+    } else if path.starts_with("/admin/directory/") || path.starts_with("/admin/datatransfer/") {
+        bearer(&t.google)
+    } else if path.starts_with("/v1.0/") {
+        bearer(&t.graph)
+    } else if path.starts_with("/scim/") || path.starts_with("/api/") {
+        bearer(&t.slack)
+    } else if path.starts_with("/orgs/") {
+        bearer(&t.github)
+    } else if path.starts_with("/v2/") {
+        bearer(&t.zoom)
+    } else if path.starts_with("/users/") || path.starts_with("/admin/v1/") {
+        bearer(&t.atlassian)
+    } else {
+        None
+    }
+}
+
+fn assert_credentials_went_only_to_their_vendor(seen: &[LoggedRequest]) {
+    for r in seen {
+        let expected = expected_authorization(&r.path);
+        assert!(expected.is_some(), "a request to an unknown vendor path: {r:?}");
+        assert_eq!(r.authorization, expected, "{} {}", r.method, r.path);
+    }
+}
+
+fn assert_all_done(s: &HashMap<String, StepRecord>) {
+    for (id, rec) in s {
+        assert!(
+            matches!(rec.status, StepStatus::Succeeded | StepStatus::Unchanged),
+            "{id}: {:?} {:?} {:?}",
+            rec.status,
+            rec.error,
+            rec.log
+        );
+    }
+}
+
+#[tokio::test]
+async fn offboarding_runs_across_every_mocked_service_in_a_safe_order() {
+    let h = Harness::new().await;
+    // Each lookup is slow: if the four ran one after the other their windows could not overlap.
+    for path in ["/api/v1/users/", "/admin/directory/v1/users/", "/v1.0/users/", "/scim/v2/Users"] {
+        h.mock.state.inject(offramp::mock::Fault {
+            method: Some("GET".into()),
+            path_contains: path.into(),
+            status: 0,
+            times: 1,
+            delay_ms: 300,
+        });
+    }
+    let yaml = read("offboarding.yaml");
+    let inputs = [("email", "alice@example.com"), ("manager", "dana@example.com"), ("github_login", "alice-gh")];
+    let (id, status) = h.run(&yaml, &inputs).await;
+    let s = h.steps(&id).await;
+    assert_eq!(status, RunStatus::Succeeded, "{s:#?}");
+    assert_eq!(s.len(), 24);
+    assert_all_done(&s);
+
+    // Every service did its part.
+    let st = &h.mock.state;
+    assert_eq!(st.okta.user("alice@example.com").unwrap().status, "DEPROVISIONED");
+    let alice = st.okta.user("alice@example.com").unwrap();
+    assert!(alice.grants.is_empty() && alice.refresh_tokens.is_empty() && alice.sessions == 0);
+    assert_eq!(s["google_transfer"].status, StepStatus::Succeeded);
+    assert_eq!(s["m365_disable"].status, StepStatus::Succeeded);
+    assert_eq!(s["slack_deactivate"].status, StepStatus::Succeeded);
+    assert_eq!(s["github_remove"].status, StepStatus::Succeeded);
+    assert_eq!(s["zoom_deactivate"].status, StepStatus::Succeeded, "Python plugin: {:?}", s["zoom_deactivate"].log);
+    assert_eq!(s["atlassian_disable"].status, StepStatus::Succeeded, "JS plugin: {:?}", s["atlassian_disable"].log);
+
+    // The four lookups ran at the same time.
+    let window = |id: &str| (s[id].started_at.clone().unwrap(), s[id].finished_at.clone().unwrap());
+    let (a, b) = (window("okta_user"), window("google_user"));
+    assert!(a.0 < b.1 && b.0 < a.1, "lookups overlap: {a:?} {b:?}");
+
+    // Drive and Calendar were handed over before anything deprovisioned.
+    let seen = st.requests();
+    let transferred = seen
+        .iter()
+        .rposition(|r| r.path.starts_with("/admin/datatransfer/v1/transfers") && r.method == "GET")
+        .expect("the transfer was polled");
+    let deprovisioning = |r: &LoggedRequest| {
+        (r.method == "DELETE"
+            && (r.path.contains("/members") || r.path.contains("/apps/") || r.path.contains("/groups/")))
+            || r.path.ends_with("/lifecycle/deactivate")
+            || r.path.contains("/manage/lifecycle/disable")
+            || (r.method == "DELETE" && (r.path.starts_with("/scim/") || r.path.starts_with("/orgs/")))
+            || r.path.ends_with("/status")
+    };
+    let first = seen.iter().position(deprovisioning).expect("something was deprovisioned");
+    assert!(transferred < first, "transfer done at #{transferred}, first deprovisioning at #{first}: {seen:#?}");
+    // And the IdP went last.
+    let deactivated = seen.iter().position(|r| r.path.ends_with("/lifecycle/deactivate")).unwrap();
+    assert!(seen[deactivated + 1..].iter().all(|r| r.method == "GET"), "{:#?}", &seen[deactivated..]);
+    assert_credentials_went_only_to_their_vendor(&seen);
+
+    // Run it again: nothing left to do, and no second transfer.
+    let before = seen.iter().filter(|r| r.method == "POST" && r.path == "/admin/datatransfer/v1/transfers").count();
+    let (id, status) = h.run(&yaml, &inputs).await;
+    let s = h.steps(&id).await;
+    assert_eq!(status, RunStatus::Succeeded, "{s:#?}");
+    let changed: Vec<&String> = s.iter().filter(|(_, r)| r.status != StepStatus::Unchanged).map(|(k, _)| k).collect();
+    assert!(changed.is_empty(), "a second run changes nothing, but these changed: {changed:?}");
+    let after =
+        st.requests().iter().filter(|r| r.method == "POST" && r.path == "/admin/datatransfer/v1/transfers").count();
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn contractor_ends_access_without_touching_google_or_microsoft() {
+    let h = Harness::new().await;
+    let yaml = read("contractor.yaml");
+    let (id, status) = h.run(&yaml, &[("email", "alice@example.com"), ("github_login", "alice-gh")]).await;
+    let s = h.steps(&id).await;
+    assert_eq!(status, RunStatus::Succeeded, "{s:#?}");
+    assert_eq!(s.len(), 7);
+    assert_all_done(&s);
+    assert_eq!(h.mock.state.okta.user("alice@example.com").unwrap().status, "DEPROVISIONED");
+    let seen = h.mock.state.requests();
+    assert!(seen.iter().all(|r| !r.path.starts_with("/admin/directory") && !r.path.starts_with("/v1.0")), "{seen:#?}");
+    assert_credentials_went_only_to_their_vendor(&seen);
+    // Without a GitHub login the GitHub step has nothing to do, and says so.
+    let (id, status) = h.run(&yaml, &[("email", "bob@example.com")]).await;
+    let s = h.steps(&id).await;
+    assert_eq!(status, RunStatus::Succeeded, "{s:#?}");
+    assert_eq!(s["github_remove"].status, StepStatus::Unchanged, "{:?}", s["github_remove"].output);
+}
