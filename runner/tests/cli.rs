@@ -314,9 +314,29 @@ fn the_demo_runs_the_slack_conversation_to_the_end() {
     assert!(stdout.contains("retried by @U0ADMIN"), "{stdout}");
     assert!(stdout.contains("succeeded: alice@example.com"), "{stdout}");
     assert!(stdout.contains("status succeeded"), "{stdout}");
-    assert!(stdout.contains("now DEPROVISIONED"), "{stdout}");
-    assert!(!stdout.contains("demo-okta-token") && !stdout.contains("demo-signing-secret"), "no secret is printed");
-    assert!(stdout.contains("(SSWS [token])") && !stdout.contains("no credential"), "{stdout}");
+    // The full offboarding pipeline ran across every mocked service, each getting only its own
+    // credential, and Alice ends up deprovisioned everywhere.
+    for step in ["okta_user", "google_transfer", "m365_groups", "slack_deactivate", "github_remove", "zoom_deactivate"] {
+        assert!(stdout.contains(step), "the results table shows {step}: {stdout}");
+    }
+    for vendor in ["Okta", "Google Workspace", "Microsoft Graph", "Slack", "GitHub", "Zoom", "Atlassian"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(vendor) && l.contains("requests ("))
+            .unwrap_or_else(|| panic!("no line for {vendor}: {stdout}"));
+        let (n, rest) = line.trim_start()[vendor.len()..].trim_start().split_once(" requests").unwrap();
+        let n: usize = n.trim().parse().unwrap();
+        assert!(n > 0, "{vendor} saw no request: {line}");
+        assert!(rest.contains(&format!("{n}/{n} with its own credential")), "{line}");
+    }
+    assert!(stdout.contains("Okta              DEPROVISIONED"), "{stdout}");
+    assert!(stdout.contains("suspended: true") && stdout.contains("transfer to dana: completed"), "{stdout}");
+    assert!(stdout.contains("accountEnabled: false"), "{stdout}");
+    assert!(stdout.contains("Slack             active: false"), "{stdout}");
+    assert!(stdout.contains("member of acme: no"), "{stdout}");
+    assert!(stdout.contains("Zoom              inactive"), "{stdout}");
+    assert!(stdout.contains("Atlassian         inactive"), "{stdout}");
+    assert!(!stdout.contains("not-a-real-secret") && !stdout.contains("demo-signing-secret"), "no secret is printed");
 }
 
 #[test]

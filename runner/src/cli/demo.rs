@@ -1,11 +1,14 @@
-//! `offramp demo`: the whole Slack conversation against the real server routes, on loopback.
+//! `offramp demo`: the whole Slack conversation against the real server routes, on loopback,
+//! running the full `offboarding` pipeline across every mocked service.
 //!
-//! A mock Okta and a mock Slack Web API run in-process; `offramp serve`'s router listens on a
-//! loopback port; the demo plays Slack's part, sending signed requests like Slack does:
-//! `/offboard alice@example.com` → confirmation → Start → the run (one injected 503, absorbed
-//! by a retry; one injected 403 on deactivate, which pauses) → Retry → success. It prints each
-//! Slack message as a person would see it, then the results table and what Okta saw. An
-//! in-memory database and made-up credentials: it runs anywhere.
+//! The mock SaaS runs in-process, one loopback port per vendor (Okta, Google Workspace,
+//! Microsoft Graph, Slack, GitHub, Zoom, Atlassian — each with its own made-up credential);
+//! `offramp serve`'s router listens on another; the demo plays Slack's part, sending signed
+//! requests like Slack does: `/offboard alice@example.com manager=dana@example.com ...` →
+//! confirmation → Start → the run (an injected 503 on suspend and a Google rate limit, both
+//! absorbed by retries; an injected 403 on the final deactivate, which pauses) → Retry →
+//! success. It prints each Slack message as a person would see it, the results table, and what
+//! each service saw. An in-memory database and made-up credentials: it runs anywhere.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,14 +19,15 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::engine::{Engine, EngineConfig};
-use crate::mock::{Fault, MockServer};
+use crate::mock::{Fault, MockServer, MockState, MockTokens};
 use crate::pipeline::LoadOptions;
 use crate::sandbox::Sandbox;
 use crate::secrets::{Secret, SecretSource};
 use crate::slack::{self, AppState, ServeConfig, SlackApiConfig};
 use crate::store::{RunStatus, SqliteStore, Store};
 
-const DEMO_TOKEN: &str = "demo-okta-token-not-a-real-secret";
+/// Every vendor's made-up credential is derived from this (see [`MockTokens::from_seed`]).
+const DEMO_TOKEN: &str = "demo-token-not-a-real-secret";
 const SIGNING_SECRET: &str = "demo-signing-secret-not-a-real-secret";
 const BOT_TOKEN: &str = "xoxb-mock-token";
 const CHANNEL: &str = "C0OFFRAMP";
@@ -117,14 +121,50 @@ async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> R
     }
 }
 
+/// The vendors, each on its own loopback port: (name, pipeline vars pointing at it).
+const VENDORS: &[(&str, &[&str])] = &[
+    ("Okta", &["okta_url"]),
+    ("Google Workspace", &["google_url"]),
+    ("Microsoft Graph", &["graph_url"]),
+    ("Slack", &["slack_url", "slack_scim_url"]),
+    ("GitHub", &["github_url"]),
+    ("Zoom", &["zoom_url"]),
+    ("Atlassian", &["atlassian_url"]),
+];
+
 pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBuf>) -> Result<ExitCode> {
-    let mock = MockServer::start(DEMO_TOKEN).await.context("starting the mock Okta and Slack")?;
-    // The first suspend answers 503 (the step's retry absorbs it); the first deactivate answers
-    // 403 (the token lacks a permission): that step has `on_failure: pause`, so a person decides.
+    let tokens = MockTokens::from_seed(DEMO_TOKEN);
+    let state = MockState::sample(&tokens);
+    let mut servers = Vec::new();
+    let mut vars: std::collections::BTreeMap<String, String> = [
+        ("github_org".to_string(), "acme".to_string()),
+        ("atlassian_org".to_string(), crate::mock::atlassian::SAMPLE_ORG_ID.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    for (vendor, names) in VENDORS {
+        let server = MockServer::start_with(state.clone()).await.with_context(|| format!("starting the mock {vendor}"))?;
+        for name in *names {
+            vars.insert(name.to_string(), server.url());
+        }
+        servers.push((*vendor, server));
+    }
+    let mock = &servers[0].1;
+    let slack_url = servers.iter().find(|(v, _)| *v == "Slack").map_or_else(|| mock.url(), |(_, s)| s.url());
+    // The first suspend answers 503 and Google rate-limits the first token listing (the steps'
+    // retries absorb both); the first deactivate answers 403 (the token lacks a permission):
+    // that step has `on_failure: pause`, so a person decides.
     mock.state.inject(Fault {
         method: Some("POST".into()),
         path_contains: "/lifecycle/suspend".into(),
         status: 503,
+        times: 1,
+        delay_ms: 0,
+    });
+    mock.state.inject(Fault {
+        method: Some("GET".into()),
+        path_contains: "/tokens".into(),
+        status: 403,
         times: 1,
         delay_ms: 0,
     });
@@ -141,7 +181,7 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open("sqlite::memory:").await?);
     store.add_approver(ADMIN, "demo").await?;
     let sandbox = Arc::new(Sandbox::new(cache_dir)?);
-    let secrets = SecretSource::fixed([("OKTA_API_TOKEN".to_string(), DEMO_TOKEN.to_string())]);
+    let secrets = SecretSource::fixed(tokens.secrets());
     // The mock SaaS listens on loopback, which plugins may only reach with the operator's word.
     let network =
         crate::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
@@ -150,14 +190,14 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
         signing_secret: Secret::new(SIGNING_SECRET),
         bot_token: Secret::new(BOT_TOKEN),
         api_token: None,
-        slack: SlackApiConfig { base_url: format!("{}/slack/api", mock.url()), ..SlackApiConfig::default() },
+        slack: SlackApiConfig { base_url: format!("{slack_url}/slack/api"), ..SlackApiConfig::default() },
         channel: CHANNEL.into(),
         command: "/offboard".into(),
         pipelines_dir: dir.clone(),
         default_pipeline: "offboarding".into(),
         load: LoadOptions {
             plugins_dir: PathBuf::from(crate::BUILTIN_PLUGINS_DIR),
-            vars: [("okta_url".to_string(), mock.url())].into_iter().collect(),
+            vars: vars.clone(),
             allow_cap: None,
         },
         ack_budget: Duration::from_millis(2500),
@@ -170,24 +210,31 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
 
     println!("offramp demo: the Slack conversation, against `offramp serve`'s routes on loopback\n");
     println!("  offramp serve  {server}  (signing secret and bot token are demo values)");
-    println!("  mock Slack     {}/slack/api  (channel #it-offboarding = {CHANNEL})", mock.url());
-    println!("  mock Okta      {}  (alice@example.com is ACTIVE)", mock.url());
+    println!("  mock Slack bot {slack_url}/slack/api  (channel #it-offboarding = {CHANNEL})");
+    for (vendor, server) in &servers {
+        println!("  mock {:<17} {}", vendor, server.url());
+    }
+    println!("                 (alice@example.com is active everywhere; dana@example.com is her manager)");
     println!(
         "  network        allow_private: [127.0.0.1]  (the mocks are on loopback; plugins get no other private address)"
     );
     println!("  pipelines      {}", dir.display());
     println!("  approvers      @{ADMIN}  (offramp approvers add {ADMIN})");
-    println!("  injected       first suspend → 503 (retried); first deactivate → 403 (pauses for a person)\n");
+    println!(
+        "  injected       first Okta suspend → 503 and first Google token listing → 403 rate limit (both retried);\n                 \
+         first Okta deactivate → 403 (pauses for a person)\n"
+    );
 
     let slack_side = FakeSlack {
         client: reqwest::Client::new(),
         server,
-        response_url: format!("{}/slack/hooks/commands/T0MOCK/1/demo", mock.url()),
+        response_url: format!("{slack_url}/slack/hooks/commands/T0MOCK/1/demo"),
     };
     let ws = mock.state.slack.clone();
 
-    println!("@{ADMIN} types in #it-offboarding:  /offboard alice@example.com");
-    let (status, reply, took) = slack_side.command(ADMIN, "alice@example.com").await?;
+    let command = "alice@example.com manager=dana@example.com github_login=alice-gh";
+    println!("@{ADMIN} types in #it-offboarding:  /offboard {command}");
+    let (status, reply, took) = slack_side.command(ADMIN, command).await?;
     println!("  → HTTP {status}, acknowledged in {} ms; only @{ADMIN} sees:", took.as_millis());
     show("offramp (only visible to you)", &reply);
     let request_id =
@@ -234,23 +281,74 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     );
     super::print_run(store.as_ref(), &run_id, false, false).await?;
 
-    println!("\nWhat the mock Okta saw (the API token was injected by the host; the plugins never had it):");
-    for r in mock.state.requests().iter().filter(|r| r.path.starts_with("/api/v1")) {
-        let auth = match r.authorization.as_deref() {
-            Some(a) if a == format!("SSWS {DEMO_TOKEN}") => "SSWS [token]",
-            Some(_) => "other credential",
-            None => "no credential",
-        };
-        println!(
-            "  {:<6} {:<52} → {}  ({auth})",
-            r.method,
-            format!("{}{}", r.path, r.query.clone().map(|q| format!("?{q}")).unwrap_or_default()),
-            r.status
-        );
-    }
-    if let Some(alice) = mock.state.okta.user("alice@example.com") {
-        println!("\nalice@example.com in Okta is now {}, in {} group(s).", alice.status, alice.groups.len());
-    }
+    report_services(&mock.state, &tokens);
     let status = store.run(&run_id).await?.status;
     Ok(if status == RunStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_FAILED) })
+}
+
+/// What each mock service saw, whether each got only its own credential, and where Alice ends up.
+fn report_services(state: &MockState, tokens: &MockTokens) {
+    let vendor = |path: &str| -> Option<(&str, String)> {
+        let bearer = |t: &str| format!("Bearer {t}");
+        Some(if path.starts_with("/api/v1/") {
+            ("Okta", format!("SSWS {}", tokens.okta))
+        } else if path.starts_with("/admin/directory/") || path.starts_with("/admin/datatransfer/") {
+            ("Google Workspace", bearer(&tokens.google))
+        } else if path.starts_with("/v1.0/") {
+            ("Microsoft Graph", bearer(&tokens.graph))
+        } else if path.starts_with("/scim/") || path.starts_with("/api/") {
+            ("Slack", bearer(&tokens.slack))
+        } else if path.starts_with("/orgs/") {
+            ("GitHub", bearer(&tokens.github))
+        } else if path.starts_with("/v2/") {
+            ("Zoom", bearer(&tokens.zoom))
+        } else if path.starts_with("/users/") || path.starts_with("/admin/v1/") {
+            ("Atlassian", bearer(&tokens.atlassian))
+        } else {
+            return None;
+        })
+    };
+    println!("\nWhat each service saw (credentials were added by the host; the plugins never had them):");
+    for (name, _) in VENDORS {
+        let seen: Vec<_> = state.requests().into_iter().filter(|r| vendor(&r.path).is_some_and(|(v, _)| v == *name)).collect();
+        let own = seen.iter().filter(|r| vendor(&r.path).map(|(_, a)| a) == r.authorization).count();
+        let writes = seen.iter().filter(|r| r.method != "GET").count();
+        let rejected = seen.iter().filter(|r| r.status >= 400).count();
+        println!(
+            "  {name:<17} {:>3} requests ({writes} changes, {rejected} refused or injected failures), {own}/{} with its own credential",
+            seen.len(),
+            seen.len()
+        );
+    }
+    let email = "alice@example.com";
+    println!("\nalice@example.com now:");
+    if let Some(u) = state.okta.user(email) {
+        println!("  Okta              {} ({} groups, {} apps, {} grants)", u.status, u.groups.len(), u.apps.len(), u.grants.len());
+    }
+    if let Some(u) = state.google.user(email) {
+        let transfers: Vec<String> = state.google.transfers().iter().map(|t| t.status.clone()).collect();
+        println!(
+            "  Google Workspace  suspended: {}, {} groups, {} OAuth tokens; Drive + Calendar transfer to dana: {}",
+            u.suspended,
+            u.groups.len(),
+            u.tokens.len(),
+            transfers.join(", ")
+        );
+    }
+    if let Some(u) = state.graph.user(email) {
+        println!("  Microsoft Graph   accountEnabled: {}, {} memberships left", u.account_enabled, u.member_of.len());
+    }
+    if let Some(u) = state.slack.scim_user_by_email(email) {
+        println!("  Slack             active: {}, {} sessions", u.active, u.sessions);
+    }
+    println!(
+        "  GitHub            member of acme: {}",
+        state.github.member("alice-gh").map_or_else(|| "no".to_string(), |m| format!("yes ({})", m.state))
+    );
+    if let Some(u) = state.zoom.user(email) {
+        println!("  Zoom              {} (a Python plugin did this)", u.status);
+    }
+    if let Some(u) = state.atlassian.user(email) {
+        println!("  Atlassian         {} (a JavaScript plugin did this)", u.account_status);
+    }
 }
