@@ -316,7 +316,8 @@ fn the_demo_runs_the_slack_conversation_to_the_end() {
     assert!(stdout.contains("status succeeded"), "{stdout}");
     // The full offboarding pipeline ran across every mocked service, each getting only its own
     // credential, and Alice ends up deprovisioned everywhere.
-    for step in ["okta_user", "google_transfer", "m365_groups", "slack_deactivate", "github_remove", "zoom_deactivate"] {
+    for step in ["okta_user", "google_transfer", "m365_groups", "slack_deactivate", "github_remove", "zoom_deactivate"]
+    {
         assert!(stdout.contains(step), "the results table shows {step}: {stdout}");
     }
     for vendor in ["Okta", "Google Workspace", "Microsoft Graph", "Slack", "GitHub", "Zoom", "Atlassian"] {

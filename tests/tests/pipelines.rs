@@ -121,8 +121,12 @@ async fn offboarding_runs_across_every_mocked_service_in_a_safe_order() {
     let (id, status) = h.run(&yaml, &inputs).await;
     let s = h.steps(&id).await;
     assert_eq!(status, RunStatus::Succeeded, "{s:#?}");
-    let changed: Vec<&String> = s.iter().filter(|(_, r)| r.status != StepStatus::Unchanged).map(|(k, _)| k).collect();
-    assert!(changed.is_empty(), "a second run changes nothing, but these changed: {changed:?}");
+    // Ending sessions can't be checked first (Google and Graph don't say whether any were
+    // open), so those two steps sign out again; everything else sees the work already done.
+    let mut changed: Vec<&str> =
+        s.iter().filter(|(_, r)| r.status != StepStatus::Unchanged).map(|(k, _)| k.as_str()).collect();
+    changed.sort();
+    assert_eq!(changed, ["google_sign_out", "m365_sessions"], "a second run changes nothing else");
     let after =
         st.requests().iter().filter(|r| r.method == "POST" && r.path == "/admin/datatransfer/v1/transfers").count();
     assert_eq!(before, after);

@@ -239,6 +239,14 @@ impl Guest for GitHub {
         if !valid_login(org) {
             return Err(permanent(format!("org {:?} is not a GitHub organization name", input.org)));
         }
+        // No login given (a pipeline input left empty: the leaver has no GitHub account): nothing
+        // to look up or remove. Said as `unchanged` rather than made a skipped step, because a
+        // skipped step skips every step that needs it.
+        if username.is_empty() {
+            return unchanged(
+                &json!({ "org": org, "username": null, "member": false, "reason": "no GitHub login given" }),
+            );
+        }
         if !valid_login(username) {
             return Err(permanent(format!("username {:?} is not a GitHub login", input.username)));
         }

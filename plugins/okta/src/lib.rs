@@ -319,6 +319,10 @@ impl Guest for Okta {
                     }
                 }
             }
+            // Deactivation ended every session and token: nothing left to clear.
+            Action::ClearSessions if user.status == "DEPROVISIONED" => {
+                unchanged(&json!({ "id": user.id, "sessions_cleared": false, "reason": "the user is deprovisioned" }))
+            }
             Action::ClearSessions => match api.mutate("DELETE", &format!("/users/{uid}/sessions?oauthTokens=true"))? {
                 Sent::DryRun => changed(&json!({ "id": user.id, "would": "clear sessions and OAuth tokens" })),
                 Sent::Done(resp) => {

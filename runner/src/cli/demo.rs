@@ -143,7 +143,8 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     .into_iter()
     .collect();
     for (vendor, names) in VENDORS {
-        let server = MockServer::start_with(state.clone()).await.with_context(|| format!("starting the mock {vendor}"))?;
+        let server =
+            MockServer::start_with(state.clone()).await.with_context(|| format!("starting the mock {vendor}"))?;
         for name in *names {
             vars.insert(name.to_string(), server.url());
         }
@@ -310,7 +311,8 @@ fn report_services(state: &MockState, tokens: &MockTokens) {
     };
     println!("\nWhat each service saw (credentials were added by the host; the plugins never had them):");
     for (name, _) in VENDORS {
-        let seen: Vec<_> = state.requests().into_iter().filter(|r| vendor(&r.path).is_some_and(|(v, _)| v == *name)).collect();
+        let seen: Vec<_> =
+            state.requests().into_iter().filter(|r| vendor(&r.path).is_some_and(|(v, _)| v == *name)).collect();
         let own = seen.iter().filter(|r| vendor(&r.path).map(|(_, a)| a) == r.authorization).count();
         let writes = seen.iter().filter(|r| r.method != "GET").count();
         let rejected = seen.iter().filter(|r| r.status >= 400).count();
@@ -323,7 +325,13 @@ fn report_services(state: &MockState, tokens: &MockTokens) {
     let email = "alice@example.com";
     println!("\nalice@example.com now:");
     if let Some(u) = state.okta.user(email) {
-        println!("  Okta              {} ({} groups, {} apps, {} grants)", u.status, u.groups.len(), u.apps.len(), u.grants.len());
+        println!(
+            "  Okta              {} ({} groups, {} apps, {} grants)",
+            u.status,
+            u.groups.len(),
+            u.apps.len(),
+            u.grants.len()
+        );
     }
     if let Some(u) = state.google.user(email) {
         let transfers: Vec<String> = state.google.transfers().iter().map(|t| t.status.clone()).collect();

@@ -258,12 +258,15 @@ fn membership_not_found(state: &MockState, docs: &str) -> Response {
 
 async fn get_org(State(state): State<MockState>, headers: HeaderMap, Path(org): Path<String>) -> Response {
     guard!(state, headers);
+    // The lock is released before answering: `answer` takes it again to count the request.
     let body = match state.github.data.lock() {
-        Ok(d) if d.login.eq_ignore_ascii_case(&org) => org_json(&d, &base(&headers)),
-        Ok(_) => return org_not_found(&state),
+        Ok(d) => d.login.eq_ignore_ascii_case(&org).then(|| org_json(&d, &base(&headers))),
         Err(_) => return error_response(StatusCode::INTERNAL_SERVER_ERROR),
     };
-    answer(&state, StatusCode::OK, Some(body))
+    match body {
+        Some(body) => answer(&state, StatusCode::OK, Some(body)),
+        None => org_not_found(&state),
+    }
 }
 
 async fn get_membership(
@@ -275,25 +278,23 @@ async fn get_membership(
     const DOCS: &str = "https://docs.github.com/rest/orgs/members#get-organization-membership-for-a-user";
     let body = {
         let Ok(d) = state.github.data.lock() else { return error_response(StatusCode::INTERNAL_SERVER_ERROR) };
-        if !d.login.eq_ignore_ascii_case(&org) {
-            drop(d);
-            return membership_not_found(&state, DOCS);
-        }
-        let Some(m) = d.members.get(&username.to_lowercase()) else {
-            drop(d);
-            return membership_not_found(&state, DOCS);
-        };
-        let base = base(&headers);
-        json!({
-            "url": format!("{base}/orgs/{}/memberships/{}", d.login, m.login),
-            "state": m.state,
-            "role": m.role,
-            "organization_url": format!("{base}/orgs/{}", d.login),
-            "organization": org_json(&d, &base),
-            "user": user_json(m, &base),
+        let member = d.members.get(&username.to_lowercase()).filter(|_| d.login.eq_ignore_ascii_case(&org));
+        member.map(|m| {
+            let base = base(&headers);
+            json!({
+                "url": format!("{base}/orgs/{}/memberships/{}", d.login, m.login),
+                "state": m.state,
+                "role": m.role,
+                "organization_url": format!("{base}/orgs/{}", d.login),
+                "organization": org_json(&d, &base),
+                "user": user_json(m, &base),
+            })
         })
     };
-    answer(&state, StatusCode::OK, Some(body))
+    match body {
+        Some(body) => answer(&state, StatusCode::OK, Some(body)),
+        None => membership_not_found(&state, DOCS),
+    }
 }
 
 async fn remove_membership(

@@ -150,7 +150,7 @@ async fn the_github_token_goes_to_github_only() {
     assert_eq!(status, RunStatus::Succeeded, "{:#?}", h.steps(&id).await);
     let expected = format!("token {}", tokens().github);
     let requests = h.mock.state.requests();
-    assert_eq!(requests.len(), 2, "{requests:#?}");
+    assert_eq!(requests.len(), 3, "lookup, then read and delete: {requests:#?}");
     assert!(requests.iter().all(|r| r.authorization.as_ref() == Some(&expected)), "{requests:#?}");
     for rec in h.steps(&id).await.values() {
         let all = format!("{:?} {:?} {:?} {}", rec.output, rec.error, rec.log, rec.requests);

@@ -138,7 +138,13 @@ async fn graph_throttling_waits_for_retry_after_then_finishes_the_job() {
     let retry = "    retry: { attempts: 3, backoff: { initial: 10ms, max: 10ms } }\n";
     let yaml = pipeline(&[
         step("disable", "disable", "{{ inputs.email }}", "", retry),
-        step("remove_groups", "remove_groups", "{{ inputs.email }}", ", page_size: 3", retry),
+        step(
+            "remove_groups",
+            "remove_groups",
+            "{{ inputs.email }}",
+            ", page_size: 3",
+            &format!("{retry}    needs: [disable]\n"),
+        ),
     ]);
     let started = Instant::now();
     let (id, status) = h.run(&yaml, &[("email", "alice@example.com")]).await;
