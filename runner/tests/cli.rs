@@ -628,3 +628,46 @@ fn plugin_new_scaffolds_build_and_run_as_generated_in_rust_python_and_js() {
     assert!(text(&out.stderr).contains("e.g. `hello_world`"), "{}", text(&out.stderr));
     assert!(!cli.dir.path().join("Hello-World").exists());
 }
+
+#[test]
+fn offramp_mock_serves_the_vendors_for_trying_plugins_by_hand() {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(offramp_bin())
+        .args(["mock", "--listen", &format!("127.0.0.1:{port}"), "--token-seed", "by-hand"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains(&format!("127.0.0.1:{port}")), "{first}");
+    let printed: Vec<String> = lines.by_ref().take(8).map(|l| l.unwrap()).collect();
+    assert!(printed.iter().any(|l| l.trim() == "OKTA_API_TOKEN=by-hand"), "{printed:?}");
+    // The same plugin run a newcomer does with the guide, against it.
+    let cli = Cli::new();
+    let okta = PathBuf::from(offramp::BUILTIN_PLUGINS_DIR).join("okta.wasm");
+    let url = format!("http://127.0.0.1:{port}");
+    let input = format!(r#"{{"action":"lookup","org_url":"{url}","user":"alice@example.com"}}"#);
+    let secrets = cli.dir.path().join("s.env");
+    std::fs::write(&secrets, "OKTA_API_TOKEN=by-hand\n").unwrap();
+    let cred = format!("{url}=OKTA_API_TOKEN");
+    let out = cli.run(&[
+        "plugin",
+        "run",
+        okta.to_str().unwrap(),
+        "--input",
+        &input,
+        "--allow",
+        &url,
+        "--credential",
+        &cred,
+        "--format",
+        "SSWS {secret}",
+        "--secrets-file",
+        secrets.to_str().unwrap(),
+    ]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("\"status\": \"ACTIVE\""), "{}", text(&out.stdout));
+}
