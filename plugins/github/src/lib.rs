@@ -33,7 +33,7 @@
 
 use offramp_plugin_sdk::{
     Guest, HttpError, Invocation, Outcome, PluginInfo, Request, Response, TaskError, changed, encode_path_segment,
-    export_plugin, http_error, info, input, permanent, rate_limited, transient, unchanged,
+    export_plugin, http_error, info, input, parse_http_date, permanent, rate_limited, transient, unchanged,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -178,32 +178,6 @@ fn rate_limit_wait_ms(resp: &Response, err: &GitHubError) -> Option<u64> {
         return Some(60_000);
     }
     None
-}
-
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into epoch seconds.
-fn parse_http_date(s: &str) -> Option<u64> {
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    if parts.len() != 6 || parts[5] != "GMT" {
-        return None;
-    }
-    let day: u64 = parts[1].parse().ok()?;
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|m| *m == parts[2])? as u64
-        + 1;
-    let year: u64 = parts[3].parse().ok()?;
-    let hms: Vec<u64> = parts[4].split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
-    if hms.len() != 3 || year < 1970 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
 }
 
 /// GitHub logins and organization names: letters, digits and hyphens (plus `_` for Enterprise

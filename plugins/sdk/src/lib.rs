@@ -192,3 +192,38 @@ pub fn encode_path_segment(s: &str) -> String {
     }
     out
 }
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, the `Date` header's form) into
+/// epoch seconds. Plugins have only coarse clocks; a rate-limit reset measured against the
+/// response's own `Date` needs none.
+pub fn parse_http_date(s: &str) -> Option<u64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    if parts.len() != 6 || parts[5] != "GMT" {
+        return None;
+    }
+    let day: u64 = parts[1].parse().ok()?;
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| *m == parts[2])? as u64
+        + 1;
+    let year: u64 = parts[3].parse().ok()?;
+    let hms: Vec<u64> = parts[4].split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    if hms.len() != 3 || year < 1970 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
+}
+
+/// Milliseconds from the response's `Date` until `reset` (epoch seconds), at least 1 s;
+/// `None` without a parsable `Date`.
+pub fn ms_until_epoch(resp: &Response, reset: u64) -> Option<u64> {
+    let now = resp.header("date").and_then(parse_http_date)?;
+    Some(reset.saturating_sub(now).max(1) * 1000)
+}
