@@ -109,7 +109,8 @@ fn show(title: &str, message: &Value) {
 }
 
 async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> Result<T> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Generous: on a slow machine a debug build's first steps still compile big components.
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         if let Some(v) = probe().await {
             return Ok(v);
@@ -182,6 +183,9 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open("sqlite::memory:").await?);
     store.add_approver(ADMIN, "demo").await?;
     let sandbox = Arc::new(Sandbox::new(cache_dir)?);
+    let load =
+        LoadOptions { plugins_dir: PathBuf::from(crate::BUILTIN_PLUGINS_DIR), vars: vars.clone(), allow_cap: None };
+    let (plugins, warm) = warm_up(&sandbox, &dir.join("offboarding.yaml"), &load).await?;
     let secrets = SecretSource::fixed(tokens.secrets());
     // The mock SaaS listens on loopback, which plugins may only reach with the operator's word.
     let network =
@@ -196,11 +200,7 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
         command: "/offboard".into(),
         pipelines_dir: dir.clone(),
         default_pipeline: "offboarding".into(),
-        load: LoadOptions {
-            plugins_dir: PathBuf::from(crate::BUILTIN_PLUGINS_DIR),
-            vars: vars.clone(),
-            allow_cap: None,
-        },
+        load,
         ack_budget: Duration::from_millis(2500),
         pause_reminder: Duration::from_secs(4 * 3600),
     };
@@ -220,6 +220,10 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
         "  network        allow_private: [127.0.0.1]  (the mocks are on loopback; plugins get no other private address)"
     );
     println!("  pipelines      {}", dir.display());
+    println!(
+        "  plugins        {plugins} components ready in {:.1} s (compiled on first use, then cached on disk)",
+        warm.as_secs_f64()
+    );
     println!("  approvers      @{ADMIN}  (offramp approvers add {ADMIN})");
     println!(
         "  injected       first Okta suspend → 503 and first Google token listing → 403 rate limit (both retried);\n                 \
@@ -285,6 +289,31 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     report_services(&mock.state, &tokens);
     let status = store.run(&run_id).await?.status;
     Ok(if status == RunStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_FAILED) })
+}
+
+/// Compiles (or loads from the disk cache) every plugin the pipeline uses before the
+/// conversation starts, so the first run of a fresh checkout doesn't stall mid-conversation:
+/// the Python and JavaScript components carry their interpreters (~12–19 MB each).
+async fn warm_up(sandbox: &Arc<Sandbox>, pipeline: &std::path::Path, load: &LoadOptions) -> Result<(usize, Duration)> {
+    let plan = crate::pipeline::load(pipeline, load).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut paths: Vec<PathBuf> = plan.steps.iter().map(|s| s.plugin.clone()).collect();
+    paths.sort();
+    paths.dedup();
+    let started = Instant::now();
+    let tasks: Vec<_> = paths
+        .into_iter()
+        .map(|path| {
+            let sandbox = sandbox.clone();
+            tokio::task::spawn_blocking(move || {
+                sandbox.plugin(&path).map(|_| ()).with_context(|| path.display().to_string())
+            })
+        })
+        .collect();
+    let n = tasks.len();
+    for task in tasks {
+        task.await.context("loading a plugin")??;
+    }
+    Ok((n, started.elapsed()))
 }
 
 /// What each mock service saw, whether each got only its own credential, and where Alice ends up.
