@@ -298,7 +298,10 @@ fn validate(g: &Global, files: &[PathBuf], vars: Vec<(String, String)>) -> Resul
     let mut bad = 0;
     for file in files {
         match pipeline::load(file, &opts) {
-            Ok(plan) => println!("{}: ok ({} steps)", file.display(), plan.steps.len()),
+            Ok(plan) => {
+                let n = plan.steps.len();
+                println!("{}: ok ({n} step{})", file.display(), if n == 1 { "" } else { "s" })
+            }
             Err(e) => {
                 bad += 1;
                 eprint!("{e}");
