@@ -49,9 +49,8 @@
 //! the run pauses with the reason.
 
 use offramp_plugin_sdk::{
-    Guest, HttpError, Invocation, Level, Outcome, PluginInfo, Request, Response, TaskError, changed,
-    encode_path_segment, export_plugin, http_error, info, input, log, needs_human, permanent, rate_limited, transient,
-    unchanged,
+    Guest, Invocation, Level, Outcome, PluginInfo, Request, Response, Sent, TaskError, changed, encode_path_segment,
+    export_plugin, http_error, info, input, log, needs_human, permanent, rate_limited, transient, unchanged,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -279,12 +278,6 @@ struct Api {
     dry_run: bool,
 }
 
-/// What a mutating call did.
-enum Sent {
-    Done(Response),
-    DryRun,
-}
-
 impl Api {
     fn directory(&self, path: &str) -> String {
         format!("{}/admin/directory/v1{path}", self.base)
@@ -301,11 +294,7 @@ impl Api {
 
     /// Sends a mutating request; the answer is the caller's to check (a 404 may mean "already done").
     fn mutate(&self, req: Request) -> Result<Sent, TaskError> {
-        match req.header("accept", "application/json").send() {
-            Ok(resp) => Ok(Sent::Done(resp)),
-            Err(HttpError::DryRun) => Ok(Sent::DryRun),
-            Err(e) => Err(http_error(e)),
-        }
+        req.header("accept", "application/json").mutate()
     }
 
     /// Turns non-2xx answers into task errors: rate limits and 5xx are transient, the rest permanent.

@@ -36,7 +36,7 @@
 //! turned into a transient error with that wait.
 
 use offramp_plugin_sdk::{
-    Guest, HttpError, Invocation, Outcome, PluginInfo, Request, Response, TaskError, changed, encode_path_segment,
+    Guest, Invocation, Outcome, PluginInfo, Request, Response, Sent, TaskError, changed, encode_path_segment,
     export_plugin, http_error, info, input, parse_http_date, permanent, rate_limited, transient, unchanged,
 };
 use serde::Deserialize;
@@ -141,12 +141,6 @@ struct Api {
     dry_run: bool,
 }
 
-/// What a mutating call did.
-enum Sent {
-    Done(Response),
-    DryRun,
-}
-
 impl Api {
     fn url(&self, path: &str) -> String {
         format!("{}/v1.0{path}", self.base)
@@ -161,11 +155,7 @@ impl Api {
         if let Some(body) = body {
             req = req.json(body);
         }
-        match req.send() {
-            Ok(resp) => Ok(Sent::Done(resp)),
-            Err(HttpError::DryRun) => Ok(Sent::DryRun),
-            Err(e) => Err(http_error(e)),
-        }
+        req.mutate()
     }
 
     fn user(&self, user: &str) -> Result<User, TaskError> {

@@ -32,7 +32,7 @@
 //! 429 carries `X-Rate-Limit-Reset` (epoch seconds), turned into a transient error with the wait.
 
 use offramp_plugin_sdk::{
-    Guest, HttpError, Invocation, Outcome, PluginInfo, Request, Response, TaskError, changed, encode_path_segment,
+    Guest, Invocation, Outcome, PluginInfo, Request, Response, Sent, TaskError, changed, encode_path_segment,
     export_plugin, http_error, info, input, ms_until_epoch, permanent, rate_limited, transient, unchanged,
 };
 use serde::Deserialize;
@@ -127,12 +127,6 @@ struct Api {
     dry_run: bool,
 }
 
-/// What a mutating call did.
-enum Sent {
-    Done(Response),
-    DryRun,
-}
-
 impl Api {
     fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.base)
@@ -148,11 +142,7 @@ impl Api {
     }
 
     fn send(&self, req: Request) -> Result<Sent, TaskError> {
-        match req.send() {
-            Ok(resp) => Ok(Sent::Done(resp)),
-            Err(HttpError::DryRun) => Ok(Sent::DryRun),
-            Err(e) => Err(http_error(e)),
-        }
+        req.mutate()
     }
 
     fn user(&self, user: &str) -> Result<User, TaskError> {

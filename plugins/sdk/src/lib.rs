@@ -142,6 +142,26 @@ impl Request {
     }
 }
 
+/// What a mutating request did: it was sent (whatever the status), or a dry run held it back.
+#[derive(Debug)]
+pub enum Sent {
+    Done(Response),
+    DryRun,
+}
+
+impl Request {
+    /// Sends a mutating request: a dry run's `HttpError::DryRun` becomes [`Sent::DryRun`], any
+    /// other transport error a task error ([`http_error`]). The status is the caller's to check
+    /// (a 404 on a delete may mean "already done").
+    pub fn mutate(self) -> Result<Sent, TaskError> {
+        match self.send() {
+            Ok(resp) => Ok(Sent::Done(resp)),
+            Err(HttpError::DryRun) => Ok(Sent::DryRun),
+            Err(e) => Err(http_error(e)),
+        }
+    }
+}
+
 /// A buffered response.
 #[derive(Debug, Clone)]
 pub struct Response {

@@ -33,7 +33,7 @@
 //! HTTP 429 (or `ratelimited`) is a transient error that waits `Retry-After` seconds.
 
 use offramp_plugin_sdk::{
-    Guest, HttpError, Invocation, Outcome, PluginInfo, Request, Response, TaskError, changed, encode_path_segment,
+    Guest, Invocation, Outcome, PluginInfo, Request, Response, Sent, TaskError, changed, encode_path_segment,
     export_plugin, http_error, info, input, needs_human, permanent, rate_limited, transient, unchanged,
 };
 use serde::Deserialize;
@@ -135,12 +135,6 @@ struct Api {
     web: String,
 }
 
-/// What a mutating call did.
-enum Sent {
-    Done(Response),
-    DryRun,
-}
-
 impl Api {
     fn scim_get(&self, path_and_query: &str) -> Result<Response, TaskError> {
         let url = format!("{}/scim/v2{path_and_query}", self.scim);
@@ -149,11 +143,7 @@ impl Api {
     }
 
     fn send(req: Request) -> Result<Sent, TaskError> {
-        match req.send() {
-            Ok(resp) => Ok(Sent::Done(resp)),
-            Err(HttpError::DryRun) => Ok(Sent::DryRun),
-            Err(e) => Err(http_error(e)),
-        }
+        req.mutate()
     }
 
     /// The member named by an email (SCIM filter) or a user id (SCIM read).
