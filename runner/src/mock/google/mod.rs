@@ -613,6 +613,11 @@ fn page_offset(q: &HashMap<String, String>) -> Result<usize, String> {
         .ok_or_else(|| "Invalid page token".to_string())
 }
 
+/// `(maxResults, offset from pageToken)` of a list request.
+fn paging(q: &HashMap<String, String>, default: usize, max: usize) -> Result<(usize, usize), String> {
+    Ok((max_results(q, default, max)?, page_offset(q)?))
+}
+
 /// `groups.list?userKey=...`: the groups a user is a direct member of, sorted by email.
 async fn list_groups(
     State(state): State<MockState>,
@@ -620,12 +625,8 @@ async fn list_groups(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     guard!(state, headers);
-    let size = match max_results(&q, 200, 200) {
-        Ok(n) => n,
-        Err(message) => return invalid(&message),
-    };
-    let offset = match page_offset(&q) {
-        Ok(n) => n,
+    let (size, offset) = match paging(&q, 200, 200) {
+        Ok(p) => p,
         Err(message) => return invalid(&message),
     };
     with_data(&state, |data| {

@@ -191,12 +191,8 @@ pub(super) async fn list_transfers(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     guard!(state, headers);
-    let size = match max_results(&q, 100, 500) {
-        Ok(n) => n,
-        Err(message) => return invalid(&message),
-    };
-    let offset = match page_offset(&q) {
-        Ok(n) => n,
+    let (size, offset) = match paging(&q, 100, 500) {
+        Ok(p) => p,
         Err(message) => return invalid(&message),
     };
     with_data(&state, |data| {
