@@ -72,6 +72,14 @@ fn main() {
     // Plugins in other languages, from the same WIT, into the same folder: each folder
     // `plugins/python/NAME` (with app.py) and `plugins/js/NAME` (with app.js) → `NAME.wasm`.
     let wit = root.join("wit");
+    // One name, one plugin: `uses: NAME` must not depend on which language built last.
+    let mut names: std::collections::BTreeMap<String, PathBuf> = std::fs::read_dir(&plugins)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("Cargo.toml").is_file() && e.path().join("src/lib.rs").is_file())
+        .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path())))
+        .collect();
     for (lang, entry, tool_var) in [("python", "app.py", "COMPONENTIZE_PY"), ("js", "app.js", "COMPONENTIZE_JS")] {
         let Ok(dirs) = std::fs::read_dir(plugins.join(lang)) else { continue };
         let mut dirs: Vec<PathBuf> = dirs.flatten().map(|e| e.path()).filter(|p| p.join(entry).is_file()).collect();
@@ -87,6 +95,13 @@ fn main() {
         };
         for dir in dirs {
             let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
+            if let Some(other) = names.insert(name.clone(), dir.clone()) {
+                panic!(
+                    "two plugins are named `{name}` ({} and {}): rename one folder, since `uses: {name}` must mean one",
+                    other.display(),
+                    dir.display()
+                );
+            }
             let wasm = out.join(format!("{name}.wasm"));
             if is_fresh(&wasm, &[&dir, &wit, &tool]) {
                 continue;
@@ -97,10 +112,21 @@ fn main() {
             } else {
                 cmd.arg(dir.join(entry)).arg("--wit").arg(&wit).args(["-n", "task"]);
             }
-            cmd.arg("-o").arg(&wasm);
+            // Built beside, then renamed: a failed build never leaves a half-written NAME.wasm
+            // that looks fresh next time.
+            let partial = out.join(format!("{name}.wasm.partial"));
+            cmd.arg("-o").arg(&partial);
             match cmd.status() {
-                Ok(s) if s.success() => {}
-                Ok(s) => panic!("{} failed ({s}) building the {lang} plugin {}", tool.display(), dir.display()),
+                Ok(s) if s.success() => {
+                    if let Err(e) = std::fs::rename(&partial, &wasm) {
+                        panic!("cannot move {} into place: {e}", partial.display());
+                    }
+                }
+                Ok(s) => {
+                    let _ = std::fs::remove_file(&partial);
+                    let hint = if lang == "js" { " (componentize-js needs `node` on PATH)" } else { "" };
+                    panic!("{} failed ({s}) building the {lang} plugin {}{hint}", tool.display(), dir.display())
+                }
                 Err(e) => panic!(
                     "\n\nCannot run {} to build the {lang} plugin {}: {e}\n\
                      Fix: `source scripts/tools.sh` (scripts/test and scripts/demo do it for you)\n\n",

@@ -616,6 +616,10 @@ fn plugin_new_scaffolds_build_and_run_as_generated_in_rust_python_and_js() {
         // Its describe() answers, as `plugin inspect` shows.
         let out = cli.run(&["plugin", "inspect", wasm.to_str().unwrap()]);
         assert!(text(&out.stdout).starts_with(&format!("{name} 0.1.0")), "{lang}: {}", text(&out.stdout));
+        // A user that tries to climb out of /users/ stays inside it (refused or encoded).
+        let input = format!(r#"{{"api_url": "{}/__echo", "user": "../admin"}}"#, mock.url());
+        let out = cli.run(&["plugin", "run", wasm.to_str().unwrap(), "--input", &input, "--allow", &mock.url()]);
+        assert!(!text(&out.stdout).contains("\"path\": \"/__echo/admin\""), "{lang}: {}", text(&out.stdout));
         // A 404 is `unchanged` with found: false.
         let input = format!(r#"{{"api_url": "{}/nowhere", "user": "alice"}}"#, mock.url());
         let out = cli.run(&["plugin", "run", wasm.to_str().unwrap(), "--input", &input, "--allow", &mock.url()]);
@@ -633,12 +637,22 @@ fn plugin_new_scaffolds_build_and_run_as_generated_in_rust_python_and_js() {
 fn offramp_mock_serves_the_vendors_for_trying_plugins_by_hand() {
     use std::io::{BufRead, BufReader};
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(offramp_bin())
-        .args(["mock", "--listen", &format!("127.0.0.1:{port}"), "--token-seed", "by-hand"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    /// Kills the server however the test ends.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        Command::new(offramp_bin())
+            .args(["mock", "--listen", &format!("127.0.0.1:{port}"), "--token-seed", "by-hand"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert!(first.contains(&format!("127.0.0.1:{port}")), "{first}");
     let printed: Vec<String> = lines.by_ref().take(8).map(|l| l.unwrap()).collect();
@@ -666,8 +680,7 @@ fn offramp_mock_serves_the_vendors_for_trying_plugins_by_hand() {
         "--secrets-file",
         secrets.to_str().unwrap(),
     ]);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("\"status\": \"ACTIVE\""), "{}", text(&out.stdout));
 }

@@ -4,14 +4,37 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use common::{Harness, tokens};
-use offramp::mock::LoggedRequest;
+use offramp::mock::{LoggedRequest, MockServer};
 use offramp::store::{RunStatus, StepRecord, StepStatus};
 
 fn read(name: &str) -> String {
     std::fs::read_to_string(format!("{}/../pipelines/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// Which vendor serves `path`, by the vendor var that points at it.
+fn vendor_var(path: &str) -> Option<&'static str> {
+    Some(if path.starts_with("/api/v1/") {
+        "okta_url"
+    } else if path.starts_with("/admin/directory/") || path.starts_with("/admin/datatransfer/") {
+        "google_url"
+    } else if path.starts_with("/v1.0/") {
+        "graph_url"
+    } else if path.starts_with("/scim/") {
+        "slack_scim_url"
+    } else if path.starts_with("/api/") {
+        "slack_url"
+    } else if path.starts_with("/orgs/") {
+        "github_url"
+    } else if path.starts_with("/v2/") {
+        "zoom_url"
+    } else if path.starts_with("/users/") || path.starts_with("/admin/v1/") {
+        "atlassian_url"
+    } else {
+        return None;
+    })
 }
 
 /// The credential each vendor's paths must have received, and nothing else.
@@ -70,9 +93,27 @@ async fn offboarding_runs_across_every_mocked_service_in_a_safe_order() {
             delay_ms: 300,
         });
     }
+    // Each vendor on a server of its own (all sharing the mock's state), as they would be.
+    let mut servers = Vec::new();
+    let mut vars = BTreeMap::new();
+    for var in [
+        "okta_url",
+        "google_url",
+        "graph_url",
+        "slack_url",
+        "slack_scim_url",
+        "github_url",
+        "zoom_url",
+        "atlassian_url",
+    ] {
+        let server = MockServer::start_with(h.mock.state.clone()).await.unwrap();
+        vars.insert(var.to_string(), server.url());
+        servers.push(server);
+    }
     let yaml = read("offboarding.yaml");
+    let plan = h.plan_with(&yaml, vars.clone());
     let inputs = [("email", "alice@example.com"), ("manager", "dana@example.com"), ("github_login", "alice-gh")];
-    let (id, status) = h.run(&yaml, &inputs).await;
+    let (id, status) = h.run_plan(&plan, &inputs).await;
     let s = h.steps(&id).await;
     assert_eq!(status, RunStatus::Succeeded, "{s:#?}");
     assert_eq!(s.len(), 24);
@@ -90,10 +131,14 @@ async fn offboarding_runs_across_every_mocked_service_in_a_safe_order() {
     assert_eq!(s["zoom_deactivate"].status, StepStatus::Succeeded, "Python plugin: {:?}", s["zoom_deactivate"].log);
     assert_eq!(s["atlassian_disable"].status, StepStatus::Succeeded, "JS plugin: {:?}", s["atlassian_disable"].log);
 
-    // The four lookups ran at the same time.
+    // The slow lookups ran at the same time (4 at once: the engine's default parallelism).
     let window = |id: &str| (s[id].started_at.clone().unwrap(), s[id].finished_at.clone().unwrap());
-    let (a, b) = (window("okta_user"), window("google_user"));
-    assert!(a.0 < b.1 && b.0 < a.1, "lookups overlap: {a:?} {b:?}");
+    let lookups = ["okta_user", "google_user", "m365_user", "slack_user"].map(window);
+    for a in &lookups {
+        for b in &lookups {
+            assert!(a.0 < b.1 && b.0 < a.1, "lookups overlap: {a:?} {b:?}");
+        }
+    }
 
     // Drive and Calendar were handed over before anything deprovisioned.
     let seen = st.requests();
@@ -115,10 +160,16 @@ async fn offboarding_runs_across_every_mocked_service_in_a_safe_order() {
     let deactivated = seen.iter().position(|r| r.path.ends_with("/lifecycle/deactivate")).unwrap();
     assert!(seen[deactivated + 1..].iter().all(|r| r.method == "GET"), "{:#?}", &seen[deactivated..]);
     assert_credentials_went_only_to_their_vendor(&seen);
+    // And every request went to its own vendor's server: no credential crossed hosts.
+    for r in &seen {
+        let var = vendor_var(&r.path).unwrap();
+        let expected = vars[var].trim_start_matches("http://");
+        assert_eq!(r.host.as_deref(), Some(expected), "{} {} reached the wrong server", r.method, r.path);
+    }
 
     // Run it again: nothing left to do, and no second transfer.
     let before = seen.iter().filter(|r| r.method == "POST" && r.path == "/admin/datatransfer/v1/transfers").count();
-    let (id, status) = h.run(&yaml, &inputs).await;
+    let (id, status) = h.run_plan(&plan, &inputs).await;
     let s = h.steps(&id).await;
     assert_eq!(status, RunStatus::Succeeded, "{s:#?}");
     // Ending sessions can't be checked first (Google and Graph don't say whether any were
@@ -139,7 +190,7 @@ async fn contractor_ends_access_without_touching_google_or_microsoft() {
     let (id, status) = h.run(&yaml, &[("email", "alice@example.com"), ("github_login", "alice-gh")]).await;
     let s = h.steps(&id).await;
     assert_eq!(status, RunStatus::Succeeded, "{s:#?}");
-    assert_eq!(s.len(), 7);
+    assert_eq!(s.len(), 9);
     assert_all_done(&s);
     assert_eq!(h.mock.state.okta.user("alice@example.com").unwrap().status, "DEPROVISIONED");
     let seen = h.mock.state.requests();

@@ -32,8 +32,9 @@
 //! with the wait.
 
 use offramp_plugin_sdk::{
-    Guest, HttpError, Invocation, Outcome, PluginInfo, Request, Response, TaskError, changed, encode_path_segment,
-    export_plugin, http_error, info, input, parse_http_date, permanent, rate_limited, transient, unchanged,
+    Guest, HttpError, Invocation, Level, Outcome, PluginInfo, Request, Response, TaskError, changed,
+    encode_path_segment, export_plugin, http_error, info, input, log, parse_http_date, permanent, rate_limited,
+    transient, unchanged,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -217,9 +218,8 @@ impl Guest for GitHub {
         // to look up or remove. Said as `unchanged` rather than made a skipped step, because a
         // skipped step skips every step that needs it.
         if username.is_empty() {
-            return unchanged(
-                &json!({ "org": org, "username": null, "member": false, "reason": "no GitHub login given" }),
-            );
+            log(Level::Warn, "no GitHub login given: GitHub was not checked");
+            return unchanged(&json!({ "org": org, "username": null, "member": null, "checked": false }));
         }
         if !valid_login(username) {
             return Err(permanent(format!("username {:?} is not a GitHub login", input.username)));

@@ -76,7 +76,10 @@ function findByEmail(base, orgId, email) {
     const hit = (data?.data ?? []).find((u) => u.email?.toLowerCase() === email.toLowerCase());
     if (hit) return hit.account_id;
     // Follow the opaque cursor, but on our own base URL (the one the step may reach).
-    const cursor = data?.links?.next && new URL(data.links.next).searchParams.get('cursor');
+    let cursor = null;
+    try { // an absolute or relative link; anything else is taken as the cursor itself
+      cursor = data?.links?.next ? new URL(data.links.next, base).searchParams.get('cursor') ?? data.links.next : null;
+    } catch { cursor = String(data.links.next); }
     if (!cursor) return null;
     url = `${base}/admin/v1/orgs/${encodeURIComponent(orgId)}/users?cursor=${encodeURIComponent(cursor)}`;
   }

@@ -25,7 +25,7 @@
 //! - `deactivate`: `sendEmail=false`, asynchronous (`Prefer: respond-async`). While Okta shows
 //!   `transitioningToStatus: DEPROVISIONED`, the step polls a few times, then fails transient
 //!   ("still deprovisioning") so the step's `retry:` waits and the next attempt polls again
-//!   instead of deactivating twice.
+//!   instead of deactivating twice (after `poll_wait_ms`, default 10 s).
 //!
 //! The API token is injected by the host; this plugin never sees it.
 //! Errors follow Okta's shapes: `{errorCode, errorSummary}`; 404 `E0000007` is "not found";
@@ -46,6 +46,14 @@ struct Input {
     org_url: String,
     /// An Okta user id, login or email.
     user: String,
+    /// `deactivate` only: how long to wait before checking an unfinished asynchronous
+    /// deactivation again (the step's `retry:` bounds how many times).
+    #[serde(default = "default_poll_wait_ms")]
+    poll_wait_ms: u64,
+}
+
+fn default_poll_wait_ms() -> u64 {
+    10_000
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq)]
@@ -150,6 +158,11 @@ impl Api {
     }
 }
 
+/// The `errorCode` of an Okta error answer, or "".
+fn okta_code(resp: &Response) -> String {
+    serde_json::from_slice::<OktaError>(&resp.raw.body).map(|e| e.code).unwrap_or_default()
+}
+
 /// Turns non-2xx answers into task errors, following Okta's error shapes.
 fn check(resp: Response) -> Result<Response, TaskError> {
     if resp.is_success() {
@@ -197,7 +210,7 @@ fn done_or_gone(sent: Sent) -> Result<(), TaskError> {
 /// Reads the user up to this many times while Okta finishes an asynchronous deactivation.
 const DEPROVISION_POLLS: u32 = 5;
 
-fn deactivate(api: &Api, user: User) -> Result<Outcome, TaskError> {
+fn deactivate(api: &Api, user: User, poll_wait_ms: u64) -> Result<Outcome, TaskError> {
     if user.status == "DEPROVISIONED" {
         return unchanged(&summary(&user));
     }
@@ -230,7 +243,7 @@ fn deactivate(api: &Api, user: User) -> Result<Outcome, TaskError> {
     }
     Err(rate_limited(
         format!("Okta is still deprovisioning {} (transitioningToStatus DEPROVISIONED); will check again", user.id),
-        2000,
+        poll_wait_ms.max(1000),
     ))
 }
 
@@ -346,8 +359,10 @@ impl Guest for Okta {
                     match api.mutate("DELETE", &path)? {
                         Sent::DryRun => removed.push(app.label.clone()),
                         Sent::Done(resp) if resp.status() == 404 => {} // already unassigned
-                        Sent::Done(resp) if resp.status() == 400 || resp.status() == 403 => {
-                            // Assigned through a group: it goes with the group membership.
+                        // Assigned through a group (400 E0000001): it goes with the group
+                        // membership. Anything else, a 403 (the token may not manage apps)
+                        // included, fails the step below.
+                        Sent::Done(resp) if resp.status() == 400 && okta_code(&resp) == "E0000001" => {
                             let why = check(resp).err().map(|e| e.message).unwrap_or_default();
                             via_group.push(json!({ "app": app.label, "why": why }));
                         }
@@ -360,7 +375,7 @@ impl Guest for Okta {
                 let output = json!({ "id": user.id, "removed": removed, "left": via_group, "dry_run": api.dry_run });
                 if removed.is_empty() { unchanged(&output) } else { changed(&output) }
             }
-            Action::Deactivate => deactivate(&api, user),
+            Action::Deactivate => deactivate(&api, user, input.poll_wait_ms),
         }
     }
 
@@ -379,6 +394,7 @@ impl Guest for Okta {
                 ),
                 ("org_url", "string", true, "your Okta org, e.g. https://example.okta.com"),
                 ("user", "string", true, "an Okta user id, login or email"),
+                ("poll_wait_ms", "integer", false, "deactivate: wait before re-checking a slow deactivation (10000)"),
             ],
         )
     }

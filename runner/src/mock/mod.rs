@@ -43,6 +43,9 @@ pub struct LoggedRequest {
     pub query: Option<String>,
     /// The `Authorization` header as received (tests check injection with it).
     pub authorization: Option<String>,
+    /// The `Host` header as received: which of several mock servers sharing one state got it.
+    #[serde(default)]
+    pub host: Option<String>,
     /// The answer's status; 0 while unanswered, or if the client went away first.
     pub status: u16,
 }
@@ -261,12 +264,20 @@ async fn log_and_inject(State(state): State<MockState>, req: Request, next: Next
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let host = req.headers().get("host").and_then(|v| v.to_str().ok()).map(str::to_string);
     // Logged on receipt (status 0 until answered): a request whose client went away before the
     // answer (a killed process) is in the log too.
     let logged = (!path.starts_with("/__mock"))
         .then(|| {
             let mut log = state.log.lock().ok()?;
-            log.push(LoggedRequest { method: method.to_string(), path: path.clone(), query, authorization, status: 0 });
+            log.push(LoggedRequest {
+                method: method.to_string(),
+                path: path.clone(),
+                query,
+                authorization,
+                host,
+                status: 0,
+            });
             Some(log.len() - 1)
         })
         .flatten();

@@ -78,7 +78,8 @@ async fn a_slow_deprovisioning_is_waited_for_not_repeated() {
     // Okta takes longer than one attempt's five reads: the attempt ends transient ("still
     // deprovisioning", 2 s), and the next attempt watches the same deactivation finish.
     h.mock.state.okta.set_deprovision_reads(7);
-    let yaml = pipeline("    retry: { attempts: 3, backoff: { initial: 10ms, max: 10ms } }\n");
+    let yaml = pipeline("    retry: { attempts: 3, backoff: { initial: 10ms, max: 10ms } }\n")
+        .replace("action: deactivate,", "action: deactivate, poll_wait_ms: 2000,");
     let (id, status) = h.run(&yaml, &[("email", "alice@example.com")]).await;
     let s = h.steps(&id).await;
     assert_eq!(status, RunStatus::Succeeded, "{s:#?}");
@@ -116,4 +117,23 @@ async fn a_rate_limited_grant_listing_waits_then_succeeds() {
     let failed = events.iter().find(|e| e.kind == "attempt_failed").expect("one failed attempt");
     assert!(failed.detail["error"].as_str().unwrap().contains("E0000047"), "{}", failed.detail);
     assert!(failed.detail["retry_in_ms"].as_u64().unwrap() >= 1000, "X-Rate-Limit-Reset honoured: {}", failed.detail);
+}
+
+#[tokio::test]
+async fn a_token_that_may_not_manage_apps_fails_the_step_instead_of_passing_it() {
+    let h = Harness::new().await;
+    // 403 E0000006 on the first unassignment: not a group assignment, a missing permission.
+    h.mock.state.inject(Fault {
+        method: Some("DELETE".into()),
+        path_contains: "/apps/".into(),
+        status: 403,
+        times: 1,
+        delay_ms: 0,
+    });
+    let (id, status) = h.run(&pipeline(""), &[("email", "alice@example.com")]).await;
+    let s = h.steps(&id).await;
+    assert_eq!(status, RunStatus::Paused, "{s:#?}");
+    assert_eq!(s["apps"].status, StepStatus::Paused);
+    assert!(s["apps"].error.as_deref().unwrap().contains("E0000006"), "{:?}", s["apps"].error);
+    assert_eq!(s["deactivate"].status, StepStatus::Pending, "nothing after it ran");
 }

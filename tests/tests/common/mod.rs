@@ -65,6 +65,11 @@ impl Harness {
     /// Writes the pipeline into the temp dir and loads it with each vendor var it mentions
     /// (`okta_url`, `google_url`, ...) pointing at the mock.
     pub fn plan(&self, yaml: &str) -> Plan {
+        self.plan_with(yaml, BTreeMap::new())
+    }
+
+    /// As [`Harness::plan`], with some vars overridden (e.g. a vendor on a server of its own).
+    pub fn plan_with(&self, yaml: &str, overrides: BTreeMap<String, String>) -> Plan {
         let path = self.dir.path().join("pipeline.yaml");
         std::fs::write(&path, yaml).expect("write pipeline");
         let mut vars = BTreeMap::new();
@@ -73,9 +78,13 @@ impl Harness {
                 vars.insert(var.to_string(), self.mock.url());
             }
         }
+        if yaml.contains("github_org") {
+            vars.insert("github_org".to_string(), "acme".to_string());
+        }
         if yaml.contains("atlassian_org") {
             vars.insert("atlassian_org".to_string(), offramp::mock::atlassian::SAMPLE_ORG_ID.to_string());
         }
+        vars.extend(overrides);
         let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), vars, allow_cap: None };
         match pipeline::load(&path, &opts) {
             Ok(plan) => plan,
@@ -90,6 +99,18 @@ impl Harness {
             .start(&plan, StartRequest { inputs, requested_by: "test".into(), dry_run: false })
             .await
             .expect("run starts")
+    }
+
+    /// Starts and drives a run of an already loaded plan.
+    pub async fn run_plan(&self, plan: &Plan, inputs: &[(&str, &str)]) -> (String, RunStatus) {
+        let inputs = inputs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let id = self
+            .engine
+            .start(plan, StartRequest { inputs, requested_by: "test".into(), dry_run: false })
+            .await
+            .expect("run starts");
+        let status = self.engine.drive(&id).await.expect("drive");
+        (id, status)
     }
 
     /// Starts and drives a run; returns its id and final status.
