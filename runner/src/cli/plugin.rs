@@ -92,6 +92,12 @@ pub(super) async fn dispatch(g: &Global, cmd: PluginCommand) -> Result<ExitCode>
 }
 
 pub(super) async fn mock(listen: std::net::SocketAddr, seed: &str) -> Result<ExitCode> {
+    if !listen.ip().is_loopback() {
+        bail!(
+            "the mock is for trying plugins on this machine: listen on a loopback address (127.0.0.1), not {listen} \
+             (it injects faults and redirects anywhere on request)"
+        );
+    }
     let tokens = crate::mock::MockTokens::from_seed(seed);
     let server = crate::mock::MockServer::listen(listen, crate::mock::MockState::sample(&tokens))
         .await

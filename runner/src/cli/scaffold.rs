@@ -22,6 +22,11 @@ pub(crate) enum Lang {
 
 /// Checks a plugin name: it becomes a file name, a crate name and `uses: NAME`.
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    // Names a Rust crate can't take, or that would shadow what the generated code uses.
+    const RESERVED: &[&str] = &["test", "std", "core", "alloc", "proc_macro", "serde_json", "wit_bindgen", "offramp"];
+    if RESERVED.contains(&name) {
+        return Err(format!("`{name}` is taken (a crate the plugin uses, or a name cargo refuses); try `{name}_step`"));
+    }
     let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && name.len() <= 64;
@@ -120,6 +125,7 @@ mod tests {
         let err = check_name("Zoom-Deactivate").unwrap_err();
         assert!(err.contains("e.g. `zoom_deactivate`"), "{err}");
         assert!(check_name("1zoom").is_err());
+        assert!(check_name("test").unwrap_err().contains("try `test_step`"));
         assert!(check_name("").is_err());
     }
 
