@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 
 use common::{Harness, tokens};
-use offramp::mock::{LoggedRequest, MockServer};
+use offramp::mock::{LoggedRequest, MockServer, Vendor};
 use offramp::store::{RunStatus, StepRecord, StepStatus};
 
 fn read(name: &str) -> String {
@@ -37,34 +37,10 @@ fn vendor_var(path: &str) -> Option<&'static str> {
     })
 }
 
-/// The credential each vendor's paths must have received, and nothing else.
-fn expected_authorization(path: &str) -> Option<String> {
-    let t = tokens();
-    let bearer = |s: &str| Some(format!("Bearer {s}"));
-    if path.starts_with("/api/v1/") {
-        Some(format!("SSWS {}", t.okta))
-    } else if path.starts_with("/admin/directory/") || path.starts_with("/admin/datatransfer/") {
-        bearer(&t.google)
-    } else if path.starts_with("/v1.0/") {
-        bearer(&t.graph)
-    } else if path.starts_with("/scim/") || path.starts_with("/api/") {
-        bearer(&t.slack)
-    } else if path.starts_with("/orgs/") {
-        bearer(&t.github)
-    } else if path.starts_with("/v2/") {
-        bearer(&t.zoom)
-    } else if path.starts_with("/users/") || path.starts_with("/admin/v1/") {
-        bearer(&t.atlassian)
-    } else {
-        None
-    }
-}
-
 fn assert_credentials_went_only_to_their_vendor(seen: &[LoggedRequest]) {
     for r in seen {
-        let expected = expected_authorization(&r.path);
-        assert!(expected.is_some(), "a request to an unknown vendor path: {r:?}");
-        assert_eq!(r.authorization, expected, "{} {}", r.method, r.path);
+        let vendor = Vendor::of_path(&r.path).unwrap_or_else(|| panic!("a request to an unknown vendor path: {r:?}"));
+        assert_eq!(r.authorization, Some(vendor.authorization(&tokens())), "{} {}", r.method, r.path);
     }
 }
 

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::engine::{Engine, EngineConfig};
-use crate::mock::{Fault, MockServer, MockState, MockTokens};
+use crate::mock::{Fault, MockServer, MockState, MockTokens, Vendor};
 use crate::pipeline::LoadOptions;
 use crate::sandbox::Sandbox;
 use crate::secrets::{Secret, SecretSource};
@@ -156,27 +156,12 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     // The first suspend answers 503 and Google rate-limits the first token listing (the steps'
     // retries absorb both); the first deactivate answers 403 (the token lacks a permission):
     // that step has `on_failure: pause`, so a person decides.
-    mock.state.inject(Fault {
-        method: Some("POST".into()),
-        path_contains: "/lifecycle/suspend".into(),
-        status: 503,
-        times: 1,
-        delay_ms: 0,
-    });
-    mock.state.inject(Fault {
-        method: Some("GET".into()),
-        path_contains: "/tokens".into(),
-        status: 403,
-        times: 1,
-        delay_ms: 0,
-    });
-    mock.state.inject(Fault {
-        method: Some("POST".into()),
-        path_contains: "/lifecycle/deactivate".into(),
-        status: 403,
-        times: 1,
-        delay_ms: 0,
-    });
+    for (method, path, status) in
+        [("POST", "/lifecycle/suspend", 503), ("GET", "/tokens", 403), ("POST", "/lifecycle/deactivate", 403)]
+    {
+        let fault = Fault { method: Some(method.into()), path_contains: path.into(), status, times: 1, delay_ms: 0 };
+        mock.state.inject(fault);
+    }
 
     let dir = pipelines_dir.unwrap_or_else(default_pipelines_dir);
     let dir = dir.canonicalize().unwrap_or(dir);
@@ -318,31 +303,12 @@ async fn warm_up(sandbox: &Arc<Sandbox>, pipeline: &std::path::Path, load: &Load
 
 /// What each mock service saw, whether each got only its own credential, and where Alice ends up.
 fn report_services(state: &MockState, tokens: &MockTokens) {
-    let vendor = |path: &str| -> Option<(&str, String)> {
-        let bearer = |t: &str| format!("Bearer {t}");
-        Some(if path.starts_with("/api/v1/") {
-            ("Okta", format!("SSWS {}", tokens.okta))
-        } else if path.starts_with("/admin/directory/") || path.starts_with("/admin/datatransfer/") {
-            ("Google Workspace", bearer(&tokens.google))
-        } else if path.starts_with("/v1.0/") {
-            ("Microsoft Graph", bearer(&tokens.graph))
-        } else if path.starts_with("/scim/") || path.starts_with("/api/") {
-            ("Slack", bearer(&tokens.slack))
-        } else if path.starts_with("/orgs/") {
-            ("GitHub", bearer(&tokens.github))
-        } else if path.starts_with("/v2/") {
-            ("Zoom", bearer(&tokens.zoom))
-        } else if path.starts_with("/users/") || path.starts_with("/admin/v1/") {
-            ("Atlassian", bearer(&tokens.atlassian))
-        } else {
-            return None;
-        })
-    };
     println!("\nWhat each service saw (credentials were added by the host; the plugins never had them):");
-    for (name, _) in VENDORS {
-        let seen: Vec<_> =
-            state.requests().into_iter().filter(|r| vendor(&r.path).is_some_and(|(v, _)| v == *name)).collect();
-        let own = seen.iter().filter(|r| vendor(&r.path).map(|(_, a)| a) == r.authorization).count();
+    for vendor in Vendor::ALL {
+        let name = vendor.name();
+        let seen: Vec<_> = state.requests().into_iter().filter(|r| Vendor::of_path(&r.path) == Some(vendor)).collect();
+        let own = vendor.authorization(tokens);
+        let own = seen.iter().filter(|r| r.authorization.as_deref() == Some(own.as_str())).count();
         let writes = seen.iter().filter(|r| r.method != "GET").count();
         let rejected = seen.iter().filter(|r| r.status >= 400).count();
         println!(

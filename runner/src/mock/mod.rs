@@ -308,24 +308,84 @@ async fn log_and_inject(State(state): State<MockState>, req: Request, next: Next
     response
 }
 
+/// A vendor the mock serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vendor {
+    Okta,
+    Google,
+    Graph,
+    Slack,
+    GitHub,
+    Zoom,
+    Atlassian,
+}
+
+impl Vendor {
+    pub const ALL: [Vendor; 7] =
+        [Vendor::Okta, Vendor::Google, Vendor::Graph, Vendor::Slack, Vendor::GitHub, Vendor::Zoom, Vendor::Atlassian];
+
+    /// The vendor whose real API has `path` (not the bot's `/slack/...` Web API and hooks,
+    /// which stand in for Slack itself, not for a vendor the plugins offboard from).
+    pub fn of_path(path: &str) -> Option<Vendor> {
+        Some(if path.starts_with("/api/v1/") {
+            Vendor::Okta
+        } else if path.starts_with("/admin/directory/") || path.starts_with("/admin/datatransfer/") {
+            Vendor::Google
+        } else if path.starts_with("/v1.0/") {
+            Vendor::Graph
+        } else if path.starts_with("/scim/") || path.starts_with("/api/") {
+            Vendor::Slack
+        } else if path.starts_with("/orgs/") {
+            Vendor::GitHub
+        } else if path.starts_with("/v2/") {
+            Vendor::Zoom
+        } else if path.starts_with("/users/") || path.starts_with("/admin/v1/") {
+            Vendor::Atlassian
+        } else {
+            return None;
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Vendor::Okta => "Okta",
+            Vendor::Google => "Google Workspace",
+            Vendor::Graph => "Microsoft Graph",
+            Vendor::Slack => "Slack",
+            Vendor::GitHub => "GitHub",
+            Vendor::Zoom => "Zoom",
+            Vendor::Atlassian => "Atlassian",
+        }
+    }
+
+    /// The `Authorization` header this vendor's mock accepts.
+    pub fn authorization(self, tokens: &MockTokens) -> String {
+        match self {
+            Vendor::Okta => format!("SSWS {}", tokens.okta),
+            Vendor::Google => format!("Bearer {}", tokens.google),
+            Vendor::Graph => format!("Bearer {}", tokens.graph),
+            Vendor::Slack => format!("Bearer {}", tokens.slack),
+            Vendor::GitHub => format!("Bearer {}", tokens.github),
+            Vendor::Zoom => format!("Bearer {}", tokens.zoom),
+            Vendor::Atlassian => format!("Bearer {}", tokens.atlassian),
+        }
+    }
+}
+
 /// An injected failure, in the body and headers the vendor owning `path` would send.
 fn vendor_error(path: &str, status: StatusCode) -> Response {
-    if path.starts_with("/slack/api/") || (path.starts_with("/api/") && !path.starts_with("/api/v1/")) {
-        slack::error_response(status)
-    } else if path.starts_with("/scim/") {
-        slack::scim_error_response(status)
-    } else if path.starts_with("/admin/directory/") || path.starts_with("/admin/datatransfer/") {
-        google::error_response(status)
-    } else if path.starts_with("/v1.0/") {
-        graph::error_response(status)
-    } else if path.starts_with("/orgs/") {
-        github::error_response(status)
-    } else if path.starts_with("/v2/") {
-        zoom::error_response(status)
-    } else if path.starts_with("/users/") || path.starts_with("/admin/v1/") {
-        atlassian::error_response(status)
-    } else {
-        okta::error_response(status)
+    if path.starts_with("/slack/api/") {
+        return slack::error_response(status);
+    }
+    match Vendor::of_path(path) {
+        Some(Vendor::Slack) if path.starts_with("/scim/") => slack::scim_error_response(status),
+        Some(Vendor::Slack) => slack::error_response(status),
+        Some(Vendor::Google) => google::error_response(status),
+        Some(Vendor::Graph) => graph::error_response(status),
+        Some(Vendor::GitHub) => github::error_response(status),
+        Some(Vendor::Zoom) => zoom::error_response(status),
+        Some(Vendor::Atlassian) => atlassian::error_response(status),
+        Some(Vendor::Okta) | None => okta::error_response(status),
     }
 }
 
