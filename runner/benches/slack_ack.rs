@@ -104,7 +104,9 @@ async fn main() -> anyhow::Result<()> {
                             ("command", "/offboard"),
                             ("text", if text == "help" { "help" } else { "alice@example.com" }),
                             ("user_id", "U0ADMIN"),
+                            ("team_id", "T0BENCH"),
                             ("channel_id", "C0OFFRAMP"),
+                            ("response_url", "https://hooks.slack.com/commands/T0BENCH/1/bench"),
                             ("trigger_id", &format!("bench.{i}")),
                         ])?;
                         let ts = slack::unix_now();

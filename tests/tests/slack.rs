@@ -123,9 +123,18 @@ impl Slack {
     }
 
     async fn send(&self, path: &str, body: String, ts: i64, signature: Option<String>) -> Reply {
+        let headers = match signature {
+            Some(sig) => vec![("x-slack-request-timestamp", ts.to_string()), ("x-slack-signature", sig)],
+            None => vec![],
+        };
+        self.send_raw(path, body.into_bytes(), &headers).await
+    }
+
+    /// Any bytes, any headers (repeated names are sent repeated).
+    async fn send_raw(&self, path: &str, body: Vec<u8>, headers: &[(&str, String)]) -> Reply {
         let mut req = Request::post(path).header("content-type", "application/x-www-form-urlencoded");
-        if let Some(sig) = signature {
-            req = req.header("x-slack-request-timestamp", ts.to_string()).header("x-slack-signature", sig);
+        for (name, value) in headers {
+            req = req.header(*name, value);
         }
         let resp = self.app.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
         let status = resp.status();
@@ -1120,4 +1129,108 @@ async fn a_double_click_landing_on_two_replicas_takes_effect_once() {
         drop((a, b, store));
         offramp::store::PgStore::drop_schema(url, &schema).await.unwrap();
     }
+}
+
+/// What Slack's SDKs (slack_sdk's SignatureVerifier, Bolt) refuse, offramp refuses: a valid
+/// signature in upper-case hex, a repeated signature or timestamp header; and a signed body
+/// that is not a well-formed command — not UTF-8 (raw or percent-encoded), or missing a field
+/// Slack always sends — is a 400 that records nothing, on both routes.
+#[tokio::test]
+async fn requests_are_read_as_strictly_as_slacks_sdks_read_them() {
+    let s = Slack::new().await;
+    let body = s.command_body(ADMIN, "alice@example.com");
+    let ts = now();
+    let sig = sign(SIGNING_SECRET, ts, &body);
+    let upper = format!("v0={}", sig[3..].to_uppercase());
+    let reply = s.send("/slack/commands", body.clone(), ts, Some(upper)).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "upper-case hex");
+    for (what, headers) in [
+        (
+            "two signatures",
+            vec![
+                ("x-slack-request-timestamp", ts.to_string()),
+                ("x-slack-signature", sig.clone()),
+                ("x-slack-signature", sig.clone()),
+            ],
+        ),
+        (
+            "two timestamps",
+            vec![
+                ("x-slack-request-timestamp", ts.to_string()),
+                ("x-slack-request-timestamp", (ts - 1).to_string()),
+                ("x-slack-signature", sig.clone()),
+            ],
+        ),
+    ] {
+        for path in ["/slack/commands", "/slack/interactions"] {
+            let reply = s.send_raw(path, body.clone().into_bytes(), &headers).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{what} on {path}");
+        }
+    }
+
+    let signed_raw = |body: Vec<u8>| {
+        let ts = now();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SIGNING_SECRET.as_bytes()).unwrap();
+        mac.update(format!("v0:{ts}:").as_bytes());
+        mac.update(&body);
+        let sig = format!("v0={}", hex::encode(mac.finalize().into_bytes()));
+        (body, vec![("x-slack-request-timestamp", ts.to_string()), ("x-slack-signature", sig)])
+    };
+    let latin1 = {
+        let (before, after) = body.split_once("alice%40").unwrap();
+        [before.as_bytes(), b"jos\xe9%40", after.as_bytes()].concat()
+    };
+    let missing = |field: &str| {
+        body.split('&').filter(|kv| !kv.starts_with(&format!("{field}="))).collect::<Vec<_>>().join("&").into_bytes()
+    };
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("raw Latin-1 é".into(), latin1),
+        ("percent-encoded Latin-1 é".into(), body.replace("alice%40", "jos%E9%40").into_bytes()),
+        ("invalid UTF-8 in the user".into(), body.replace("user_id=U0ADMIN", "user_id=U0%FFADMIN").into_bytes()),
+    ];
+    for field in ["command", "text", "user_id", "team_id", "channel_id", "response_url", "trigger_id"] {
+        cases.push((format!("no {field}"), missing(field)));
+    }
+    for (what, bytes) in cases {
+        let (bytes, headers) = signed_raw(bytes);
+        let reply = s.send_raw("/slack/commands", bytes, &headers).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{what}: {}", reply.raw);
+    }
+    let click = s.click_body(ADMIN, "start", "whatever").replace("payload=%7B", "payload=%7B%22x%22%3A%22%E9%22%2C");
+    let (bytes, headers) = signed_raw(click.into_bytes());
+    assert_eq!(s.send_raw("/slack/interactions", bytes, &headers).await.status, StatusCode::BAD_REQUEST);
+    let events = s.store().recent_events(100).await.unwrap();
+    assert!(events.iter().all(|e| e.kind != "run_requested"), "nothing recorded: {events:?}");
+    // The well-formed original still works.
+    let reply = s.signed("/slack/commands", body).await;
+    assert!(button(&reply.body["blocks"], "start").is_some(), "{}", reply.raw);
+}
+
+/// The usage text's examples come from the pipelines' real inputs: with the shipped default
+/// pipeline (offboarding.yaml, which requires `manager`) and contractor.yaml beside it, every
+/// example the help gives, sent as it is written, gets a confirmation with a Start button.
+#[tokio::test]
+async fn every_usage_example_works_as_written() {
+    let s = Slack::new().await;
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    for name in ["offboarding.yaml", "contractor.yaml"] {
+        std::fs::copy(repo.join(name), s.pipelines.path().join(name)).unwrap();
+    }
+    let help = s.command(ADMIN, "help").await;
+    let text = help.body["text"].as_str().unwrap_or_default().to_string();
+    let examples: Vec<&str> =
+        text.split('`').skip(1).step_by(2).filter(|e| e.starts_with("/offboard ") && e.contains('@')).collect();
+    assert!(examples.len() >= 2, "examples for the default and another pipeline: {text}");
+    assert!(examples[0].contains("manager="), "offboarding.yaml requires manager: {text}");
+    for example in examples {
+        let reply = s.command(ADMIN, example.trim_start_matches("/offboard ")).await;
+        assert!(button(&reply.body["blocks"], "start").is_some(), "`{example}` → {}", reply.raw);
+    }
+    // A mistake gets the same usage.
+    let wrong = s.command(ADMIN, "alice@example.com").await;
+    assert!(
+        wrong.raw.contains("manager") && wrong.raw.contains("alice@example.com manager=dana@example.com"),
+        "{}",
+        wrong.raw
+    );
 }

@@ -86,7 +86,16 @@ function findByEmail(base, orgId, email) {
   throw fail('permanent', `no end to the organization's user list after 500 pages`);
 }
 
+// A bug (an exception that is not a task-error) is reported with its message and first stack
+// lines, not as an opaque crash.
 export function run(inv) {
+  try { return disable(inv); } catch (e) {
+    if (['transient', 'permanent', 'needs-human'].includes(e?.kind)) throw e;
+    throw fail('permanent', `${e}${e?.stack ? ` at ${e.stack.split('\n').slice(0, 3).join(' ← ')}` : ''}`);
+  }
+}
+
+function disable(inv) {
   let input;
   try { input = JSON.parse(inv.input); } catch { throw fail('permanent', 'invalid step input: not JSON'); }
   const base = String(input.api_url ?? 'https://api.atlassian.com').replace(/\/+$/, '');

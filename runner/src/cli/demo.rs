@@ -10,6 +10,7 @@
 //! success. It prints each Slack message as a person would see it, the results table, and what
 //! each service saw. An in-memory database and made-up credentials: it runs anywhere.
 
+use super::out::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -101,11 +102,11 @@ fn button_value(blocks: &Value, action_id: &str) -> Option<String> {
 }
 
 fn show(title: &str, message: &Value) {
-    println!("┌─ {title}");
+    outln!("┌─ {title}");
     for line in slack::blocks::render_text(message).lines() {
-        println!("│ {line}");
+        outln!("│ {line}");
     }
-    println!("└─");
+    outln!("└─");
 }
 
 async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> Result<T> {
@@ -194,23 +195,23 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     let server = format!("http://{}", listener.local_addr()?);
     tokio::spawn(axum::serve(listener, slack::app(state)).into_future());
 
-    println!("offramp demo: the Slack conversation, against `offramp serve`'s routes on loopback\n");
-    println!("  offramp serve  {server}  (signing secret and bot token are demo values)");
-    println!("  mock Slack bot {slack_url}/slack/api  (channel #it-offboarding = {CHANNEL})");
+    outln!("offramp demo: the Slack conversation, against `offramp serve`'s routes on loopback\n");
+    outln!("  offramp serve  {server}  (signing secret and bot token are demo values)");
+    outln!("  mock Slack bot {slack_url}/slack/api  (channel #it-offboarding = {CHANNEL})");
     for (vendor, server) in &servers {
-        println!("  mock {:<17} {}", vendor, server.url());
+        outln!("  mock {:<17} {}", vendor, server.url());
     }
-    println!("                 (alice@example.com is active everywhere; dana@example.com is her manager)");
-    println!(
+    outln!("                 (alice@example.com is active everywhere; dana@example.com is her manager)");
+    outln!(
         "  network        allow_private: [127.0.0.1]  (the mocks are on loopback; plugins get no other private address)"
     );
-    println!("  pipelines      {}", dir.display());
-    println!(
+    outln!("  pipelines      {}", dir.display());
+    outln!(
         "  plugins        {plugins} components ready in {:.1} s (compiled on first use, then cached on disk)",
         warm.as_secs_f64()
     );
-    println!("  approvers      @{ADMIN}  (offramp approvers add {ADMIN})");
-    println!(
+    outln!("  approvers      @{ADMIN}  (offramp approvers add {ADMIN})");
+    outln!(
         "  injected       first Okta suspend → 503 and first Google token listing → 403 rate limit (both retried);\n                 \
          first Okta deactivate → 403 (pauses for a person)\n"
     );
@@ -223,16 +224,16 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     let ws = mock.state.slack.clone();
 
     let command = "alice@example.com manager=dana@example.com github_login=alice-gh";
-    println!("@{ADMIN} types in #it-offboarding:  /offboard {command}");
+    outln!("@{ADMIN} types in #it-offboarding:  /offboard {command}");
     let (status, reply, took) = slack_side.command(ADMIN, command).await?;
-    println!("  → HTTP {status}, acknowledged in {} ms; only @{ADMIN} sees:", took.as_millis());
+    outln!("  → HTTP {status}, acknowledged in {} ms; only @{ADMIN} sees:", took.as_millis());
     show("offramp (only visible to you)", &reply);
     let request_id =
         button_value(&reply["blocks"], slack::blocks::START).context("the confirmation has no Start button")?;
 
-    println!("\n@{ADMIN} clicks [ Start ] and confirms \"Start offboarding?\"");
+    outln!("\n@{ADMIN} clicks [ Start ] and confirms \"Start offboarding?\"");
     let (status, _, took) = slack_side.click(ADMIN, slack::blocks::START, &request_id).await?;
-    println!("  → HTTP {status}, acknowledged in {} ms", took.as_millis());
+    outln!("  → HTTP {status}, acknowledged in {} ms", took.as_millis());
     let replaced = wait_for("the confirmation to be replaced", async || ws.responses().into_iter().last()).await?;
     show("offramp (only visible to you; replaces the confirmation)", &replaced);
 
@@ -248,25 +249,25 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
         ws.messages().into_iter().find(|m| m.thread_ts.as_deref() == Some(&paused.ts))
     })
     .await?;
-    println!();
+    outln!();
     show("#it-offboarding · offramp (one message, updated in place)", &json!({ "blocks": paused.blocks }));
     show("#it-offboarding · thread reply", &json!({ "text": error_reply.text }));
 
     let value = button_value(&paused.blocks, "retry").context("no Retry button")?;
-    println!("\n(the operator grants the token the permission) @{ADMIN} clicks [ Retry ]");
+    outln!("\n(the operator grants the token the permission) @{ADMIN} clicks [ Retry ]");
     let (status, _, took) = slack_side.click(ADMIN, "retry", &value).await?;
-    println!("  → HTTP {status}, acknowledged in {} ms", took.as_millis());
+    outln!("  → HTTP {status}, acknowledged in {} ms", took.as_millis());
     let summary = wait_for("the run's summary", async || {
         ws.messages().into_iter().find(|m| m.thread_ts.as_deref() == Some(&paused.ts) && m.reply_broadcast)
     })
     .await?;
     let last = ws.messages().into_iter().find(|m| m.ts == paused.ts).context("the run message vanished")?;
-    println!();
+    outln!();
     show(&format!("#it-offboarding · offramp (edited {} times)", last.edits), &json!({ "blocks": last.blocks }));
     show("#it-offboarding · thread reply, also sent to the channel", &json!({ "text": summary.text }));
 
     let channel_writes = ws.calls().iter().filter(|c| c.method.starts_with("chat.")).count();
-    println!(
+    outln!(
         "\nSlack API calls: {channel_writes} (chat.postMessage / chat.update), at most one a second to the channel."
     );
     super::print_run(store.as_ref(), &run_id, false, false).await?;
@@ -303,7 +304,7 @@ async fn warm_up(sandbox: &Arc<Sandbox>, pipeline: &std::path::Path, load: &Load
 
 /// What each mock service saw, whether each got only its own credential, and where Alice ends up.
 fn report_services(state: &MockState, tokens: &MockTokens) {
-    println!("\nWhat each service saw (credentials were added by the host; the plugins never had them):");
+    outln!("\nWhat each service saw (credentials were added by the host; the plugins never had them):");
     for vendor in Vendor::ALL {
         let name = vendor.name();
         let seen: Vec<_> = state.requests().into_iter().filter(|r| Vendor::of_path(&r.path) == Some(vendor)).collect();
@@ -311,16 +312,16 @@ fn report_services(state: &MockState, tokens: &MockTokens) {
         let own = seen.iter().filter(|r| r.authorization.as_deref() == Some(own.as_str())).count();
         let writes = seen.iter().filter(|r| r.method != "GET").count();
         let rejected = seen.iter().filter(|r| r.status >= 400).count();
-        println!(
+        outln!(
             "  {name:<17} {:>3} requests ({writes} changes, {rejected} refused or injected failures), {own}/{} with its own credential",
             seen.len(),
             seen.len()
         );
     }
     let email = "alice@example.com";
-    println!("\nalice@example.com now:");
+    outln!("\nalice@example.com now:");
     if let Some(u) = state.okta.user(email) {
-        println!(
+        outln!(
             "  Okta              {} ({} groups, {} apps, {} grants)",
             u.status,
             u.groups.len(),
@@ -330,7 +331,7 @@ fn report_services(state: &MockState, tokens: &MockTokens) {
     }
     if let Some(u) = state.google.user(email) {
         let transfers: Vec<String> = state.google.transfers().iter().map(|t| t.status.clone()).collect();
-        println!(
+        outln!(
             "  Google Workspace  suspended: {}, {} groups, {} OAuth tokens; Drive + Calendar transfer to dana: {}",
             u.suspended,
             u.groups.len(),
@@ -339,19 +340,19 @@ fn report_services(state: &MockState, tokens: &MockTokens) {
         );
     }
     if let Some(u) = state.graph.user(email) {
-        println!("  Microsoft Graph   accountEnabled: {}, {} memberships left", u.account_enabled, u.member_of.len());
+        outln!("  Microsoft Graph   accountEnabled: {}, {} memberships left", u.account_enabled, u.member_of.len());
     }
     if let Some(u) = state.slack.scim_user_by_email(email) {
-        println!("  Slack             active: {}, {} sessions", u.active, u.sessions);
+        outln!("  Slack             active: {}, {} sessions", u.active, u.sessions);
     }
-    println!(
+    outln!(
         "  GitHub            member of acme: {}",
         state.github.member("alice-gh").map_or_else(|| "no".to_string(), |m| format!("yes ({})", m.state))
     );
     if let Some(u) = state.zoom.user(email) {
-        println!("  Zoom              {} (a Python plugin did this)", u.status);
+        outln!("  Zoom              {} (a Python plugin did this)", u.status);
     }
     if let Some(u) = state.atlassian.user(email) {
-        println!("  Atlassian         {} (a JavaScript plugin did this)", u.account_status);
+        outln!("  Atlassian         {} (a JavaScript plugin did this)", u.account_status);
     }
 }

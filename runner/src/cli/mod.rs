@@ -1,10 +1,12 @@
 //! The `offramp` command line.
 
 mod demo;
+mod out;
 mod plugin;
 mod scaffold;
 mod serve;
 
+use out::{errln, outln};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -218,14 +220,14 @@ pub fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_FAILED);
         }
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::from(EXIT_FAILED)
         }
     }
@@ -236,7 +238,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate { files, vars } => validate(&g, &files, vars),
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&pipeline::json_schema())?);
+            outln!("{}", serde_json::to_string_pretty(&pipeline::json_schema())?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run(&g, args).await,
@@ -300,13 +302,13 @@ fn validate(g: &Global, files: &[PathBuf], vars: Vec<(String, String)>) -> Resul
         match pipeline::load(file, &opts) {
             Ok(plan) => {
                 let n = plan.steps.len();
-                println!("{}: ok ({n} step{})", file.display(), if n == 1 { "" } else { "s" })
+                outln!("{}: ok ({n} step{})", file.display(), if n == 1 { "" } else { "s" })
             }
             Err(e) => {
                 bad += 1;
-                eprint!("{e}");
+                errln!("{e}");
                 if matches!(e, pipeline::LoadError::Read { .. }) {
-                    eprintln!();
+                    errln!();
                 }
             }
         }
@@ -342,7 +344,7 @@ async fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
     let plan = match pipeline::load(&args.pipeline, &opts) {
         Ok(plan) => plan,
         Err(e) => {
-            eprint!("{e}");
+            errln!("{e}");
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
@@ -353,14 +355,14 @@ async fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
         Ok(id) => id,
         Err(crate::engine::EngineError::Inputs(errors)) => {
             for e in errors {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
             }
             return Ok(ExitCode::from(EXIT_INVALID));
         }
         Err(e) => return Err(e.into()),
     };
     if !args.json {
-        println!(
+        outln!(
             "run {run_id}: {} for {}{}",
             plan.name,
             engine.store().run(&run_id).await?.subject,
@@ -414,7 +416,7 @@ fn watch(engine: &Engine, steps: usize) -> tokio::task::JoinHandle<()> {
                     if let Some(line) = report::progress_line(&event) {
                         match &bar {
                             Some(b) => b.println(format!("  {line}")),
-                            None => println!("  {line}"),
+                            None => outln!("  {line}"),
                         }
                     }
                 }
@@ -436,10 +438,10 @@ async fn exit_for(engine: &Engine, run_id: &str, status: RunStatus) -> ExitCode 
                 .await
                 .map(|s| s.into_iter().filter(|s| s.status == StepStatus::Paused).map(|s| s.step_id).collect())
                 .unwrap_or_default();
-            eprintln!("\nThe run is paused at {}. Decide with one of:", paused.join(", "));
+            errln!("\nThe run is paused at {}. Decide with one of:", paused.join(", "));
             let step = if paused.len() > 1 { format!(" --step {}", paused[0]) } else { String::new() };
             for d in ["--retry", "--skip", "--abort"] {
-                eprintln!("  offramp resume {run_id} {d}{step}");
+                errln!("  offramp resume {run_id} {d}{step}");
             }
             ExitCode::from(EXIT_PAUSED)
         }
@@ -455,31 +457,31 @@ async fn print_run(store: &dyn store::Store, run_id: &str, json: bool, events: b
         if events {
             v["events"] = serde_json::to_value(store.events(run_id).await?)?;
         }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("\n{}", report::run_header(&run));
+    outln!("\n{}", report::run_header(&run));
     if let Some(lease) = &run.lease {
         let left = lease.until_ms - store::now_ms();
         if left >= 0 {
-            println!("driven by {} (lease renewed for another {:.1}s)", lease.owner, left as f64 / 1000.0);
+            outln!("driven by {} (lease renewed for another {:.1}s)", lease.owner, left as f64 / 1000.0);
         } else {
-            println!(
+            outln!(
                 "was driven by {}, whose lease ran out {:.1}s ago: `offramp recover` (or a server) takes it over",
                 lease.owner,
                 -left as f64 / 1000.0
             );
         }
     }
-    println!("{}", report::steps_table(&steps));
-    println!("\n{}", report::capabilities(&run, &steps));
+    outln!("{}", report::steps_table(&steps));
+    outln!("\n{}", report::capabilities(&run, &steps));
     if run.dry_run {
-        println!("\n{}", report::dry_run_plan(&steps));
+        outln!("\n{}", report::dry_run_plan(&steps));
     }
     if events {
-        println!("\nevents:");
+        outln!("\nevents:");
         for e in store.events(run_id).await? {
-            println!("  {}  {:<14} {:<16} {:<16} {}", e.at, e.actor, e.kind, e.step_id.unwrap_or_default(), e.detail);
+            outln!("  {}  {:<14} {:<16} {:<16} {}", e.at, e.actor, e.kind, e.step_id.unwrap_or_default(), e.detail);
         }
     }
     Ok(())
@@ -491,11 +493,11 @@ async fn runs(g: &Global, cmd: RunsCommand) -> Result<ExitCode> {
         RunsCommand::List { limit, json } => {
             let runs = store.runs(limit).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&runs)?);
+                outln!("{}", serde_json::to_string_pretty(&runs)?);
             } else if runs.is_empty() {
-                println!("no runs yet");
+                outln!("no runs yet");
             } else {
-                println!("{}", report::runs_table(&runs));
+                outln!("{}", report::runs_table(&runs));
             }
         }
         RunsCommand::Show { run_id, json, events } => match print_run(store.as_ref(), &run_id, json, events).await {
@@ -544,7 +546,7 @@ async fn resume(g: &Global, args: ResumeArgs) -> Result<ExitCode> {
                 bail!("run {} is already {}: nothing to resume", run.id, run.status);
             }
             // Interrupted while running (the process died): pick it up where it was.
-            eprintln!("run {} has no paused step; continuing it", run.id);
+            errln!("run {} has no paused step; continuing it", run.id);
             return drive_and_report(&engine, &run.id, steps.len(), args.json).await;
         }
         (None, many) => bail!("several steps are paused ({}): say which with --step", many.join(", ")),
@@ -553,11 +555,11 @@ async fn resume(g: &Global, args: ResumeArgs) -> Result<ExitCode> {
     match engine.decide(&run.id, &step, None, decision, &actor).await? {
         DecisionOutcome::Applied => {
             if !args.json {
-                println!("{step}: {decision} (decided by {actor})");
+                outln!("{step}: {decision} (decided by {actor})");
             }
         }
         DecisionOutcome::AlreadyHandled { by, status } => {
-            eprintln!(
+            errln!(
                 "{step} is no longer paused (it is {status}){}: nothing to do",
                 by.map(|b| format!("; last decided by {b}")).unwrap_or_default()
             );
@@ -572,7 +574,7 @@ async fn recover(g: &Global, json: bool) -> Result<ExitCode> {
     let claimed = engine.claim_orphans(u32::MAX).await?;
     if claimed.is_empty() {
         if !json {
-            println!("no run was left in flight (runs another live process drives are left to it)");
+            outln!("no run was left in flight (runs another live process drives are left to it)");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -581,10 +583,7 @@ async fn recover(g: &Global, json: bool) -> Result<ExitCode> {
         let run = engine.store().run(&claim.run_id).await?;
         if !json {
             let from = claim.previous_owner.map(|o| format!(", left by {o}")).unwrap_or_default();
-            println!(
-                "run {}: {} for {} ({} when it stopped{from})",
-                run.id, run.pipeline_name, run.subject, run.status
-            );
+            outln!("run {}: {} for {} ({} when it stopped{from})", run.id, run.pipeline_name, run.subject, run.status);
         }
         let steps = engine.store().steps(&run.id).await?.len();
         let code = drive_and_report(&engine, &run.id, steps, json).await?;

@@ -1,5 +1,6 @@
 //! `offramp plugin inspect | run | new` and `offramp mock`: the plugin author's commands.
 
+use super::out::{errln, outln};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -83,9 +84,9 @@ pub(super) async fn dispatch(g: &Global, cmd: PluginCommand) -> Result<ExitCode>
         PluginCommand::New { lang, name, dir } => {
             let root = scaffold::create(lang, &name, &dir)?;
             let (build, wasm) = scaffold::build_command(lang, &name);
-            println!("created {}", root.display());
-            println!("build it:  cd {} && {}", root.display(), build.replace("NAME", &name));
-            println!("try it:    see {}/README.md (offramp plugin run {wasm} ...)", root.display());
+            outln!("created {}", root.display());
+            outln!("build it:  cd {} && {}", root.display(), build.replace("NAME", &name));
+            outln!("try it:    see {}/README.md (offramp plugin run {wasm} ...)", root.display());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -102,14 +103,14 @@ pub(super) async fn mock(listen: std::net::SocketAddr, seed: &str) -> Result<Exi
     let server = crate::mock::MockServer::listen(listen, crate::mock::MockState::sample(&tokens))
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    println!("mock SaaS on {} (made-up data: alice@example.com is active everywhere)", server.url());
-    println!("credentials each vendor expects (put them in a secrets file to try plugins):");
+    outln!("mock SaaS on {} (made-up data: alice@example.com is active everywhere)", server.url());
+    outln!("credentials each vendor expects (put them in a secrets file to try plugins):");
     for (name, value) in tokens.secrets() {
-        println!("  {name}={value}");
+        outln!("  {name}={value}");
     }
-    println!("paths: /api/v1 (Okta), /admin/directory/v1 + /admin/datatransfer/v1 (Google), /v1.0 (Graph),");
-    println!("       /scim/v2 + /api/{{method}} (Slack), /orgs (GitHub), /v2/users (Zoom), /users (Atlassian),");
-    println!("       /__echo/... (answers with the request it got), /__mock/requests (what it saw)");
+    outln!("paths: /api/v1 (Okta), /admin/directory/v1 + /admin/datatransfer/v1 (Google), /v1.0 (Graph),");
+    outln!("       /scim/v2 + /api/{{method}} (Slack), /orgs (GitHub), /v2/users (Zoom), /users (Atlassian),");
+    outln!("       /__echo/... (answers with the request it got), /__mock/requests (what it saw)");
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     Ok(ExitCode::SUCCESS)
 }
@@ -151,21 +152,17 @@ async fn plugin_run(g: &Global, args: PluginRunArgs) -> Result<ExitCode> {
     let report = sandbox.invoke(&plugin, &client, inv).await;
     let ok = matches!(report.result, AttemptResult::Done { .. });
     if args.json {
-        let v = serde_json::json!({ "result": report.result, "log": report.log, "requests": report.requests });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let v = run_json(&report);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         match &report.result {
             AttemptResult::Done { output, changed } => {
-                println!(
-                    "{} {}",
-                    if *changed { "changed" } else { "unchanged" },
-                    serde_json::to_string_pretty(output)?
-                );
+                outln!("{} {}", if *changed { "changed" } else { "unchanged" }, serde_json::to_string_pretty(output)?);
             }
-            AttemptResult::Failed { kind, message, .. } => println!("failed ({kind:?}): {message}"),
+            AttemptResult::Failed { kind, message, .. } => outln!("failed ({kind:?}): {message}"),
         }
         for r in &report.requests {
-            println!(
+            outln!(
                 "request {} {} → {}{}",
                 r.method,
                 r.url,
@@ -174,7 +171,7 @@ async fn plugin_run(g: &Global, args: PluginRunArgs) -> Result<ExitCode> {
             );
         }
         for line in &report.log {
-            println!("log     {line}");
+            outln!("log     {line}");
         }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -189,18 +186,18 @@ async fn inspect(
     let sandbox = sandbox(g)?;
     let plugin = sandbox.plugin(path)?;
     let info = sandbox.describe(&plugin).await.map_err(|e| anyhow::anyhow!("describe() failed: {e}"))?;
-    println!("{} {}", info.name, info.version);
-    println!("{}", info.description);
-    println!("file    {}", path.display());
-    println!("sha256  {}", plugin.digest);
-    println!("world   offramp:plugin/task@0.1.0");
+    outln!("{} {}", info.name, info.version);
+    outln!("{}", info.description);
+    outln!("file    {}", path.display());
+    outln!("sha256  {}", plugin.digest);
+    outln!("world   offramp:plugin/task@0.1.0");
     if info.inputs.is_empty() {
-        println!("inputs  (none declared)");
+        outln!("inputs  (none declared)");
     } else {
-        println!("inputs:");
+        outln!("inputs:");
         let width = info.inputs.iter().map(|i| i.name.len()).max().unwrap_or(0);
         for i in &info.inputs {
-            println!(
+            outln!(
                 "  {:<width$}  {:<8} {:<9} {}",
                 i.name,
                 i.type_name,
@@ -209,16 +206,16 @@ async fn inspect(
             );
         }
     }
-    println!("imports (what this host gives it):");
+    outln!("imports (what this host gives it):");
     let imports = sandbox.imports(&plugin);
     let width = imports.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     for (name, gets) in &imports {
-        println!("  {name:<width$}  {gets}");
+        outln!("  {name:<width$}  {gets}");
     }
     let l = sandbox.limits();
     let n = network(g)?;
-    println!("limits (operator, every step):");
-    println!(
+    outln!("limits (operator, every step):");
+    outln!(
         "  output {} KiB, stdout/stderr {} KiB each, log {} lines / {} KiB, stack {} KiB, {} instances at once",
         l.max_output_bytes / 1024,
         l.max_stdio_bytes / 1024,
@@ -227,19 +224,19 @@ async fn inspect(
         l.max_stack_bytes / 1024,
         l.max_instances
     );
-    println!(
+    outln!(
         "  HTTP: {} requests per attempt, request body {} KiB, response body {} KiB, {} per request",
         n.limits.max_requests,
         n.limits.max_request_bytes / 1024,
         n.limits.max_response_bytes / 1024,
         humantime::format_duration(n.limits.max_request_timeout)
     );
-    println!("  time and memory: each step's `timeout:` (default 60s) and `memory:` (default 64MiB)");
+    outln!("  time and memory: each step's `timeout:` (default 60s) and `memory:` (default 64MiB)");
     if let Some(file) = pipeline_file {
         let plan = match pipeline::load(file, &load_options(g, vars)?) {
             Ok(plan) => plan,
             Err(e) => {
-                eprint!("{e}");
+                errln!("{e}");
                 return Ok(ExitCode::from(EXIT_INVALID));
             }
         };
@@ -249,9 +246,9 @@ async fn inspect(
             .iter()
             .filter(|s| s.plugin.canonicalize().unwrap_or_else(|_| s.plugin.clone()) == mine)
             .collect();
-        println!("steps of {} using it:", file.display());
+        outln!("steps of {} using it:", file.display());
         if steps.is_empty() {
-            println!("  (none)");
+            outln!("  (none)");
         }
         for s in steps {
             let allow = if s.allow.is_empty() {
@@ -259,11 +256,11 @@ async fn inspect(
             } else {
                 s.allow.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             };
-            println!("  {}: allowed {allow}", s.id);
+            outln!("  {}: allowed {allow}", s.id);
             for c in &s.credentials {
-                println!("  {}: secret {} → {} header of {}", s.id, c.secret, c.header, c.origin);
+                outln!("  {}: secret {} → {} header of {}", s.id, c.secret, c.header, c.origin);
             }
-            println!(
+            outln!(
                 "  {}: timeout {}, memory {} MiB",
                 s.id,
                 humantime::format_duration(s.timeout),
@@ -272,4 +269,33 @@ async fn inspect(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `offramp plugin run --json`: the shape docs/plugins.md documents.
+///
+/// ```json
+/// { "status": "changed" | "unchanged" | "failed",
+///   "output": { … },                                      // when it succeeded
+///   "error": { "kind": "transient" | "permanent" | "needs_human",
+///              "message": "…", "retry_after_ms": 2000 },   // when it failed
+///   "log": ["[info] …"], "requests": [{ "method": "GET", "url": "…", "outcome": "200" }] }
+/// ```
+pub(crate) fn run_json(report: &crate::sandbox::AttemptReport) -> serde_json::Value {
+    let mut v = match &report.result {
+        crate::sandbox::AttemptResult::Done { output, changed } => serde_json::json!({
+            "status": if *changed { "changed" } else { "unchanged" },
+            "output": output,
+        }),
+        crate::sandbox::AttemptResult::Failed { kind, message, retry_after } => serde_json::json!({
+            "status": "failed",
+            "error": {
+                "kind": kind,
+                "message": message,
+                "retry_after_ms": retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            },
+        }),
+    };
+    v["log"] = serde_json::json!(report.log);
+    v["requests"] = serde_json::json!(report.requests);
+    v
 }

@@ -2,6 +2,7 @@
 //! flags (flags win, then the environment, then the file); secrets only from the environment
 //! or the secrets file.
 
+use super::out::{errln, outln};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -159,13 +160,13 @@ pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
     let state = AppState::new(config, engine)?;
     let picked_up = state.recover().await?;
     if picked_up > 0 {
-        eprintln!("offramp serve: picking up {picked_up} run(s) that were in flight when offramp last stopped");
+        errln!("offramp serve: picking up {picked_up} run(s) that were in flight when offramp last stopped");
     }
     // Runs of a replica that dies later are taken over once their lease runs out.
     let watch = state.watch_for_orphans((g.lease / 3).max(Duration::from_millis(100)));
     let reminders = state.watch_pauses();
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    eprintln!(
+    errln!(
         "offramp serve: listening on http://{} — Slack URLs: /slack/commands, /slack/interactions; reporting to {}",
         listener.local_addr()?,
         state.config().channel
@@ -193,7 +194,7 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    eprintln!("offramp serve: shutting down");
+    errln!("offramp serve: shutting down");
 }
 
 #[derive(Subcommand, Debug)]
@@ -244,9 +245,9 @@ pub(super) async fn approvers(g: &Global, cmd: ApproversCommand) -> Result<ExitC
             let actor = actor.unwrap_or_else(super::whoami);
             for id in ids {
                 if store.add_approver(&id, &actor).await? {
-                    println!("added {id}");
+                    outln!("added {id}");
                 } else {
-                    println!("{id} is already an approver");
+                    outln!("{id} is already an approver");
                 }
             }
         }
@@ -256,9 +257,9 @@ pub(super) async fn approvers(g: &Global, cmd: ApproversCommand) -> Result<ExitC
             let mut missing = 0;
             for id in ids {
                 if store.remove_approver(&id, &actor).await? {
-                    println!("removed {id}");
+                    outln!("removed {id}");
                 } else {
-                    eprintln!("{id} was not an approver");
+                    errln!("{id} was not an approver");
                     missing += 1;
                 }
             }
@@ -269,12 +270,12 @@ pub(super) async fn approvers(g: &Global, cmd: ApproversCommand) -> Result<ExitC
         ApproversCommand::List { json } => {
             let list = store.approvers().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
-                println!("no approvers yet: add one with `offramp approvers add U024BE7LH`");
+                outln!("no approvers yet: add one with `offramp approvers add U024BE7LH`");
             } else {
                 for a in list {
-                    println!("{:<12} added by {} at {}", a.user_id, a.added_by, a.added_at);
+                    outln!("{:<12} added by {} at {}", a.user_id, a.added_by, a.added_at);
                 }
             }
         }

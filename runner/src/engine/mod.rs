@@ -28,6 +28,7 @@ use crate::store::{
     now_ms,
 };
 
+mod audit;
 mod decide;
 mod inputs;
 mod lease;
@@ -628,13 +629,17 @@ impl Engine {
                 Event::new("engine", "attempt_started", json!({ "attempt": attempts })),
             )
             .await?;
-            let gate = Arc::new(Gate::new(
+            let mut gate = Gate::new(
                 &self.client,
                 step.allow.clone(),
                 injections.clone(),
                 run.dry_run,
                 tokio::time::Instant::now() + step.timeout,
-            ));
+            );
+            if !run.dry_run {
+                let recorder = audit::StepRecorder::new(self.store.clone(), &run.id, &step.id, attempts);
+                gate = gate.with_recorder(Arc::new(recorder));
+            }
             let report: AttemptReport = self
                 .sandbox
                 .run_attempt(
@@ -648,38 +653,64 @@ impl Engine {
                         dry_run: run.dry_run,
                         timeout: step.timeout,
                         memory_bytes: step.memory_bytes,
-                        gate,
+                        gate: Arc::new(gate),
                     },
                 )
                 .await;
-            let requests = serde_json::to_value(&report.requests).unwrap_or_default();
+            // The record keeps what earlier attempts sent that may have changed something
+            // (written ahead to the event log), then this attempt's requests.
+            let earlier = match self.store.events(&run.id).await {
+                Ok(events) => audit::earlier_mutations(&events, &step.id, attempts),
+                Err(e) => {
+                    tracing::warn!(target: "offramp::engine", run = %run.id, step = %step.id, error = %e, "cannot read earlier attempts' requests");
+                    Vec::new()
+                }
+            };
+            let mut records = earlier.clone();
+            records.extend(
+                report.requests.into_iter().map(|r| crate::http::RequestRecord { attempt: Some(attempts), ..r }),
+            );
+            let requests = audit::bound_requests(records);
+            let log = audit::bound_log(report.log, self.sandbox.limits());
             match report.result {
                 AttemptResult::Done { output, changed } => {
-                    let to = if changed { StepStatus::Succeeded } else { StepStatus::Unchanged };
-                    self.step_change(
-                        &run.id,
-                        &step.id,
-                        &[StepStatus::Running],
-                        None,
-                        StepChange {
-                            status: Some(to),
-                            attempts: Some(attempts),
-                            output: Some(output),
-                            error: Some(None),
-                            log: Some(report.log),
-                            requests: Some(requests),
-                            finished: true,
-                            ..Default::default()
-                        },
-                        Event::new("engine", "step_finished", json!({ "status": to.as_str(), "attempts": attempts })),
-                    )
-                    .await?;
+                    // A re-run that finds the work done, after an earlier attempt sent the
+                    // change: changed (by that attempt), not unchanged.
+                    let note = if changed { None } else { audit::changed_by_note(&earlier, attempts) };
+                    let to = if changed || note.is_some() { StepStatus::Succeeded } else { StepStatus::Unchanged };
+                    let stored = self
+                        .step_change(
+                            &run.id,
+                            &step.id,
+                            &[StepStatus::Running],
+                            None,
+                            StepChange {
+                                status: Some(to),
+                                attempts: Some(attempts),
+                                output: Some(output),
+                                error: Some(None),
+                                note: Some(note.clone()),
+                                log: Some(log),
+                                requests: Some(requests),
+                                finished: true,
+                                ..Default::default()
+                            },
+                            Event::new(
+                                "engine",
+                                "step_finished",
+                                json!({ "status": to.as_str(), "attempts": attempts, "note": note }),
+                            ),
+                        )
+                        .await;
+                    if let Err(e) = stored {
+                        return self.unstorable(&run.id, step, attempts, e).await;
+                    }
                     self.progress.emit(ProgressEvent::Step {
                         run_id: run.id.clone(),
                         step_id: step.id.clone(),
                         status: to,
                         attempt: attempts,
-                        detail: None,
+                        detail: note,
                     });
                     return Ok(step.id.clone());
                 }
@@ -691,16 +722,19 @@ impl Engine {
                             .delay_before(attempts + 1)
                             .max(retry_after.unwrap_or_default())
                             .min(Duration::from_secs(15 * 60));
-                        self
+                        let stored = self
                             .step_change(
                                 &run.id,
                                 &step.id,
                                 &[StepStatus::Running],
                                 None,
-                                StepChange { error: Some(Some(message.clone())), log: Some(report.log), requests: Some(requests), ..Default::default() },
+                                StepChange { error: Some(Some(message.clone())), log: Some(log), requests: Some(requests), ..Default::default() },
                                 Event::new("engine", "attempt_failed", json!({ "attempt": attempts, "error": message, "retry_in_ms": wait.as_millis() as u64 })),
                             )
-                            .await?;
+                            .await;
+                        if let Err(e) = stored {
+                            return self.unstorable(&run.id, step, attempts, e).await;
+                        }
                         self.progress.emit(ProgressEvent::Retrying {
                             run_id: run.id.clone(),
                             step_id: step.id.clone(),
@@ -711,11 +745,38 @@ impl Engine {
                         tokio::time::sleep(wait).await;
                         continue;
                     }
-                    let failure = Failure { kind, message, log: report.log, requests };
-                    return self.finish_failed(&run.id, step, attempts, failure).await;
+                    let failure = Failure { kind, message, log, requests };
+                    return match self.finish_failed(&run.id, step, attempts, failure).await {
+                        Err(e) => self.unstorable(&run.id, step, attempts, e).await,
+                        ok => ok,
+                    };
                 }
             }
         }
+    }
+}
+
+impl Engine {
+    /// The step's result could not be written (the database refused it, not an outage, which
+    /// `persist` already waited out): the step fails with that reason and without the result,
+    /// so the run never stays `running` with a step nobody can finish.
+    async fn unstorable(
+        &self,
+        run_id: &str,
+        step: &StepPlan,
+        attempts: u32,
+        e: EngineError,
+    ) -> Result<String, EngineError> {
+        if e.is_lease_lost() || matches!(&e, EngineError::Store(s) if s.is_unavailable()) {
+            return Err(e);
+        }
+        tracing::error!(target: "offramp::engine", run = %run_id, step = %step.id, error = %e, "cannot store the step's result");
+        let message = format!(
+            "the step's result could not be stored, so it is not known here: {}",
+            crate::http::shorten(&e.to_string(), 500)
+        );
+        let failure = Failure { kind: FailureKind::Permanent, message, log: vec![], requests: json!([]) };
+        self.finish_failed(run_id, step, attempts, failure).await
     }
 }
 

@@ -15,6 +15,7 @@ mod address;
 pub mod policy;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ pub(crate) struct OutgoingRequest {
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Option<Vec<u8>>,
+    /// The body was already counted against the transfer budget (wasi:http buffers it first).
+    pub body_charged: bool,
 }
 
 /// A buffered response.
@@ -74,6 +77,15 @@ pub struct HttpLimits {
     pub max_response_bytes: u64,
     /// Longest single request (default 30 s), never past the step's own deadline.
     pub max_request_timeout: Duration,
+    /// Longest URL (default 8 KiB).
+    pub max_url_bytes: u64,
+    /// Most headers on a request or a response (default 100).
+    pub max_headers: u32,
+    /// Largest total of header names and values on a request or a response (default 64 KiB).
+    pub max_header_bytes: u64,
+    /// Request and response bodies one attempt may move in all (default 32 MiB): what bounds
+    /// the host memory a step's HTTP can hold at once.
+    pub max_transfer_bytes: u64,
 }
 
 impl Default for HttpLimits {
@@ -83,15 +95,34 @@ impl Default for HttpLimits {
             max_request_bytes: 1024 * 1024,
             max_response_bytes: 4 * 1024 * 1024,
             max_request_timeout: Duration::from_secs(30),
+            max_url_bytes: 8 * 1024,
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            max_transfer_bytes: 32 * 1024 * 1024,
         }
     }
 }
+
+impl HttpLimits {
+    /// How many requests an attempt's record keeps in full; past that they are only counted.
+    pub fn max_records(&self) -> usize {
+        self.max_requests as usize + RECORD_SLACK
+    }
+}
+
+/// Requests recorded beyond `max_requests` (refusals, mostly) before only counting them.
+const RECORD_SLACK: usize = 20;
+/// The longest URL kept in a request record or quoted in an error.
+const SHOWN_URL_CHARS: usize = 256;
+/// The longest outcome kept in a request record.
+const SHOWN_OUTCOME_CHARS: usize = 512;
 
 /// What the step did on the network, for the results table and `--dry-run` plans.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestRecord {
     pub method: String,
-    /// Scheme, host, port and path; the query string is left out (it can hold identifiers).
+    /// Scheme, host, port and path (at most 256 characters); the query string is left out
+    /// (it can hold identifiers).
     pub url: String,
     /// The status, or why there was none.
     pub outcome: String,
@@ -100,12 +131,49 @@ pub struct RequestRecord {
     pub credential: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub dry_run: bool,
+    /// The attempt that made it (filled in by the engine).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub attempt: Option<u32>,
+    /// On the last record of a long journal only: how many more requests were made and not
+    /// recorded one by one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub omitted: Option<u64>,
+}
+
+impl RequestRecord {
+    /// Whether this request may change something at the other end (anything but GET, HEAD,
+    /// OPTIONS): what a dry run holds back and what the engine writes ahead.
+    pub fn is_mutation(&self) -> bool {
+        is_mutating(&self.method)
+    }
+
+    /// Whether the request was answered with a 2xx status.
+    pub fn succeeded(&self) -> bool {
+        self.outcome.len() == 3 && self.outcome.starts_with('2') && self.outcome.bytes().all(|b| b.is_ascii_digit())
+    }
+}
+
+fn is_mutating(method: &str) -> bool {
+    !matches!(method, "GET" | "HEAD" | "OPTIONS")
+}
+
+/// Where the gate writes a mutating request before sending it, and its answer after: the
+/// engine's results table, so a crash mid-request still leaves the attempt on record.
+#[async_trait::async_trait]
+pub(crate) trait Recorder: Send + Sync {
+    /// Called before a mutating request leaves; an error stops the request (fail closed).
+    async fn sending(&self, rec: &RequestRecord) -> Result<(), String>;
+    /// Called with the outcome once it is known.
+    async fn answered(&self, rec: &RequestRecord);
 }
 
 /// The process's HTTP client for plugin traffic, built once with the operator's policy.
 #[derive(Clone)]
 pub struct GateClient {
     client: reqwest::Client,
+    /// For the `host:port` entries of `network.allow_private`: its resolver lets those hosts
+    /// have private addresses, and the gate only sends it requests to those exact ports.
+    ported: reqwest::Client,
     policy: Arc<NetworkPolicy>,
 }
 
@@ -115,14 +183,16 @@ impl GateClient {
     /// that would follow redirects) when TLS cannot be set up.
     pub fn new(policy: NetworkPolicy) -> Result<GateClient, reqwest::Error> {
         let policy = Arc::new(policy);
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(policy::CheckedResolver { policy: policy.clone() }))
-            .user_agent(concat!("offramp/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .build()?;
-        Ok(GateClient { client, policy })
+        let build = |ported: bool| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .dns_resolver(Arc::new(policy::CheckedResolver { policy: policy.clone(), ported }))
+                .user_agent(concat!("offramp/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+        };
+        Ok(GateClient { client: build(false)?, ported: build(true)?, policy })
     }
 
     pub fn policy(&self) -> &NetworkPolicy {
@@ -137,16 +207,35 @@ pub(crate) struct Injection {
     pub value: Secret,
 }
 
+impl Injection {
+    /// The header value as sent: the rule's `format` with the secret in it.
+    fn header_value(&self) -> String {
+        self.rule.format.replace("{secret}", self.value.expose())
+    }
+}
+
+/// The per-attempt request record: the first requests in full, then a count.
+#[derive(Default)]
+struct Journal {
+    records: Vec<RequestRecord>,
+    /// Requests made (sent or refused).
+    made: u64,
+    /// Requests that passed every check and went out.
+    sent: u32,
+}
+
 /// The checkpoint for one step attempt.
 pub(crate) struct Gate {
-    client: reqwest::Client,
-    policy: Arc<NetworkPolicy>,
+    client: GateClient,
     allow: Vec<Grant>,
     injections: Vec<Injection>,
     redactor: Redactor,
     dry_run: bool,
     deadline: Mutex<Instant>,
-    journal: Mutex<Vec<RequestRecord>>,
+    journal: Mutex<Journal>,
+    /// Body bytes (request and response) moved so far in this attempt.
+    transferred: AtomicU64,
+    recorder: Option<Arc<dyn Recorder>>,
 }
 
 impl Gate {
@@ -157,17 +246,25 @@ impl Gate {
         dry_run: bool,
         deadline: Instant,
     ) -> Self {
-        let redactor = Redactor::new(injections.iter().map(|i| i.value.clone()));
+        let values = injections.iter().flat_map(|i| [i.value.expose().to_string(), i.header_value()]);
+        let redactor = Redactor::with_values(values);
         Gate {
-            client: http.client.clone(),
-            policy: http.policy.clone(),
+            client: http.clone(),
             allow,
             injections,
             redactor,
             dry_run,
             deadline: Mutex::new(deadline),
-            journal: Mutex::new(Vec::new()),
+            journal: Mutex::new(Journal::default()),
+            transferred: AtomicU64::new(0),
+            recorder: None,
         }
+    }
+
+    /// Writes each mutating request to `recorder` before it is sent, and its answer after.
+    pub(crate) fn with_recorder(mut self, recorder: Arc<dyn Recorder>) -> Self {
+        self.recorder = Some(recorder);
+        self
     }
 
     /// Starts the step's clock again, `timeout` from now: called once the attempt got its
@@ -178,41 +275,92 @@ impl Gate {
         }
     }
     pub(crate) fn limits(&self) -> &HttpLimits {
-        &self.policy.limits
+        &self.client.policy.limits
     }
 
     pub(crate) fn redactor(&self) -> &Redactor {
         &self.redactor
     }
 
-    /// Requests made so far.
+    /// Requests made so far: the first [`HttpLimits::max_records`] in full, the rest counted
+    /// on the last record.
     pub(crate) fn journal(&self) -> Vec<RequestRecord> {
-        self.journal.lock().map(|j| j.clone()).unwrap_or_default()
+        let Ok(j) = self.journal.lock() else { return Vec::new() };
+        let mut out = j.records.clone();
+        let omitted = j.made.saturating_sub(out.len() as u64);
+        if omitted > 0 {
+            out.push(RequestRecord {
+                method: "…".into(),
+                url: String::new(),
+                outcome: format!(
+                    "{omitted} more requests, not recorded one by one (a step attempt's record keeps {})",
+                    self.limits().max_records()
+                ),
+                credential: None,
+                dry_run: false,
+                attempt: None,
+                omitted: Some(omitted),
+            });
+        }
+        out
     }
 
     fn record(&self, rec: RequestRecord) {
         if let Ok(mut j) = self.journal.lock() {
-            j.push(rec);
+            j.made += 1;
+            if j.records.len() < self.limits().max_records() {
+                j.records.push(rec);
+            }
         }
+    }
+
+    /// Counts `n` more body bytes against the attempt's transfer budget.
+    pub(crate) fn charge(&self, n: u64) -> Result<(), HttpFailure> {
+        let cap = self.limits().max_transfer_bytes;
+        let before = self.transferred.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > cap {
+            return Err(HttpFailure::Denied(format!(
+                "the step moved more than {cap} bytes of HTTP bodies in this attempt (`network.limits.max_transfer_bytes`)"
+            )));
+        }
+        Ok(())
     }
 
     /// Checks and sends one request. This is the only place plugin traffic leaves the host.
     pub(crate) async fn send(&self, req: OutgoingRequest) -> Result<IncomingResponse, HttpFailure> {
-        let method = req.method.trim().to_ascii_uppercase();
-        let url = url::Url::parse(req.url.trim());
-        let shown = url.as_ref().map_or_else(|_| req.url.chars().take(200).collect(), display_url);
+        let method: String = req.method.trim().chars().take(32).collect::<String>().to_ascii_uppercase();
+        let too_long = req.url.len() as u64 > self.limits().max_url_bytes;
+        let url = if too_long { Err(url::ParseError::Overflow) } else { url::Url::parse(req.url.trim()) };
+        let shown = match &url {
+            Ok(u) => display_url(u),
+            Err(_) => req.url.chars().take(SHOWN_URL_CHARS).collect(),
+        };
         let mut rec = RequestRecord {
             method: method.clone(),
-            url: shown,
+            url: self.redactor.text(&shorten(&shown, SHOWN_URL_CHARS)),
             outcome: String::new(),
             credential: None,
             dry_run: false,
+            attempt: None,
+            omitted: None,
         };
-        let result = self.check_and_send(&method, url, req, &mut rec).await;
+        let mut written_ahead = false;
+        let result = if too_long {
+            Err(HttpFailure::Invalid(format!(
+                "the URL is {} bytes, over the limit of {} (`network.limits.max_url_bytes`)",
+                req.url.len(),
+                self.limits().max_url_bytes
+            )))
+        } else {
+            self.check_and_send(&method, url, req, &mut rec, &mut written_ahead).await
+        };
         rec.outcome = match &result {
             Ok(resp) => resp.status.to_string(),
-            Err(e) => e.to_string(),
+            Err(e) => shorten(&self.redactor.text(&e.to_string()), SHOWN_OUTCOME_CHARS),
         };
+        if written_ahead && let Some(r) = &self.recorder {
+            r.answered(&rec).await;
+        }
         self.record(rec);
         result
     }
@@ -223,24 +371,25 @@ impl Gate {
         url: Result<url::Url, url::ParseError>,
         req: OutgoingRequest,
         rec: &mut RequestRecord,
+        written_ahead: &mut bool,
     ) -> Result<IncomingResponse, HttpFailure> {
-        let count = self.journal.lock().map(|j| j.len()).unwrap_or(usize::MAX);
-        if count >= self.limits().max_requests as usize {
+        let limits = *self.limits();
+        let sent = self.journal.lock().map(|j| j.sent).unwrap_or(u32::MAX);
+        if sent >= limits.max_requests {
             return Err(HttpFailure::Denied(format!(
-                "the step's limit of {} requests is used up",
-                self.limits().max_requests
+                "the step's limit of {} requests is used up (`network.limits.max_requests`)",
+                limits.max_requests
             )));
         }
         let url = url.map_err(|e| HttpFailure::Invalid(format!("bad URL: {e}")))?;
         if url.scheme() != "https" && url.scheme() != "http" {
-            return Err(HttpFailure::Denied(format!("scheme `{}` is not allowed", url.scheme())));
+            return Err(HttpFailure::Denied(format!("scheme `{}` is not allowed", shorten(url.scheme(), 32))));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(HttpFailure::Invalid("credentials in the URL are not allowed".into()));
         }
-        let origin = || {
-            format!("{}://{}:{}", url.scheme(), url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0))
-        };
+        let port = url.port_or_known_default().unwrap_or(0);
+        let origin = || format!("{}://{}:{port}", url.scheme(), url.host_str().unwrap_or(""));
         let grants: Vec<&Grant> = self.allow.iter().filter(|g| g.origin.matches(&url)).collect();
         if grants.is_empty() {
             return Err(HttpFailure::Denied(format!("{} is not in this step's `allow:` list", origin())));
@@ -249,19 +398,21 @@ impl Gate {
             let granted = grants.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
             return Err(HttpFailure::Denied(format!(
                 "{method} {} is outside what this step's `allow:` grants for {}: {granted}",
-                url.path(),
+                shorten(url.path(), SHOWN_URL_CHARS),
                 origin()
             )));
         }
-        if let Some(cap) = &self.policy.allow
+        let policy = &self.client.policy;
+        if let Some(cap) = &policy.allow
             && !cap.iter().any(|o| o.matches(&url))
         {
             return Err(HttpFailure::Denied(format!("{} is outside the operator's `network.allow`", origin())));
         }
         let body_len = req.body.as_ref().map_or(0, Vec::len) as u64;
-        if body_len > self.limits().max_request_bytes {
-            return Err(HttpFailure::RequestTooLarge(self.limits().max_request_bytes));
+        if body_len > limits.max_request_bytes {
+            return Err(HttpFailure::RequestTooLarge(limits.max_request_bytes));
         }
+        check_headers(&req.headers, &limits, "request")?;
         // A host written as an address never reaches the resolver: check it here. A name that
         // only looks like a number (`2130706433` where the URL parser left it alone) too.
         let host = url.host_str().unwrap_or("").to_ascii_lowercase();
@@ -272,15 +423,25 @@ impl Gate {
             None => None,
         };
         if let Some(ip) = literal
-            && let Some(why) = self.policy.check_address(&host, ip)
+            && let Some(why) = policy.check_address(&host, port, ip)
         {
             return Err(HttpFailure::Denied(why));
         }
         let method_v = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| HttpFailure::Invalid(format!("bad method `{method}`")))?;
+        // A plugin never sees a credential, so a request carrying one (in any encoding the
+        // redactor knows) is an attempt to move it somewhere: refused, whatever the host.
+        let carries = self.redactor.finds(req.url.as_bytes())
+            || req.headers.iter().any(|(n, v)| self.redactor.finds(n.as_bytes()) || self.redactor.finds(v.as_bytes()))
+            || req.body.as_deref().is_some_and(|b| self.redactor.finds(b));
+        if carries {
+            return Err(HttpFailure::Denied(
+                "the request carries a credential the host injects (or an encoding of it); plugins never hold credentials, so it is not sent".into(),
+            ));
+        }
         let injection = self.injections.iter().find(|i| i.rule.origin.matches(&url));
         rec.credential = injection.map(|i| i.rule.secret.clone());
-        if self.dry_run && !matches!(method, "GET" | "HEAD" | "OPTIONS") {
+        if self.dry_run && is_mutating(method) {
             rec.dry_run = true;
             return Err(HttpFailure::DryRun);
         }
@@ -288,13 +449,15 @@ impl Gate {
         let mut headers = HeaderMap::new();
         for (name, value) in &req.headers {
             let name = HeaderName::from_bytes(name.trim().as_bytes())
-                .map_err(|_| HttpFailure::Invalid(format!("bad header name `{name}`")))?;
+                .map_err(|_| HttpFailure::Invalid(format!("bad header name `{}`", shorten(name, 64))))?;
             if is_hop_by_hop(&name) {
                 continue;
             }
-            // The plugin may not supply (or override) a credential for a host we inject into.
+            // The plugin may not supply (or override) a credential for a host we inject into,
+            // nor choose how the answer is encoded or sliced: the host owns content
+            // negotiation there, so every byte that comes back is checked for the credential.
             if let Some(inj) = injection
-                && (name.as_str() == inj.rule.header || is_credential_header(&name))
+                && (name.as_str() == inj.rule.header || is_credential_header(&name) || is_negotiation_header(&name))
             {
                 continue;
             }
@@ -305,7 +468,7 @@ impl Gate {
         if let Some(inj) = injection {
             let name = HeaderName::from_bytes(inj.rule.header.as_bytes())
                 .map_err(|_| HttpFailure::Invalid("bad credential header".into()))?;
-            let mut value = HeaderValue::from_str(&inj.rule.format.replace("{secret}", inj.value.expose()))
+            let mut value = HeaderValue::from_str(&inj.header_value())
                 .map_err(|_| HttpFailure::Invalid("the secret cannot be used in a header".into()))?;
             value.set_sensitive(true);
             headers.insert(name, value);
@@ -316,20 +479,72 @@ impl Gate {
         if remaining.is_zero() {
             return Err(HttpFailure::Timeout);
         }
-        let timeout = remaining.min(self.limits().max_request_timeout);
-        let mut builder = self.client.request(method_v, url).headers(headers).timeout(timeout);
+        if !req.body_charged {
+            self.charge(body_len)?;
+        }
+        if let Ok(mut j) = self.journal.lock() {
+            j.sent += 1;
+        }
+        // Written ahead: a mutating request is in the results table before it leaves, so an
+        // attempt cut short (the process killed) still shows what it may have changed.
+        if is_mutating(method)
+            && let Some(r) = &self.recorder
+        {
+            r.sending(rec).await.map_err(|e| {
+                HttpFailure::Transport(format!("cannot record the request before sending it, so it was not sent: {e}"))
+            })?;
+            *written_ahead = true;
+        }
+        let timeout = remaining.min(limits.max_request_timeout);
+        let client = if policy.private_port_ok(&host, port) { &self.client.ported } else { &self.client.client };
+        let mut builder = client.request(method_v, url).headers(headers).timeout(timeout);
         if let Some(body) = req.body {
             builder = builder.body(body);
         }
         let send = async {
             let mut resp = builder.send().await.map_err(transport)?;
             let status = resp.status().as_u16();
-            let headers: Vec<(String, String)> = resp
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.as_str().to_string(), self.redactor.text(&String::from_utf8_lossy(v.as_bytes()))))
-                .collect();
-            let cap = self.limits().max_response_bytes;
+            if resp.headers().len() > limits.max_headers as usize {
+                return Err(HttpFailure::Transport(format!(
+                    "the response has {} headers, over the limit of {} (`network.limits.max_headers`)",
+                    resp.headers().len(),
+                    limits.max_headers
+                )));
+            }
+            let mut header_bytes = 0u64;
+            let mut headers: Vec<(String, String)> = Vec::with_capacity(resp.headers().len());
+            for (n, v) in resp.headers() {
+                header_bytes += (n.as_str().len() + v.len()) as u64;
+                // A header whose name carries the credential cannot be shown redacted: dropped.
+                if self.redactor.finds(n.as_str().as_bytes()) {
+                    continue;
+                }
+                headers.push((n.as_str().to_string(), self.redactor.text(&String::from_utf8_lossy(v.as_bytes()))));
+            }
+            if header_bytes > limits.max_header_bytes {
+                return Err(HttpFailure::Transport(format!(
+                    "the response's headers are {header_bytes} bytes, over the limit of {} (`network.limits.max_header_bytes`)",
+                    limits.max_header_bytes
+                )));
+            }
+            if injection.is_some() {
+                // reqwest has decoded gzip, deflate and brotli; anything still encoded, or a
+                // slice of a body, cannot be checked for the credential as a whole.
+                if let Some(enc) = resp.headers().get(reqwest::header::CONTENT_ENCODING)
+                    && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
+                {
+                    return Err(HttpFailure::Denied(format!(
+                        "the response is encoded as `{}`, which offramp cannot check for the injected credential",
+                        shorten(&String::from_utf8_lossy(enc.as_bytes()), 64)
+                    )));
+                }
+                if status == 206 {
+                    return Err(HttpFailure::Denied(
+                        "a partial response (206) from a host with an injected credential is refused: offramp checks whole bodies for the credential".into(),
+                    ));
+                }
+            }
+            let cap = limits.max_response_bytes;
             if resp.content_length().is_some_and(|n| n > cap) {
                 return Err(HttpFailure::TooLarge(cap));
             }
@@ -338,13 +553,44 @@ impl Gate {
                 if (body.len() + chunk.len()) as u64 > cap {
                     return Err(HttpFailure::TooLarge(cap));
                 }
+                self.charge(chunk.len() as u64)?;
                 body.extend_from_slice(&chunk);
             }
             let body = if self.redactor.is_empty() { body } else { self.redactor.bytes(&body) };
+            headers.retain(|(n, _)| n != "content-length" && n != "content-encoding");
             Ok(IncomingResponse { status, headers, body })
         };
         tokio::time::timeout(timeout, send).await.map_err(|_| HttpFailure::Timeout)?
     }
+}
+
+/// Header count and total size, checked before a request goes out.
+fn check_headers(headers: &[(String, String)], limits: &HttpLimits, what: &str) -> Result<(), HttpFailure> {
+    if headers.len() > limits.max_headers as usize {
+        return Err(HttpFailure::Invalid(format!(
+            "the {what} has {} headers, over the limit of {} (`network.limits.max_headers`)",
+            headers.len(),
+            limits.max_headers
+        )));
+    }
+    let bytes: u64 = headers.iter().map(|(n, v)| (n.len() + v.len()) as u64).sum();
+    if bytes > limits.max_header_bytes {
+        return Err(HttpFailure::Invalid(format!(
+            "the {what}'s headers are {bytes} bytes, over the limit of {} (`network.limits.max_header_bytes`)",
+            limits.max_header_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// At most `max` characters of `s`, with `…` when cut.
+pub(crate) fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max).collect();
+    out.push('…');
+    out
 }
 
 fn transport(e: reqwest::Error) -> HttpFailure {
@@ -386,6 +632,12 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
             | "keep-alive"
             | "proxy-connection"
     )
+}
+
+/// Headers that choose how the answer is encoded or which part of it comes back; dropped from
+/// plugin requests to hosts we inject into (the host negotiates there).
+fn is_negotiation_header(name: &HeaderName) -> bool {
+    matches!(name.as_str(), "accept-encoding" | "range" | "if-range")
 }
 
 /// Headers that carry credentials; dropped from plugin requests to hosts we inject into.
@@ -490,7 +742,7 @@ mod tests {
     }
 
     fn get(url: &str) -> OutgoingRequest {
-        OutgoingRequest { method: "GET".into(), url: url.into(), headers: vec![], body: None }
+        OutgoingRequest { method: "GET".into(), url: url.into(), headers: vec![], body: None, body_charged: false }
     }
 
     #[tokio::test]

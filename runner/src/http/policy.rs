@@ -28,7 +28,8 @@ pub struct NetworkConfig {
     #[serde(default)]
     pub allow: Option<Vec<String>>,
     /// Hosts (names, `*.domain`, or addresses) that may resolve to non-public addresses:
-    /// `allow_private: [hr.corp.internal, 10.1.2.3]`.
+    /// `allow_private: [hr.corp.internal, "10.1.2.3:8443"]`. A bare host opens every port of
+    /// it; `host:port` opens only that port.
     #[serde(default)]
     pub allow_private: Vec<String>,
     #[serde(default)]
@@ -47,13 +48,21 @@ pub struct LimitsConfig {
     pub max_response_bytes: Option<String>,
     /// Longest single request (always within the step's `timeout:`): `request_timeout: 30s`.
     pub request_timeout: Option<String>,
+    /// Longest URL: `max_url_bytes: 8KiB`.
+    pub max_url_bytes: Option<String>,
+    /// Most headers on a request or response: `max_headers: 100`.
+    pub max_headers: Option<u32>,
+    /// Largest total of header names and values: `max_header_bytes: 64KiB`.
+    pub max_header_bytes: Option<String>,
+    /// Request and response bodies one step attempt may move in all: `max_transfer_bytes: 32MiB`.
+    pub max_transfer_bytes: Option<String>,
 }
 
 /// The operator's policy, checked.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkPolicy {
     pub allow: Option<Vec<Origin>>,
-    pub allow_private: Vec<HostPattern>,
+    pub allow_private: Vec<PrivateHost>,
     pub limits: HttpLimits,
 }
 
@@ -69,7 +78,7 @@ impl NetworkConfig {
         let allow_private = self
             .allow_private
             .iter()
-            .filter_map(|h| HostPattern::parse(h).map_err(|e| errors.push(format!("network.allow_private: {e}"))).ok())
+            .filter_map(|h| PrivateHost::parse(h).map_err(|e| errors.push(format!("network.allow_private: {e}"))).ok())
             .collect();
         let mut limits = HttpLimits::default();
         let l = &self.limits;
@@ -79,9 +88,18 @@ impl NetworkConfig {
             }
             limits.max_requests = n;
         }
+        if let Some(n) = l.max_headers {
+            if n == 0 || n > 10_000 {
+                errors.push("network.limits.max_headers: must be within 1..=10000".into());
+            }
+            limits.max_headers = n;
+        }
         for (name, text, slot) in [
             ("max_request_bytes", &l.max_request_bytes, &mut limits.max_request_bytes),
             ("max_response_bytes", &l.max_response_bytes, &mut limits.max_response_bytes),
+            ("max_url_bytes", &l.max_url_bytes, &mut limits.max_url_bytes),
+            ("max_header_bytes", &l.max_header_bytes, &mut limits.max_header_bytes),
+            ("max_transfer_bytes", &l.max_transfer_bytes, &mut limits.max_transfer_bytes),
         ] {
             if let Some(t) = text {
                 match crate::pipeline::model::parse_bytes(t) {
@@ -110,15 +128,22 @@ impl NetworkPolicy {
     }
 
     /// Whether the operator lets `host` (a URL's host, lower-case; IPv6 in brackets) have a
-    /// non-public address.
-    pub(crate) fn private_ok(&self, host: &str) -> bool {
-        self.allow_private.iter().any(|p| p.matches(host))
+    /// non-public address on `port` (`None`: whatever the port, for the resolver of requests
+    /// to every port; only entries without a port count then).
+    pub(crate) fn private_ok(&self, host: &str, port: Option<u16>) -> bool {
+        self.allow_private.iter().any(|p| p.pattern.matches(host) && (p.port.is_none() || p.port == port))
     }
 
-    /// Why `ip`, the address of `host`, may not be connected to; `None` if it may.
-    pub(crate) fn check_address(&self, host: &str, ip: IpAddr) -> Option<String> {
+    /// Whether a `host:port` entry (not a bare host) lets this host have a private address on
+    /// this port: requests that go through the gate's client for such entries.
+    pub(crate) fn private_port_ok(&self, host: &str, port: u16) -> bool {
+        self.allow_private.iter().any(|p| p.port == Some(port) && p.pattern.matches(host))
+    }
+
+    /// Why `ip`, the address of `host`, may not be connected to on `port`; `None` if it may.
+    pub(crate) fn check_address(&self, host: &str, port: u16, ip: IpAddr) -> Option<String> {
         let why = address::classify(ip)?;
-        if self.private_ok(host) {
+        if self.private_ok(host, Some(port)) {
             return None;
         }
         Some(denial(host, ip, why))
@@ -130,11 +155,51 @@ fn denial(host: &str, ip: IpAddr, why: Denied) -> String {
     let literal = shown.parse::<IpAddr>().is_ok();
     let resolves = if literal { format!("{host} is") } else { format!("{host} resolves to {ip},") };
     format!(
-        "{resolves} {why}; offramp only connects to public addresses unless the operator lists the host under `network.allow_private`"
+        "{resolves} {why}; offramp only connects to public addresses unless the operator lists the host (or host:port) under `network.allow_private` or passes `--allow-private HOST`"
     )
 }
 
-/// An `allow_private` entry: `hr.corp.internal`, `*.corp.internal`, `10.1.2.3`, `[fd00::1]`.
+/// An `allow_private` entry: a host pattern, and the one port it opens (none: every port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateHost {
+    pub pattern: HostPattern,
+    pub port: Option<u16>,
+}
+
+impl PrivateHost {
+    /// `hr.corp.internal`, `*.corp.internal`, `10.1.2.3`, `[fd00::1]`, each optionally with
+    /// `:PORT` (`hr.corp.internal:8443`, `[fd00::1]:8080`).
+    pub fn parse(text: &str) -> Result<PrivateHost, String> {
+        let t = text.trim();
+        let split = if let Some(rest) = t.strip_prefix('[') {
+            match rest.split_once(']') {
+                Some((v6, "")) => Some((format!("[{v6}]"), None)),
+                Some((v6, port)) => match port.strip_prefix(':') {
+                    Some(p) => Some((format!("[{v6}]"), Some(p))),
+                    None => None,
+                },
+                None => None,
+            }
+        } else if t.matches(':').count() == 1 {
+            t.split_once(':').map(|(h, p)| (h.to_string(), Some(p)))
+        } else {
+            Some((t.to_string(), None))
+        };
+        let Some((host, port)) = split else {
+            return Err(format!("`{t}` is not a host, host:port or [IPv6]:port"));
+        };
+        let port = match port {
+            None => None,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => return Err(format!("`{t}`: `{p}` is not a port (1-65535)")),
+            },
+        };
+        Ok(PrivateHost { pattern: HostPattern::parse(&host)?, port })
+    }
+}
+
+/// A host pattern: `hr.corp.internal`, `*.corp.internal`, `10.1.2.3`, `[fd00::1]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
     Exact(String),
@@ -146,7 +211,7 @@ impl HostPattern {
     pub fn parse(text: &str) -> Result<HostPattern, String> {
         let t = text.trim().to_ascii_lowercase();
         if t.contains("://") || t.contains('/') {
-            return Err(format!("`{t}`: give a host name or address only (no scheme, port or path)"));
+            return Err(format!("`{t}`: give a host name or address, optionally with `:PORT` (no scheme or path)"));
         }
         if let Some(ip) = address::numeric_host(&t) {
             return Ok(HostPattern::Exact(match ip {
@@ -195,20 +260,28 @@ impl std::error::Error for AddressDenied {}
 /// lookup an attacker could answer differently (DNS rebinding).
 pub(crate) struct CheckedResolver {
     pub(crate) policy: Arc<NetworkPolicy>,
+    /// The resolver of the gate's client for `host:port` entries: the gate hands that client
+    /// only requests to such a host on such a port, so those entries count here.
+    pub(crate) ported: bool,
 }
 
 impl reqwest::dns::Resolve for CheckedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = self.policy.clone();
+        let ported = self.ported;
         let host = name.as_str().to_ascii_lowercase();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if addrs.is_empty() {
                 return Err(Box::new(AddressDenied(format!("{host} has no address"))) as _);
             }
+            let ok = policy.private_ok(&host, None)
+                || (ported && policy.allow_private.iter().any(|p| p.pattern.matches(&host)));
             for a in &addrs {
-                if let Some(why) = policy.check_address(&host, a.ip()) {
-                    return Err(Box::new(AddressDenied(why)) as _);
+                if let Some(why) = address::classify(a.ip())
+                    && !ok
+                {
+                    return Err(Box::new(AddressDenied(denial(&host, a.ip(), why))) as _);
                 }
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
@@ -230,15 +303,33 @@ mod tests {
     fn private_addresses_need_the_operators_word() {
         let p = policy(&["127.0.0.2", "*.corp.internal", "[::1]"]);
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        assert!(p.check_address("127.0.0.2", "127.0.0.2".parse().unwrap()).is_none());
-        assert!(p.check_address("hr.corp.internal", "10.0.0.5".parse().unwrap()).is_none());
-        assert!(p.check_address("[::1]", "::1".parse().unwrap()).is_none());
-        let why = p.check_address("127.0.0.1", lo).unwrap();
+        assert!(p.check_address("127.0.0.2", 80, "127.0.0.2".parse().unwrap()).is_none());
+        assert!(p.check_address("hr.corp.internal", 80, "10.0.0.5".parse().unwrap()).is_none());
+        assert!(p.check_address("[::1]", 80, "::1".parse().unwrap()).is_none());
+        let why = p.check_address("127.0.0.1", 80, lo).unwrap();
         assert!(why.starts_with("127.0.0.1 is a loopback address;"), "{why}");
-        let why = p.check_address("localhost", lo).unwrap();
+        let why = p.check_address("localhost", 80, lo).unwrap();
         assert!(why.starts_with("localhost resolves to 127.0.0.1, a loopback address"), "{why}");
-        assert!(p.check_address("corp.internal", "10.0.0.5".parse().unwrap()).is_some(), "not the apex");
-        assert!(p.check_address("example.com", "93.184.216.34".parse().unwrap()).is_none());
+        assert!(p.check_address("corp.internal", 80, "10.0.0.5".parse().unwrap()).is_some(), "not the apex");
+        assert!(p.check_address("example.com", 80, "93.184.216.34".parse().unwrap()).is_none());
+    }
+
+    /// A bare host opens every port of it; `host:port` only that port.
+    #[test]
+    fn private_hosts_can_be_narrowed_to_a_port() {
+        let p = policy(&["10.1.2.3:8443", "hr.corp.internal:443", "[fd00::1]:8080", "wiki.corp.internal"]);
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        assert!(p.check_address("10.1.2.3", 8443, ip).is_none());
+        let why = p.check_address("10.1.2.3", 22, ip).unwrap();
+        assert!(why.contains("host:port") && why.contains("--allow-private"), "{why}");
+        assert!(p.private_port_ok("hr.corp.internal", 443) && !p.private_port_ok("hr.corp.internal", 8080));
+        assert!(!p.private_ok("hr.corp.internal", None), "the shared resolver does not open a ported host");
+        assert!(p.private_ok("wiki.corp.internal", None) && p.private_ok("wiki.corp.internal", Some(1)));
+        assert!(p.check_address("[fd00::1]", 8080, "fd00::1".parse().unwrap()).is_none());
+        assert!(p.check_address("[fd00::1]", 8081, "fd00::1".parse().unwrap()).is_some());
+        for bad in ["10.1.2.3:0", "10.1.2.3:http", "[fd00::1]x", "host:70000"] {
+            assert!(PrivateHost::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -256,6 +347,6 @@ mod tests {
         let errs = cfg.policy().unwrap_err();
         assert_eq!(errs.len(), 6, "{errs:#?}");
         let ok = NetworkConfig { allow_private: vec!["0x7f000001".into()], ..Default::default() }.policy().unwrap();
-        assert_eq!(ok.allow_private, vec![HostPattern::Exact("127.0.0.1".into())]);
+        assert_eq!(ok.allow_private, vec![PrivateHost { pattern: HostPattern::Exact("127.0.0.1".into()), port: None }]);
     }
 }

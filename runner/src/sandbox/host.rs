@@ -20,6 +20,14 @@ use crate::http::{Gate, HttpFailure, IncomingResponse, OutgoingRequest};
 
 /// The longest log line kept.
 const LOG_MAX_LINE: usize = 4096;
+/// In-memory size of one `wasi:http` fields (headers) object, names and values plus the
+/// header map's own overhead.
+pub(crate) const FIELDS_BYTES: usize = 32 * 1024;
+/// What one `wasi:http` outgoing body may hold before the host sends it on: one write of this
+/// size, plus one queued.
+pub(crate) const BODY_CHUNK_BYTES: usize = 16 * 1024;
+/// The longest extension method name a `wasi:http` request may carry.
+pub(crate) const MAX_METHOD_BYTES: usize = 32;
 
 /// The step's log: `log` calls, then captured stdout/stderr.
 #[derive(Clone, Default)]
@@ -181,10 +189,14 @@ impl StepState {
             .wall_clock(CoarseWallClock)
             .monotonic_clock(CoarseMonotonicClock(std::time::Instant::now()))
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_host_resources as usize);
+        let mut http_ctx = WasiHttpCtx::new();
+        http_ctx.set_field_size_limit(FIELDS_BYTES);
         StepState {
             wasi,
-            table: ResourceTable::new(),
-            http_ctx: WasiHttpCtx::new(),
+            table,
+            http_ctx,
             hooks: GateHooks { gate: gate.clone() },
             gate,
             memory: MemoryCap { limit: memory_limit, table_elements: limits.max_table_elements as usize, hit: false },
@@ -229,7 +241,13 @@ impl wit_log::Host for StepState {
 impl wit_http::Host for StepState {
     async fn send(&mut self, req: wit_http::Request) -> Result<wit_http::Response, wit_http::HttpError> {
         let gate = self.gate.clone();
-        let out = OutgoingRequest { method: req.method, url: req.url, headers: req.headers, body: req.body };
+        let out = OutgoingRequest {
+            method: req.method,
+            url: req.url,
+            headers: req.headers,
+            body: req.body,
+            body_charged: false,
+        };
         match gate.send(out).await {
             Ok(IncomingResponse { status, headers, body }) => Ok(wit_http::Response { status, headers, body }),
             Err(e) => Err(match e {
@@ -255,6 +273,14 @@ pub(crate) struct GateHooks {
 type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
 
 impl WasiHttpHooks for GateHooks {
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK_BYTES
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
@@ -272,10 +298,12 @@ impl WasiHttpHooks for GateHooks {
             let mut bytes = Vec::new();
             while let Some(frame) = body.frame().await {
                 if let Ok(data) = frame?.into_data() {
-                    bytes.extend_from_slice(&data);
-                    if bytes.len() as u64 > cap {
-                        return Err(E::HttpRequestBodySize(Some(bytes.len() as u64)));
+                    if (bytes.len() + data.len()) as u64 > cap {
+                        return Err(E::HttpRequestBodySize(Some((bytes.len() + data.len()) as u64)));
                     }
+                    // Buffered here before the gate sees it: counted now, against the same budget.
+                    gate.charge(data.len() as u64).map_err(|_| E::HttpRequestDenied)?;
+                    bytes.extend_from_slice(&data);
                 }
             }
             let headers = parts
@@ -288,6 +316,7 @@ impl WasiHttpHooks for GateHooks {
                 url: parts.uri.to_string(),
                 headers,
                 body: (!bytes.is_empty()).then_some(bytes),
+                body_charged: true,
             };
             let resp = gate.send(req).await.map_err(|e| match e {
                 HttpFailure::Denied(_) | HttpFailure::DryRun => E::HttpRequestDenied,
@@ -306,4 +335,34 @@ impl WasiHttpHooks for GateHooks {
             Ok((response, Box::new(async { Ok(()) }) as IoFuture))
         })
     }
+}
+
+/// Bounds what `wasi:http` lets a plugin park in host memory: an extension method name would
+/// otherwise be kept whatever its length (paths and authorities are capped at 64 KiB by the
+/// `http` crate, header fields by [`FIELDS_BYTES`], the number of objects by the resource
+/// table's capacity). Replaces `outgoing-request.set-method` with a version that refuses
+/// names longer than [`MAX_METHOD_BYTES`] and otherwise does what wasmtime-wasi-http does.
+pub(crate) fn bound_wasi_http(linker: &mut wasmtime::component::Linker<StepState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi_http::p2::bindings::http::types::{HostOutgoingRequest, Method, OutgoingRequest};
+    linker.allow_shadowing(true);
+    let result = (|| {
+        let mut types = linker.instance("wasi:http/types@0.2.12")?;
+        types.func_wrap(
+            "[method]outgoing-request.set-method",
+            |mut cx: wasmtime::StoreContextMut<'_, StepState>,
+             (request, method): (Resource<OutgoingRequest>, Method)|
+             -> wasmtime::Result<(Result<(), ()>,)> {
+                if let Method::Other(name) = &method
+                    && name.len() > MAX_METHOD_BYTES
+                {
+                    return Ok((Err(()),));
+                }
+                let mut view = cx.data_mut().http();
+                Ok((HostOutgoingRequest::set_method(&mut view, request, method)?,))
+            },
+        )
+    })();
+    linker.allow_shadowing(false);
+    result
 }

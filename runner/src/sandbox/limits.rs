@@ -13,6 +13,7 @@
 //!   max_core_instances: 32   # core modules one plugin may instantiate
 //!   max_memories: 4          # linear memories one plugin may have
 //!   max_tables: 32           # tables one plugin may have
+//!   max_host_resources: 256  # host objects (wasi:http requests, headers, streams…) held at once
 //! ```
 
 use serde::Deserialize;
@@ -30,6 +31,10 @@ pub struct SandboxLimits {
     pub max_core_instances: u32,
     pub max_memories: u32,
     pub max_tables: u32,
+    /// Host objects one instance may hold at once (wasi:http requests, responses, header
+    /// fields, streams, pollables): with the per-object caps, what bounds the host memory a
+    /// plugin can make the host keep for it.
+    pub max_host_resources: u32,
 }
 
 impl Default for SandboxLimits {
@@ -47,6 +52,7 @@ impl Default for SandboxLimits {
             max_core_instances: 32,
             max_memories: 4,
             max_tables: 32,
+            max_host_resources: 256,
         }
     }
 }
@@ -65,6 +71,7 @@ pub struct SandboxConfig {
     pub max_core_instances: Option<u32>,
     pub max_memories: Option<u32>,
     pub max_tables: Option<u32>,
+    pub max_host_resources: Option<u32>,
 }
 
 impl SandboxConfig {
@@ -87,6 +94,7 @@ impl SandboxConfig {
         count("max_core_instances", self.max_core_instances, 1..=1_000, &mut l.max_core_instances);
         count("max_memories", self.max_memories, 1..=100, &mut l.max_memories);
         count("max_tables", self.max_tables, 1..=1_000, &mut l.max_tables);
+        count("max_host_resources", self.max_host_resources, 16..=100_000, &mut l.max_host_resources);
         for (name, text, slot, range) in [
             ("max_output_bytes", &self.max_output_bytes, &mut l.max_output_bytes, 1024..=256 << 20),
             ("max_stdio_bytes", &self.max_stdio_bytes, &mut l.max_stdio_bytes, 0..=64 << 20),

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTableError};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use bindings::{TaskPre, wit_types};
@@ -172,6 +172,7 @@ impl Sandbox {
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         bindings::Task::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        host::bound_wasi_http(&mut linker).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
 
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         {
@@ -413,47 +414,56 @@ impl Sandbox {
                     wit_types::ErrorKind::Permanent => FailureKind::Permanent,
                     wit_types::ErrorKind::NeedsHuman => FailureKind::NeedsHuman,
                 },
-                message: redactor.text(&err.message),
+                message: redactor.text(&crate::http::shorten(&err.message, MAX_ERROR_CHARS)),
                 retry_after: err.retry_after_ms.map(Duration::from_millis),
             },
             Ok(Err(trap)) => {
-                store.data().log.push(format!("[host] {trap:?}"));
+                store.data().log.push(format!("[host] {}", crate::http::shorten(&format!("{trap:?}"), 4000)));
+                let last_words = last_words(&store.data().stderr.contents().0);
+                let failed = |message: String| AttemptResult::Failed {
+                    kind: FailureKind::Permanent,
+                    message: redactor.text(&message),
+                    retry_after: None,
+                };
+                let as_trap = trap.downcast_ref::<wasmtime::Trap>();
                 if !instantiated && !store.data().memory.hit {
-                    AttemptResult::Failed {
-                        kind: FailureKind::Permanent,
-                        message: format!("the plugin could not start: {}", trap_summary(&trap)),
-                        retry_after: None,
-                    }
+                    failed(format!("the plugin could not start: {}", trap_summary(&trap)))
                 } else if store.data().memory.hit {
-                    AttemptResult::Failed {
-                        kind: FailureKind::Permanent,
-                        message: format!(
-                            "the plugin ran out of memory: it tried to grow past its {} MiB limit (raise `memory:` if it really needs more)",
-                            spec.memory_bytes / (1024 * 1024)
-                        ),
-                        retry_after: None,
-                    }
-                } else if matches!(trap.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+                    failed(format!(
+                        "the plugin ran out of memory: it tried to grow past its {} MiB limit (raise `memory:` if it really needs more)",
+                        spec.memory_bytes / (1024 * 1024)
+                    ))
+                } else if matches!(as_trap, Some(wasmtime::Trap::Interrupt)) {
                     timeout_failure(spec.timeout)
-                } else if matches!(trap.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::StackOverflow)) {
-                    AttemptResult::Failed {
-                        kind: FailureKind::Permanent,
-                        message: format!(
-                            "the plugin ran out of stack (recursion too deep for the {} KiB limit, `sandbox.max_stack_bytes`)",
-                            self.limits.max_stack_bytes / 1024
-                        ),
-                        retry_after: None,
-                    }
+                } else if matches!(as_trap, Some(wasmtime::Trap::StackOverflow)) {
+                    failed(format!(
+                        "the plugin ran out of stack (recursion too deep for the {} KiB limit, `sandbox.max_stack_bytes`)",
+                        self.limits.max_stack_bytes / 1024
+                    ))
+                } else if matches!(as_trap, Some(wasmtime::Trap::MemoryOutOfBounds))
+                    && backtrace_depth(&trap) >= DEEP_RECURSION
+                {
+                    // Rust and C keep their own stack in linear memory, below the data: deep
+                    // recursion runs off its bottom into an out-of-bounds access.
+                    failed(format!(
+                        "the plugin ran out of stack: its own stack in linear memory overflowed ({} frames deep when it trapped with an out-of-bounds memory access; deep recursion — a Rust plugin's stack is 1 MiB unless it is linked with `-C link-arg=-zstack-size=BYTES`){last_words}",
+                        backtrace_depth(&trap)
+                    ))
+                } else if let Some(exit) = trap.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                    failed(format!(
+                        "the plugin called exit({}) instead of returning a result; exiting ends the attempt as failed{last_words}",
+                        exit.0
+                    ))
+                } else if trap
+                    .chain()
+                    .any(|e| matches!(e.downcast_ref::<ResourceTableError>(), Some(ResourceTableError::Full)))
+                {
+                    failed(format!(
+                        "the plugin holds more than {} host objects at once (wasi:http requests, headers, streams…; `sandbox.max_host_resources`): it must drop what it no longer uses",
+                        self.limits.max_host_resources
+                    ))
                 } else {
-                    AttemptResult::Failed {
-                        kind: FailureKind::Permanent,
-                        message: redactor.text(&format!(
-                            "the plugin crashed: {}{}",
-                            trap_summary(&trap),
-                            last_words(&store.data().stderr.contents().0)
-                        )),
-                        retry_after: None,
-                    }
+                    failed(format!("the plugin crashed: {}{last_words}", trap_summary(&trap)))
                 }
             }
         };
@@ -484,20 +494,50 @@ fn timeout_failure(timeout: Duration) -> AttemptResult {
     }
 }
 
-/// The last line the plugin wrote to stderr (a Rust panic message, a Python traceback's end).
+/// The longest error message a plugin's `task-error` keeps.
+const MAX_ERROR_CHARS: usize = 16 * 1024;
+/// A trap this many frames deep is taken for runaway recursion.
+const DEEP_RECURSION: usize = 1000;
+/// The stderr lines quoted in a crashed step's error.
+const LAST_LINES: usize = 8;
+
+/// The end of what the plugin wrote to stderr: a Rust panic message, the last lines of a
+/// Python traceback, a JavaScript exception and its first stack frames.
 fn last_words(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
-    match text.lines().rev().find(|l| !l.trim().is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE")) {
-        Some(line) => format!(" — its last words: {}", line.trim().chars().take(300).collect::<String>()),
-        None => String::new(),
+    let noise = |l: &str| {
+        let l = l.trim();
+        l.is_empty()
+            || l.starts_with("note: run with `RUST_BACKTRACE")
+            || l.starts_with("Redirecting call to abort() to mozalloc_abort")
+    };
+    let mut lines: Vec<&str> = text.lines().rev().filter(|l| !noise(l)).take(LAST_LINES).collect();
+    if lines.is_empty() {
+        return String::new();
     }
+    lines.reverse();
+    let said: Vec<String> = lines.iter().map(|l| l.trim_end().chars().take(300).collect()).collect();
+    format!(" — its last words (stderr): {}", said.join(" ⏎ "))
 }
 
 /// What kind of trap it was (`wasm \`unreachable\` instruction executed`), without the
-/// multi-line wasm backtrace (which goes to the log).
+/// multi-line wasm backtrace (which goes to the log): the trap, or the innermost cause.
 fn trap_summary(e: &wasmtime::Error) -> String {
-    match e.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => trap.to_string(),
-        None => format!("{e}").lines().next().unwrap_or("unknown error").to_string(),
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        return trap.to_string();
     }
+    let causes: Vec<String> = e
+        .chain()
+        .map(|c| c.to_string())
+        .filter(|c| !c.trim().is_empty() && !c.starts_with("error while executing at wasm backtrace"))
+        .collect();
+    match causes.last() {
+        Some(c) => c.lines().next().unwrap_or("unknown error").to_string(),
+        None => "unknown error".to_string(),
+    }
+}
+
+/// How many wasm frames the trap's backtrace holds.
+fn backtrace_depth(e: &wasmtime::Error) -> usize {
+    e.downcast_ref::<wasmtime::WasmBacktrace>().map_or(0, |bt| bt.frames().len())
 }

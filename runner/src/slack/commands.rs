@@ -16,17 +16,18 @@ use crate::engine::{self, EngineError};
 use crate::pipeline::{InputType, Plan};
 use crate::store::{Event, RequestStatus, RunRequest, StoreError};
 
+/// The slash command's form, with the fields Slack always sends (others are ignored).
 #[derive(Debug, serde::Deserialize)]
 struct SlashForm {
-    #[serde(default)]
     command: String,
-    #[serde(default)]
     text: String,
     user_id: String,
-    #[serde(default)]
+    #[allow(dead_code, reason = "required: Slack always sends it")]
+    team_id: String,
     channel_id: Option<String>,
-    #[serde(default)]
     response_url: Option<String>,
+    #[allow(dead_code, reason = "required: Slack always sends it")]
+    trigger_id: String,
 }
 
 pub(super) async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -41,11 +42,13 @@ pub(super) async fn handle(State(state): State<AppState>, headers: HeaderMap, bo
             return AppError::Unauthorized.into_response();
         }
     };
+    // A signed body that is not a well-formed command (not UTF-8, a field missing) is refused
+    // before anything is recorded, as on /slack/interactions.
     let form = match parse_form(&body) {
         Ok(f) => f,
         Err(e) => {
             tracing::info!(target: "offramp::serve", error = %e, "unreadable slash command form");
-            return axum::Json(ephemeral("offramp could not read that command.")).into_response();
+            return AppError::BadRequest.into_response();
         }
     };
     let response_url = form.response_url.clone();
@@ -56,9 +59,11 @@ pub(super) async fn handle(State(state): State<AppState>, headers: HeaderMap, bo
     ack_within(&state, response_url, work).await
 }
 
-/// The slash command's form body.
-fn parse_form(body: &[u8]) -> Result<SlashForm, serde_urlencoded::de::Error> {
-    serde_urlencoded::from_bytes(body)
+/// The slash command's form body: strict UTF-8 (raw and percent-decoded), every field Slack
+/// sends present.
+fn parse_form(body: &[u8]) -> Result<SlashForm, String> {
+    super::form::check_utf8(body)?;
+    serde_urlencoded::from_bytes(body).map_err(|e| e.to_string())
 }
 
 /// Everything the route does with an untrusted body before it needs state (for the fuzzer):
@@ -102,18 +107,77 @@ async fn ack_within(
     }
 }
 
-fn usage(command: &str, problem: Option<&str>) -> Value {
+fn usage(state: &AppState, problem: Option<&str>) -> Value {
     let mut text = String::new();
     if let Some(p) = problem {
         text.push_str(&format!(":warning: {p}\n\n"));
     }
-    text.push_str(&format!(
-        "*Usage*\n`{command} alice@example.com` — offboard someone with the default pipeline\n\
-         `{command} alice@example.com pipeline=contractor manager=bob@example.com` — another pipeline, with inputs\n\
-         `{command} status RUN_ID` — where a run stands\n\
-         `{command} help` — this message"
-    ));
+    text.push_str(&usage_text(state));
     ephemeral(text)
+}
+
+/// The usage, with examples built from the pipelines' real inputs: the default pipeline with
+/// what it requires, then another pipeline (if there is one) the same way.
+pub(super) fn usage_text(state: &AppState) -> String {
+    let command = &state.config().command;
+    let default = &state.config().default_pipeline;
+    let mut text = String::from("*Usage*\n");
+    match state.load_pipeline(default) {
+        Ok(plan) => text.push_str(&format!(
+            "`{command} {}` — offboard someone with the default pipeline (`{default}`{})\n",
+            example_args(&plan, None),
+            required_note(&plan)
+        )),
+        Err(e) => text.push_str(&format!(":warning: the default pipeline `{default}` cannot be loaded: {e}\n")),
+    }
+    let another = state
+        .pipeline_names()
+        .into_iter()
+        .filter(|n| n != default)
+        .find_map(|n| Some((state.load_pipeline(&n).ok()?, n)));
+    if let Some((plan, other)) = another {
+        text.push_str(&format!(
+            "`{command} {}` — another pipeline{}\n",
+            example_args(&plan, Some(&other)),
+            required_note(&plan)
+        ));
+    }
+    text.push_str(&format!("`{command} status RUN_ID` — where a run stands\n`{command} help` — this message"));
+    text
+}
+
+/// `alice@example.com [pipeline=NAME] key=value…` for the inputs a pipeline requires.
+fn example_args(plan: &Plan, pipeline: Option<&str>) -> String {
+    let subject = subject_input(plan);
+    let mut args = vec!["alice@example.com".to_string()];
+    if let Some(p) = pipeline {
+        args.push(format!("pipeline={p}"));
+    }
+    for (name, spec) in &plan.inputs {
+        if Some(name.as_str()) == subject || !spec.required || spec.default.is_some() {
+            continue;
+        }
+        let value = match spec.kind {
+            InputType::Email => "dana@example.com".to_string(),
+            InputType::Bool => "true".to_string(),
+            InputType::Int => "1".to_string(),
+            InputType::String => format!("{}-value", name.replace('_', "-")),
+        };
+        args.push(format!("{name}={value}"));
+    }
+    args.join(" ")
+}
+
+/// ": `manager` is who gets their files" — what the required inputs are for.
+fn required_note(plan: &Plan) -> String {
+    let subject = subject_input(plan);
+    let notes: Vec<String> = plan
+        .inputs
+        .iter()
+        .filter(|(n, s)| Some(n.as_str()) != subject && s.required && s.default.is_none() && !s.description.is_empty())
+        .map(|(n, s)| format!("`{n}`: {}", s.description.trim_end_matches('.')))
+        .collect();
+    if notes.is_empty() { String::new() } else { format!("; {}", notes.join("; ")) }
 }
 
 const UNAVAILABLE: &str = "offramp cannot reach its database right now; nothing was started. Try again shortly.";
@@ -136,10 +200,10 @@ async fn answer(state: &AppState, signature: &str, form: SlashForm) -> Value {
     }
     let parsed = match command::parse(&form.text) {
         Ok(c) => c,
-        Err(problem) => return usage(cmd_name, Some(&problem)),
+        Err(problem) => return usage(state, Some(&problem)),
     };
     if parsed == SlashCommand::Help {
-        return usage(cmd_name, None);
+        return usage(state, None);
     }
     match state.is_approver(&form.user_id).await {
         Ok(true) => {}
@@ -158,12 +222,12 @@ async fn answer(state: &AppState, signature: &str, form: SlashForm) -> Value {
         }
     }
     match parsed {
-        SlashCommand::Help => usage(cmd_name, None),
+        SlashCommand::Help => usage(state, None),
         SlashCommand::Status { run_id } => status(state, &run_id).await,
         SlashCommand::Offboard { subject, pipeline, inputs } => {
             match request(state, &form, &subject, pipeline, inputs).await {
                 Ok(v) => v,
-                Err(Refusal::Tell(msg)) => usage(cmd_name, Some(&msg)),
+                Err(Refusal::Tell(msg)) => usage(state, Some(&msg)),
                 Err(Refusal::Store(e)) => {
                     tracing::error!(target: "offramp::serve", error = %e, "cannot record a request");
                     ephemeral(UNAVAILABLE)

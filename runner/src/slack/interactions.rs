@@ -65,6 +65,7 @@ pub(super) async fn handle(State(state): State<AppState>, headers: HeaderMap, bo
 
 /// The interaction body: a form whose `payload` field is JSON.
 fn parse_payload(body: &[u8]) -> Option<Payload> {
+    super::form::check_utf8(body).ok()?;
     serde_urlencoded::from_bytes::<Form>(body).ok().and_then(|f| serde_json::from_str::<Payload>(&f.payload).ok())
 }
 

@@ -12,6 +12,7 @@ pub mod api;
 pub mod blocks;
 mod command;
 mod commands;
+mod form;
 mod interactions;
 mod reminders;
 mod reporter;

@@ -17,11 +17,13 @@ pub(crate) const MAX_SKEW_SECS: i64 = 5 * 60;
 pub(crate) enum VerifyError {
     #[error("missing X-Slack-Signature or X-Slack-Request-Timestamp")]
     MissingHeader,
+    #[error("X-Slack-Signature or X-Slack-Request-Timestamp is given more than once")]
+    DuplicateHeader,
     #[error("the timestamp is not a number")]
     BadTimestamp,
     #[error("the timestamp is more than five minutes away")]
     Stale,
-    #[error("the signature is not `v0=` and 64 hex digits")]
+    #[error("the signature is not `v0=` and 64 lower-case hex digits")]
     Malformed,
     #[error("the signature does not match")]
     Mismatch,
@@ -41,6 +43,12 @@ impl Verifier {
     /// Verifies a request. On success returns the signature (lower-case hex), which
     /// identifies this exact request for replay protection.
     pub(crate) fn verify(&self, headers: &HeaderMap, body: &[u8], now_secs: i64) -> Result<String, VerifyError> {
+        // Exactly one of each, as Slack sends them: with two, which one was signed is a guess.
+        for name in ["x-slack-request-timestamp", "x-slack-signature"] {
+            if headers.get_all(name).iter().count() > 1 {
+                return Err(VerifyError::DuplicateHeader);
+            }
+        }
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
         let (Some(ts), Some(sig)) = (header("x-slack-request-timestamp"), header("x-slack-signature")) else {
             return Err(VerifyError::MissingHeader);
@@ -50,7 +58,8 @@ impl Verifier {
             return Err(VerifyError::Stale);
         }
         let hex_part = sig.strip_prefix("v0=").ok_or(VerifyError::Malformed)?;
-        if hex_part.len() != 64 {
+        // Slack signs in lower-case hex, and its SDKs compare the strings: so do we.
+        if hex_part.len() != 64 || !hex_part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(VerifyError::Malformed);
         }
         let given = hex::decode(hex_part).map_err(|_| VerifyError::Malformed)?;
@@ -118,5 +127,15 @@ mod tests {
         assert_eq!(v.verify(&headers("soon", sig), body, 1531420618), Err(VerifyError::BadTimestamp));
         assert_eq!(v.verify(&headers(&i64::MIN.to_string(), sig), body, 1531420618), Err(VerifyError::Stale));
         assert_eq!(v.verify(&HeaderMap::new(), body, 1531420618), Err(VerifyError::MissingHeader));
+        // The right signature in upper-case hex: refused, as Bolt and slack_sdk refuse it.
+        let upper = format!("v0={}", sig[3..].to_uppercase());
+        assert_eq!(v.verify(&headers("1531420618", &upper), body, 1531420618), Err(VerifyError::Malformed));
+        // Either header twice, even with the right value first: refused.
+        for name in ["x-slack-signature", "x-slack-request-timestamp"] {
+            let mut h = headers("1531420618", sig);
+            let again = h.get(name).unwrap().clone();
+            h.append(name, again);
+            assert_eq!(v.verify(&h, body, 1531420618), Err(VerifyError::DuplicateHeader), "{name}");
+        }
     }
 }

@@ -185,6 +185,10 @@ pub struct StepRecord {
     pub output: Option<serde_json::Value>,
     pub error: Option<String>,
     pub resolution: Option<String>,
+    /// What offramp adds to the plugin's own account: e.g. "changed by attempt 1, which was
+    /// interrupted" when a re-run found the change already made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub log: Vec<String>,
     pub requests: serde_json::Value,
     pub started_at: Option<String>,
@@ -227,6 +231,8 @@ pub struct StepChange {
     /// `Some(None)` clears the error.
     pub error: Option<Option<String>>,
     pub resolution: Option<Option<String>>,
+    /// `Some(None)` clears the note.
+    pub note: Option<Option<String>>,
     pub log: Option<Vec<String>>,
     pub requests: Option<serde_json::Value>,
     pub started: bool,

@@ -115,6 +115,7 @@ fn step_from_row(row: &PgRow) -> Result<StepRecord, StoreError> {
         output: row.try_get("output")?,
         error: row.try_get("error")?,
         resolution: row.try_get("resolution")?,
+        note: row.try_get("note")?,
         log: log.and_then(|l| serde_json::from_value(l).ok()).unwrap_or_default(),
         requests: row.try_get::<Option<Value>, _>("requests")?.unwrap_or(Value::Array(vec![])),
         started_at: row.try_get("started_at")?,
@@ -454,6 +455,9 @@ impl Store for PgStore {
         }
         if let Some(r) = change.resolution {
             set("resolution", "", r);
+        }
+        if let Some(n) = change.note {
+            set("note", "", n);
         }
         if let Some(l) = &change.log {
             set("log", "::jsonb", Some(Value::from(l.clone()).to_string()));

@@ -90,6 +90,7 @@ fn step_from_row(row: &SqliteRow) -> Result<StepRecord, StoreError> {
         output: parse_json(row.try_get("output")?)?,
         error: row.try_get("error")?,
         resolution: row.try_get("resolution")?,
+        note: row.try_get("note")?,
         log: log.and_then(|l| serde_json::from_value(l).ok()).unwrap_or_default(),
         requests: parse_json(row.try_get("requests")?)?.unwrap_or(serde_json::Value::Array(vec![])),
         started_at: row.try_get("started_at")?,
@@ -440,6 +441,9 @@ impl Store for SqliteStore {
         }
         if let Some(r) = change.resolution {
             set("resolution", r);
+        }
+        if let Some(n) = change.note {
+            set("note", n);
         }
         if let Some(l) = &change.log {
             set("log", Some(serde_json::Value::from(l.clone()).to_string()));

@@ -1,0 +1,174 @@
+//! The audit trail of what a step's attempts sent: every mutating request is written to the
+//! event log before it leaves (`request_sent`) and its answer after (`request_answered`), so
+//! an attempt cut short — the process killed mid-step — still shows what it may have changed.
+//! When a later attempt then finds nothing left to do, the step is recorded as changed by the
+//! earlier one, not as `unchanged`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::json;
+
+use crate::http::{Recorder, RequestRecord};
+use crate::store::{Event, EventRecord, Store};
+
+/// Writes one attempt's mutating requests to the event log.
+pub(super) struct StepRecorder {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) run_id: String,
+    pub(super) step_id: String,
+    pub(super) attempt: u32,
+    /// Pairs each answer with its request.
+    seq: AtomicU32,
+    current: std::sync::Mutex<Vec<(String, String, u32)>>,
+}
+
+impl StepRecorder {
+    pub(super) fn new(store: Arc<dyn Store>, run_id: &str, step_id: &str, attempt: u32) -> Self {
+        StepRecorder {
+            store,
+            run_id: run_id.to_string(),
+            step_id: step_id.to_string(),
+            attempt,
+            seq: AtomicU32::new(0),
+            current: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Recorder for StepRecorder {
+    async fn sending(&self, rec: &RequestRecord) -> Result<(), String> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let detail = json!({
+            "attempt": self.attempt, "seq": seq, "method": rec.method, "url": rec.url, "credential": rec.credential,
+        });
+        self.store
+            .append_event(Some(&self.run_id), Some(&self.step_id), Event::new("engine", "request_sent", detail))
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Ok(mut c) = self.current.lock() {
+            c.push((rec.method.clone(), rec.url.clone(), seq));
+        }
+        Ok(())
+    }
+
+    async fn answered(&self, rec: &RequestRecord) {
+        let seq = self.current.lock().ok().and_then(|mut c| {
+            let i = c.iter().position(|(m, u, _)| *m == rec.method && *u == rec.url)?;
+            Some(c.remove(i).2)
+        });
+        let detail = json!({ "attempt": self.attempt, "seq": seq, "outcome": rec.outcome });
+        let event = Event::new("engine", "request_answered", detail);
+        if let Err(e) = self.store.append_event(Some(&self.run_id), Some(&self.step_id), event).await {
+            // The request went out; only its answer is missing from the record ("no answer").
+            tracing::warn!(target: "offramp::engine", run = %self.run_id, step = %self.step_id, error = %e, "cannot record a request's answer");
+        }
+    }
+}
+
+/// The mutating requests earlier attempts (before `attempt`) of a step sent, from the event
+/// log, each with its answer or, if none was recorded, "no answer recorded".
+pub(super) fn earlier_mutations(events: &[EventRecord], step_id: &str, attempt: u32) -> Vec<RequestRecord> {
+    let of_step = |e: &&EventRecord| e.step_id.as_deref() == Some(step_id);
+    let num = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+    let mut out = Vec::new();
+    for sent in events.iter().filter(of_step).filter(|e| e.kind == "request_sent") {
+        let Some(a) = num(&sent.detail["attempt"]) else { continue };
+        if a >= attempt {
+            continue;
+        }
+        let seq = num(&sent.detail["seq"]);
+        let answer = events.iter().filter(of_step).find(|e| {
+            e.kind == "request_answered" && num(&e.detail["attempt"]) == Some(a) && num(&e.detail["seq"]) == seq
+        });
+        out.push(RequestRecord {
+            method: sent.detail["method"].as_str().unwrap_or("?").to_string(),
+            url: sent.detail["url"].as_str().unwrap_or("").to_string(),
+            outcome: answer
+                .and_then(|e| e.detail["outcome"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "sent; no answer recorded (the attempt was cut short)".into()),
+            credential: sent.detail["credential"].as_str().map(str::to_string),
+            dry_run: false,
+            attempt: Some(a),
+            omitted: None,
+        });
+    }
+    out
+}
+
+/// Whether an earlier request may have made a change: answered 2xx, or never answered.
+pub(super) fn may_have_changed(r: &RequestRecord) -> bool {
+    r.succeeded() || r.outcome.starts_with("sent; no answer")
+}
+
+/// "changed by attempt 1, which was cut short: POST …/suspend → 200"
+pub(super) fn changed_by_note(earlier: &[RequestRecord], attempt: u32) -> Option<String> {
+    let changes: Vec<&RequestRecord> = earlier.iter().filter(|r| may_have_changed(r)).collect();
+    if changes.is_empty() {
+        return None;
+    }
+    let mut attempts: Vec<u32> = changes.iter().filter_map(|r| r.attempt).collect();
+    attempts.sort_unstable();
+    attempts.dedup();
+    let which = attempts.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    let what = changes
+        .iter()
+        .take(10)
+        .map(|r| format!("{} {} → {}", r.method, r.url, r.outcome))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let more = changes.len().saturating_sub(10);
+    let more = if more > 0 { format!("; and {more} more") } else { String::new() };
+    Some(format!(
+        "changed by attempt {which}, which did not finish (cut short or failed after sending); attempt {attempt} found nothing left to do. Sent: {what}{more}"
+    ))
+}
+
+/// The most request records a step row keeps (earlier attempts' mutations, then the last
+/// attempt's journal); past that, a count.
+const MAX_STORED_REQUESTS: usize = 300;
+/// Room a step row's log keeps beyond the sandbox's log and stdio caps (host lines, prefixes).
+const LOG_SLACK_BYTES: u64 = 64 * 1024;
+
+/// The request records a step row stores: at most [`MAX_STORED_REQUESTS`], then a count.
+pub(super) fn bound_requests(mut records: Vec<RequestRecord>) -> serde_json::Value {
+    if records.len() > MAX_STORED_REQUESTS {
+        let omitted: u64 = records[MAX_STORED_REQUESTS..].iter().map(|r| r.omitted.unwrap_or(1)).sum();
+        records.truncate(MAX_STORED_REQUESTS);
+        records.push(RequestRecord {
+            method: "…".into(),
+            url: String::new(),
+            outcome: format!("{omitted} more requests, not recorded one by one"),
+            credential: None,
+            dry_run: false,
+            attempt: None,
+            omitted: Some(omitted),
+        });
+    }
+    serde_json::to_value(&records).unwrap_or_default()
+}
+
+/// The log lines a step row stores: as many as fit in the sandbox's log and stdio caps (as
+/// stored, JSON-escaped), then a line saying how many were left out.
+pub(super) fn bound_log(log: Vec<String>, limits: &crate::sandbox::SandboxLimits) -> Vec<String> {
+    let cap = limits.max_log_bytes + 2 * limits.max_stdio_bytes + LOG_SLACK_BYTES;
+    let mut used = 0u64;
+    let total = log.len();
+    let mut out = Vec::new();
+    for line in log {
+        let size = serde_json::to_string(&line).map_or(line.len(), |s| s.len()) as u64 + 1;
+        if used + size > cap {
+            break;
+        }
+        used += size;
+        out.push(line);
+    }
+    if out.len() < total {
+        out.push(format!(
+            "[host] {} more log lines not stored (a step's stored log is capped at {cap} bytes)",
+            total - out.len()
+        ));
+    }
+    out
+}
