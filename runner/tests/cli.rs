@@ -569,6 +569,14 @@ fn plugin_new_scaffolds_build_and_run_as_generated_in_rust_python_and_js() {
     let shared_target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scaffold-target");
     let path = format!("{}:{}", tools.join("node/node_modules/.bin").display(), std::env::var("PATH").unwrap());
     let py = std::env::var("COMPONENTIZE_PY").unwrap_or_else(|_| "componentize-py".into());
+    // A server that answers every path with an HTML page, not JSON.
+    let html = rt.block_on(async {
+        let app = axum::Router::new().fallback(|| async { "<html>not json</html>" });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(axum::serve(listener, app).into_future());
+        url
+    });
 
     for (lang, name) in [("rust", "hello_rs"), ("python", "hello_py"), ("js", "hello_js")] {
         let out = cli.run(&["plugin", "new", "--lang", lang, name]);
@@ -625,6 +633,21 @@ fn plugin_new_scaffolds_build_and_run_as_generated_in_rust_python_and_js() {
         let out = cli.run(&["plugin", "run", wasm.to_str().unwrap(), "--input", &input, "--allow", &mock.url()]);
         assert_eq!(out.status.code(), Some(0), "{lang}: {}", text(&out.stdout));
         assert!(text(&out.stdout).contains("\"found\": false"), "{lang}: {}", text(&out.stdout));
+        // An answer that is not JSON: the step fails with what went wrong, in the plugin's own
+        // words (a JavaScript exception's message and stack, a Python traceback's last lines).
+        let input = format!(r#"{{"api_url": "{html}", "user": "alice"}}"#);
+        let out = cli.run(&["plugin", "run", wasm.to_str().unwrap(), "--input", &input, "--allow", &html, "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{lang}: {}", text(&out.stdout));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let message = v["error"]["message"].as_str().unwrap_or_default().to_string();
+        assert_eq!(v["status"], "failed", "{lang}: {v}");
+        let expected = match lang {
+            "js" => "SyntaxError",
+            "python" => "JSONDecodeError",
+            _ => "output is not JSON",
+        };
+        assert!(message.contains(expected), "{lang}: {message}");
+        assert!(!message.contains("mozalloc_abort") && !message.contains("is not one of the cases"), "{lang}: {message}");
     }
     // A bad name is refused with a suggestion, and nothing is written.
     let out = cli.run(&["plugin", "new", "--lang", "rust", "Hello-World"]);
@@ -683,4 +706,23 @@ fn offramp_mock_serves_the_vendors_for_trying_plugins_by_hand() {
     drop(child);
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("\"status\": \"ACTIVE\""), "{}", text(&out.stdout));
+}
+
+/// `offramp … | head`: a reader that goes away is not a crash. The command finishes its work
+/// and exits as it would have, with nothing about a broken pipe.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let cli = Cli::new();
+    let mut child = Command::new(offramp_bin())
+        .args(["schema"])
+        .current_dir(cli.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
 }

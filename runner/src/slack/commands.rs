@@ -24,8 +24,8 @@ struct SlashForm {
     user_id: String,
     #[allow(dead_code, reason = "required: Slack always sends it")]
     team_id: String,
-    channel_id: Option<String>,
-    response_url: Option<String>,
+    channel_id: String,
+    response_url: String,
     #[allow(dead_code, reason = "required: Slack always sends it")]
     trigger_id: String,
 }
@@ -51,7 +51,7 @@ pub(super) async fn handle(State(state): State<AppState>, headers: HeaderMap, bo
             return AppError::BadRequest.into_response();
         }
     };
-    let response_url = form.response_url.clone();
+    let response_url = Some(form.response_url.clone());
     let work = {
         let state = state.clone();
         async move { answer(&state, &signature, form).await }
@@ -293,7 +293,7 @@ async fn request(
         inputs: inputs.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
         subject: subject.clone(),
         requested_by: form.user_id.clone(),
-        channel_id: form.channel_id.clone(),
+        channel_id: Some(form.channel_id.clone()),
         approvals_needed: plan.approval.approvers,
         allow_self: plan.approval.allow_self,
         status: RequestStatus::Pending,
@@ -317,7 +317,7 @@ async fn request(
     // Two-person rule: ask the channel, in the background (Slack may be slow).
     let (text, blocks) = blocks::request_message(&req, &plan, &[], true);
     let (st, channel, id) = (state.clone(), state.config().channel.clone(), req.id.clone());
-    let response_url = form.response_url.clone();
+    let response_url = Some(form.response_url.clone());
     tokio::spawn(async move {
         st.api().pace(&channel).await;
         match st.api().post_message(&channel, &text, Some(&blocks), None).await {
