@@ -647,7 +647,10 @@ fn plugin_new_scaffolds_build_and_run_as_generated_in_rust_python_and_js() {
             _ => "output is not JSON",
         };
         assert!(message.contains(expected), "{lang}: {message}");
-        assert!(!message.contains("mozalloc_abort") && !message.contains("is not one of the cases"), "{lang}: {message}");
+        assert!(
+            !message.contains("mozalloc_abort") && !message.contains("is not one of the cases"),
+            "{lang}: {message}"
+        );
     }
     // A bad name is refused with a suggestion, and nothing is written.
     let out = cli.run(&["plugin", "new", "--lang", "rust", "Hello-World"]);

@@ -928,15 +928,19 @@ async fn a_rerun_that_finds_the_work_done_is_credited_to_the_interrupted_attempt
     // written ahead with no answer, and Bob suspended at Okta.
     let run = h.start(&yaml, &[("email", "bob@example.com")]).await;
     let store = h.store();
-    let running = StepChange {
-        status: Some(StepStatus::Running),
-        attempts: Some(1),
-        started: true,
-        ..Default::default()
-    };
+    let running =
+        StepChange { status: Some(StepStatus::Running), attempts: Some(1), started: true, ..Default::default() };
     assert!(
         store
-            .change_step(&run, "suspend", &[StepStatus::Pending], None, None, running, Event::new("engine", "step_started", json!({})))
+            .change_step(
+                &run,
+                "suspend",
+                &[StepStatus::Pending],
+                None,
+                None,
+                running,
+                Event::new("engine", "step_started", json!({}))
+            )
             .await
             .unwrap()
     );

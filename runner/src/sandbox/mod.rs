@@ -151,6 +151,8 @@ impl Sandbox {
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         config.max_wasm_stack(usize::try_from(limits.max_stack_bytes).unwrap_or(512 << 10));
+        // Enough frames to tell runaway recursion (one function, over and over) from a bug.
+        config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(BACKTRACE_FRAMES));
         let n = limits.max_instances;
         let mut pool = PoolingAllocationConfig::new();
         pool.max_core_instances_per_component(limits.max_core_instances);
@@ -440,9 +442,7 @@ impl Sandbox {
                         "the plugin ran out of stack (recursion too deep for the {} KiB limit, `sandbox.max_stack_bytes`)",
                         self.limits.max_stack_bytes / 1024
                     ))
-                } else if matches!(as_trap, Some(wasmtime::Trap::MemoryOutOfBounds))
-                    && backtrace_depth(&trap) >= DEEP_RECURSION
-                {
+                } else if matches!(as_trap, Some(wasmtime::Trap::MemoryOutOfBounds)) && is_runaway_recursion(&trap) {
                     // Rust and C keep their own stack in linear memory, below the data: deep
                     // recursion runs off its bottom into an out-of-bounds access.
                     failed(format!(
@@ -453,6 +453,16 @@ impl Sandbox {
                     failed(format!(
                         "the plugin called exit({}) instead of returning a result; exiting ends the attempt as failed{last_words}",
                         exit.0
+                    ))
+                } else if trap.chain().any(|e| {
+                    use wasmtime_wasi_http::FieldMapError as F;
+                    // wasmtime-wasi-http raises it as a typed error or as its text.
+                    matches!(e.downcast_ref::<F>(), Some(F::TotalSizeTooBig | F::TooManyFields))
+                        || [F::TotalSizeTooBig.to_string(), F::TooManyFields.to_string()].contains(&e.to_string())
+                }) {
+                    failed(format!(
+                        "the plugin built a wasi:http header set over the host's limit of {} KiB per header object",
+                        host::FIELDS_BYTES / 1024
                     ))
                 } else if trap
                     .chain()
@@ -496,8 +506,10 @@ fn timeout_failure(timeout: Duration) -> AttemptResult {
 
 /// The longest error message a plugin's `task-error` keeps.
 const MAX_ERROR_CHARS: usize = 16 * 1024;
-/// A trap this many frames deep is taken for runaway recursion.
-const DEEP_RECURSION: usize = 1000;
+/// A trap this many frames deep, most of them one function, is taken for runaway recursion.
+const DEEP_RECURSION: usize = 64;
+/// Frames kept of a trap's backtrace.
+const BACKTRACE_FRAMES: usize = 256;
 /// The stderr lines quoted in a crashed step's error.
 const LAST_LINES: usize = 8;
 
@@ -540,4 +552,20 @@ fn trap_summary(e: &wasmtime::Error) -> String {
 /// How many wasm frames the trap's backtrace holds.
 fn backtrace_depth(e: &wasmtime::Error) -> usize {
     e.downcast_ref::<wasmtime::WasmBacktrace>().map_or(0, |bt| bt.frames().len())
+}
+
+/// Whether the trap happened deep in recursion: at least [`DEEP_RECURSION`] frames, most of
+/// them one function. An out-of-bounds access there is the plugin's own stack (in linear
+/// memory) running off its end, not a stray pointer.
+fn is_runaway_recursion(e: &wasmtime::Error) -> bool {
+    let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() else { return false };
+    let frames = bt.frames();
+    if frames.len() < DEEP_RECURSION {
+        return false;
+    }
+    let mut counts: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    for f in frames {
+        *counts.entry(f.func_index()).or_default() += 1;
+    }
+    counts.values().copied().max().unwrap_or(0) * 2 >= frames.len()
 }
