@@ -19,7 +19,13 @@ pub fn step_summary(s: &StepRecord) -> String {
     match s.status {
         StepStatus::Failed | StepStatus::Paused | StepStatus::Skipped => s.error.clone().unwrap_or_default(),
         StepStatus::Running if s.error.is_some() => format!("retrying after: {}", s.error.clone().unwrap_or_default()),
-        _ => s.output.as_ref().map(|o| o.to_string()).filter(|o| o != "null").unwrap_or_default(),
+        _ => {
+            let output = s.output.as_ref().map(|o| o.to_string()).filter(|o| o != "null").unwrap_or_default();
+            match &s.note {
+                Some(note) => format!("{note} — output: {output}"),
+                None => output,
+            }
+        }
     }
 }
 

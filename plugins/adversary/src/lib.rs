@@ -311,10 +311,12 @@ impl Guest for Adversary {
 /// Decompresses gzip, or gives the bytes back as they are.
 fn gunzip_or_raw(body: &[u8]) -> Vec<u8> {
     // A gzip member: 10-byte header (no optional fields here), deflate data, 8-byte trailer.
-    if body.len() > 18 && body[0] == 0x1f && body[1] == 0x8b {
-        if let Ok(inflated) = miniz_oxide::inflate::decompress_to_vec(&body[10..body.len() - 8]) {
-            return inflated;
-        }
+    if body.len() > 18
+        && body[0] == 0x1f
+        && body[1] == 0x8b
+        && let Ok(inflated) = miniz_oxide::inflate::decompress_to_vec(&body[10..body.len() - 8])
+    {
+        return inflated;
     }
     body.to_vec()
 }

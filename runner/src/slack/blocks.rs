@@ -228,6 +228,10 @@ pub(crate) fn run_message(v: &RunView<'_>) -> (String, Value) {
         {
             line.push_str(&format!("\n      _{}_", truncate(&e.replace('\n', " "), 200)));
         }
+        // "changed by attempt 1, which did not finish…": the audit, not the plugin's word.
+        if let Some(note) = &s.note {
+            line.push_str(&format!("\n      _{}_", truncate(&note.replace('\n', " "), 200)));
+        }
         lines.push(line);
     }
     // Sections hold 3000 characters; split long pipelines.
@@ -287,8 +291,14 @@ pub(crate) fn summary(run: &RunRecord, steps: &[StepRecord]) -> String {
         }
     }
     let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let credited: Vec<String> = steps.iter().filter(|s| s.note.is_some()).map(|s| format!("`{}`", s.step_id)).collect();
+    let credited = if credited.is_empty() {
+        String::new()
+    } else {
+        format!(" Changed by an attempt that did not finish (the re-run found it done): {}.", credited.join(", "))
+    };
     format!(
-        "{} Run `{}` {}: {} ({}). Details: `offramp runs show {}`",
+        "{} Run `{}` {}: {} ({}).{credited} Details: `offramp runs show {}`",
         run_emoji(run.status),
         run.id,
         run.status,
