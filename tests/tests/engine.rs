@@ -909,7 +909,7 @@ async fn a_rerun_that_finds_the_work_done_is_credited_to_the_interrupted_attempt
     use offramp::store::{Event, StepChange};
     let h = Harness::new().await;
     let yaml = format!(
-        "version: 1\nname: audit\ninputs: {{ email: {{ type: email, required: true }} }}\nsteps:\n  - id: suspend\n    uses: okta\n    with: {{ action: suspend, org_url: \"{{{{ vars.okta_url }}}}\", user: \"{{{{ inputs.email }}}}\" }}\n    {}\n    credentials:\n      - {{ host: \"{{{{ vars.okta_url }}}}\", secret: OKTA_API_TOKEN, format: \"SSWS {{secret}}\" }}\n",
+        "version: 1\nname: audit\nvars: {{ okta_url: \"https://example.okta.com\" }}\ninputs: {{ email: {{ type: email, required: true }} }}\nsteps:\n  - id: suspend\n    uses: okta\n    with: {{ action: suspend, org_url: \"{{{{ vars.okta_url }}}}\", user: \"{{{{ inputs.email }}}}\" }}\n    {}\n    credentials:\n      - {{ host: \"{{{{ vars.okta_url }}}}\", secret: OKTA_API_TOKEN, format: \"SSWS {{secret}}\" }}\n",
         common::allow_mock()
     );
     // A run that goes through: the mutation is written ahead, then answered.
