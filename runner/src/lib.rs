@@ -15,6 +15,7 @@ pub mod sandbox;
 pub mod secrets;
 pub mod slack;
 pub mod store;
+mod text;
 
 /// Where `cargo build` put the bundled plugins (set by build.rs).
 pub const BUILTIN_PLUGINS_DIR: &str = env!("OFFRAMP_BUILTIN_PLUGINS_DIR");

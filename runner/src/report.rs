@@ -4,14 +4,11 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::engine::ProgressEvent;
 use crate::store::{RunRecord, StepRecord, StepStatus};
+use crate::text::truncate;
 
+/// `s` on one line, [`truncate`]d.
 fn squeeze(s: &str, max: usize) -> String {
-    let one_line = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() <= max {
-        return one_line;
-    }
-    let cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
-    format!("{cut}…")
+    truncate(&s.split_whitespace().collect::<Vec<_>>().join(" "), max)
 }
 
 /// A step's result in a few words: the error, the skip reason or the output.

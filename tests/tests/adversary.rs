@@ -49,6 +49,26 @@ fn step(id: &str, with: &str, allow: &[String], extra: &str) -> String {
     )
 }
 
+/// Loads `yaml` (written to `dir/NAME.yaml`) and an engine on a fresh SQLite database in
+/// `dir`, with one secret and 127.0.0.2 (the mocks' address) the one private host allowed.
+async fn hostile(
+    dir: &std::path::Path,
+    name: &str,
+    yaml: &str,
+    secret: (&str, &str),
+) -> (offramp::pipeline::Plan, Engine) {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), ..Default::default() };
+    let plan = offramp::pipeline::load(&path, &opts).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let db = format!("sqlite://{}", dir.join("offramp.db").display());
+    let store = Arc::new(SqliteStore::open(&db).await.unwrap());
+    let secrets = SecretSource::fixed([(secret.0.to_string(), secret.1.to_string())]);
+    let config =
+        EngineConfig { network: NetworkPolicy::with_private_hosts(["127.0.0.2"]).unwrap(), ..Default::default() };
+    (plan, Engine::new(store, common::sandbox(), secrets, config).unwrap())
+}
+
 #[tokio::test]
 async fn every_escape_attempt_fails_with_a_clear_reason_and_the_host_carries_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -113,17 +133,8 @@ async fn every_escape_attempt_fails_with_a_clear_reason_and_the_host_carries_on(
         yaml += &step(id, with, &[], extra);
     }
     yaml += &step("sockets", &format!("{{ attack: sockets, addr: \"127.0.0.1:{port}\" }}"), &[], "");
-    let path = dir.path().join("hostile.yaml");
-    std::fs::write(&path, &yaml).unwrap();
+    let (plan, engine) = hostile(dir.path(), "hostile", &yaml, ("OKTA_API_TOKEN", TOKEN)).await;
     let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), ..Default::default() };
-    let plan = offramp::pipeline::load(&path, &opts).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-
-    let db = format!("sqlite://{}", dir.path().join("offramp.db").display());
-    let store = Arc::new(SqliteStore::open(&db).await.unwrap());
-    let secrets = SecretSource::fixed([("OKTA_API_TOKEN".to_string(), TOKEN.to_string())]);
-    let config =
-        EngineConfig { network: NetworkPolicy::with_private_hosts(["127.0.0.2"]).unwrap(), ..Default::default() };
-    let engine = Engine::new(store, common::sandbox(), secrets, config).unwrap();
     let request = || StartRequest { inputs: Default::default(), requested_by: "test".into(), dry_run: false };
     let run = engine.start(&plan, request()).await.unwrap();
     let status = engine.drive(&run).await.unwrap();
@@ -290,16 +301,7 @@ async fn the_credential_cannot_be_read_back_by_compression_escaping_or_slicing()
         let with = format!("{{ attack: {attack}, url: \"{api}/echo\", collector: \"{collector}/loot\" }}");
         yaml += &step(attack, &with, &[api.clone(), collector.clone()], &creds);
     }
-    let path = dir.path().join("thief.yaml");
-    std::fs::write(&path, &yaml).unwrap();
-    let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), ..Default::default() };
-    let plan = offramp::pipeline::load(&path, &opts).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    let db = format!("sqlite://{}", dir.path().join("offramp.db").display());
-    let store = Arc::new(SqliteStore::open(&db).await.unwrap());
-    let secrets = SecretSource::fixed([("ECHO_TOKEN".to_string(), SLASHY.to_string())]);
-    let config =
-        EngineConfig { network: NetworkPolicy::with_private_hosts(["127.0.0.2"]).unwrap(), ..Default::default() };
-    let engine = Engine::new(store, common::sandbox(), secrets, config).unwrap();
+    let (plan, engine) = hostile(dir.path(), "thief", &yaml, ("ECHO_TOKEN", SLASHY)).await;
     let request = StartRequest { inputs: Default::default(), requested_by: "test".into(), dry_run: false };
     let run = engine.start(&plan, request).await.unwrap();
     assert_eq!(engine.drive(&run).await.unwrap(), RunStatus::Failed);

@@ -14,13 +14,12 @@ use crate::store::{Event, EventRecord, Store};
 
 /// Writes one attempt's mutating requests to the event log.
 pub(super) struct StepRecorder {
-    pub(super) store: Arc<dyn Store>,
-    pub(super) run_id: String,
-    pub(super) step_id: String,
-    pub(super) attempt: u32,
-    /// Pairs each answer with its request.
+    store: Arc<dyn Store>,
+    run_id: String,
+    step_id: String,
+    attempt: u32,
+    /// Numbers this attempt's requests: `request_answered` names the `request_sent` it answers.
     seq: AtomicU32,
-    current: std::sync::Mutex<Vec<(String, String, u32)>>,
 }
 
 impl StepRecorder {
@@ -31,14 +30,13 @@ impl StepRecorder {
             step_id: step_id.to_string(),
             attempt,
             seq: AtomicU32::new(0),
-            current: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
 
 #[async_trait::async_trait]
 impl Recorder for StepRecorder {
-    async fn sending(&self, rec: &RequestRecord) -> Result<(), String> {
+    async fn sending(&self, rec: &RequestRecord) -> Result<u32, String> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let detail = json!({
             "attempt": self.attempt, "seq": seq, "method": rec.method, "url": rec.url, "credential": rec.credential,
@@ -47,17 +45,10 @@ impl Recorder for StepRecorder {
             .append_event(Some(&self.run_id), Some(&self.step_id), Event::new("engine", "request_sent", detail))
             .await
             .map_err(|e| e.to_string())?;
-        if let Ok(mut c) = self.current.lock() {
-            c.push((rec.method.clone(), rec.url.clone(), seq));
-        }
-        Ok(())
+        Ok(seq)
     }
 
-    async fn answered(&self, rec: &RequestRecord) {
-        let seq = self.current.lock().ok().and_then(|mut c| {
-            let i = c.iter().position(|(m, u, _)| *m == rec.method && *u == rec.url)?;
-            Some(c.remove(i).2)
-        });
+    async fn answered(&self, seq: u32, rec: &RequestRecord) {
         let detail = json!({ "attempt": self.attempt, "seq": seq, "outcome": rec.outcome });
         let event = Event::new("engine", "request_answered", detail);
         if let Err(e) = self.store.append_event(Some(&self.run_id), Some(&self.step_id), event).await {
@@ -67,9 +58,30 @@ impl Recorder for StepRecorder {
     }
 }
 
+/// The mutating requests a step's attempts before `attempt` sent, read from the event log
+/// (not read at all for a first attempt). A log that cannot be read gives none, with a warning:
+/// the record is then what the last attempt saw, as before.
+pub(super) async fn earlier_attempts(
+    store: &dyn Store,
+    run_id: &str,
+    step_id: &str,
+    attempt: u32,
+) -> Vec<RequestRecord> {
+    if attempt <= 1 {
+        return Vec::new();
+    }
+    match store.events(run_id).await {
+        Ok(events) => earlier_mutations(&events, step_id, attempt),
+        Err(e) => {
+            tracing::warn!(target: "offramp::engine", run = %run_id, step = %step_id, error = %e, "cannot read earlier attempts' requests");
+            Vec::new()
+        }
+    }
+}
+
 /// The mutating requests earlier attempts (before `attempt`) of a step sent, from the event
 /// log, each with its answer or, if none was recorded, "no answer recorded".
-pub(super) fn earlier_mutations(events: &[EventRecord], step_id: &str, attempt: u32) -> Vec<RequestRecord> {
+fn earlier_mutations(events: &[EventRecord], step_id: &str, attempt: u32) -> Vec<RequestRecord> {
     let of_step = |e: &&EventRecord| e.step_id.as_deref() == Some(step_id);
     let num = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
     let mut out = Vec::new();

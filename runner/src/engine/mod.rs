@@ -659,13 +659,7 @@ impl Engine {
                 .await;
             // The record keeps what earlier attempts sent that may have changed something
             // (written ahead to the event log), then this attempt's requests.
-            let earlier = match self.store.events(&run.id).await {
-                Ok(events) => audit::earlier_mutations(&events, &step.id, attempts),
-                Err(e) => {
-                    tracing::warn!(target: "offramp::engine", run = %run.id, step = %step.id, error = %e, "cannot read earlier attempts' requests");
-                    Vec::new()
-                }
-            };
+            let earlier = audit::earlier_attempts(self.store.as_ref(), &run.id, &step.id, attempts).await;
             let mut records = earlier.clone();
             records.extend(
                 report.requests.into_iter().map(|r| crate::http::RequestRecord { attempt: Some(attempts), ..r }),
@@ -773,7 +767,7 @@ impl Engine {
         tracing::error!(target: "offramp::engine", run = %run_id, step = %step.id, error = %e, "cannot store the step's result");
         let message = format!(
             "the step's result could not be stored, so it is not known here: {}",
-            crate::http::shorten(&e.to_string(), 500)
+            crate::text::truncate(&e.to_string(), 500)
         );
         let failure = Failure { kind: FailureKind::Permanent, message, log: vec![], requests: json!([]) };
         self.finish_failed(run_id, step, attempts, failure).await

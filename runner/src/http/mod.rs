@@ -27,6 +27,7 @@ pub use policy::{NetworkConfig, NetworkPolicy};
 
 use crate::pipeline::{CredentialPlan, Grant};
 use crate::secrets::{Redactor, Secret};
+use crate::text::truncate;
 
 /// A request as the plugin wrote it.
 #[derive(Debug, Clone)]
@@ -162,18 +163,20 @@ fn is_mutating(method: &str) -> bool {
 #[async_trait::async_trait]
 pub(crate) trait Recorder: Send + Sync {
     /// Called before a mutating request leaves; an error stops the request (fail closed).
-    async fn sending(&self, rec: &RequestRecord) -> Result<(), String>;
+    /// Returns the ticket [`Recorder::answered`] is given back.
+    async fn sending(&self, rec: &RequestRecord) -> Result<u32, String>;
     /// Called with the outcome once it is known.
-    async fn answered(&self, rec: &RequestRecord);
+    async fn answered(&self, ticket: u32, rec: &RequestRecord);
 }
 
 /// The process's HTTP client for plugin traffic, built once with the operator's policy.
 #[derive(Clone)]
 pub struct GateClient {
     client: reqwest::Client,
-    /// For the `host:port` entries of `network.allow_private`: its resolver lets those hosts
-    /// have private addresses, and the gate only sends it requests to those exact ports.
-    ported: reqwest::Client,
+    /// For the `host:port` entries of `network.allow_private` (when there are any): its resolver
+    /// lets those hosts have private addresses, and the gate only sends it requests to those
+    /// exact ports.
+    ported: Option<reqwest::Client>,
     policy: Arc<NetworkPolicy>,
 }
 
@@ -192,7 +195,8 @@ impl GateClient {
                 .connect_timeout(Duration::from_secs(10))
                 .build()
         };
-        Ok(GateClient { client: build(false)?, ported: build(true)?, policy })
+        let ported = if policy.allow_private.iter().any(|p| p.port.is_some()) { Some(build(true)?) } else { None };
+        Ok(GateClient { client: build(false)?, ported, policy })
     }
 
     pub fn policy(&self) -> &NetworkPolicy {
@@ -337,14 +341,14 @@ impl Gate {
         };
         let mut rec = RequestRecord {
             method: method.clone(),
-            url: self.redactor.text(&shorten(&shown, SHOWN_URL_CHARS)),
+            url: self.redactor.text(&truncate(&shown, SHOWN_URL_CHARS)),
             outcome: String::new(),
             credential: None,
             dry_run: false,
             attempt: None,
             omitted: None,
         };
-        let mut written_ahead = false;
+        let mut written_ahead = None;
         let result = if too_long {
             Err(HttpFailure::Invalid(format!(
                 "the URL is {} bytes, over the limit of {} (`network.limits.max_url_bytes`)",
@@ -356,10 +360,10 @@ impl Gate {
         };
         rec.outcome = match &result {
             Ok(resp) => resp.status.to_string(),
-            Err(e) => shorten(&self.redactor.text(&e.to_string()), SHOWN_OUTCOME_CHARS),
+            Err(e) => truncate(&self.redactor.text(&e.to_string()), SHOWN_OUTCOME_CHARS),
         };
-        if written_ahead && let Some(r) = &self.recorder {
-            r.answered(&rec).await;
+        if let (Some(ticket), Some(r)) = (written_ahead, &self.recorder) {
+            r.answered(ticket, &rec).await;
         }
         self.record(rec);
         result
@@ -371,7 +375,7 @@ impl Gate {
         url: Result<url::Url, url::ParseError>,
         req: OutgoingRequest,
         rec: &mut RequestRecord,
-        written_ahead: &mut bool,
+        written_ahead: &mut Option<u32>,
     ) -> Result<IncomingResponse, HttpFailure> {
         let limits = *self.limits();
         let sent = self.journal.lock().map(|j| j.sent).unwrap_or(u32::MAX);
@@ -383,7 +387,7 @@ impl Gate {
         }
         let url = url.map_err(|e| HttpFailure::Invalid(format!("bad URL: {e}")))?;
         if url.scheme() != "https" && url.scheme() != "http" {
-            return Err(HttpFailure::Denied(format!("scheme `{}` is not allowed", shorten(url.scheme(), 32))));
+            return Err(HttpFailure::Denied(format!("scheme `{}` is not allowed", truncate(url.scheme(), 32))));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(HttpFailure::Invalid("credentials in the URL are not allowed".into()));
@@ -398,7 +402,7 @@ impl Gate {
             let granted = grants.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
             return Err(HttpFailure::Denied(format!(
                 "{method} {} is outside what this step's `allow:` grants for {}: {granted}",
-                shorten(url.path(), SHOWN_URL_CHARS),
+                truncate(url.path(), SHOWN_URL_CHARS),
                 origin()
             )));
         }
@@ -449,7 +453,7 @@ impl Gate {
         let mut headers = HeaderMap::new();
         for (name, value) in &req.headers {
             let name = HeaderName::from_bytes(name.trim().as_bytes())
-                .map_err(|_| HttpFailure::Invalid(format!("bad header name `{}`", shorten(name, 64))))?;
+                .map_err(|_| HttpFailure::Invalid(format!("bad header name `{}`", truncate(name, 64))))?;
             if is_hop_by_hop(&name) {
                 continue;
             }
@@ -490,13 +494,16 @@ impl Gate {
         if is_mutating(method)
             && let Some(r) = &self.recorder
         {
-            r.sending(rec).await.map_err(|e| {
+            let ticket = r.sending(rec).await.map_err(|e| {
                 HttpFailure::Transport(format!("cannot record the request before sending it, so it was not sent: {e}"))
             })?;
-            *written_ahead = true;
+            *written_ahead = Some(ticket);
         }
         let timeout = remaining.min(limits.max_request_timeout);
-        let client = if policy.private_port_ok(&host, port) { &self.client.ported } else { &self.client.client };
+        let client = match &self.client.ported {
+            Some(ported) if policy.private_port_ok(&host, port) => ported,
+            _ => &self.client.client,
+        };
         let mut builder = client.request(method_v, url).headers(headers).timeout(timeout);
         if let Some(body) = req.body {
             builder = builder.body(body);
@@ -535,7 +542,7 @@ impl Gate {
                 {
                     return Err(HttpFailure::Denied(format!(
                         "the response is encoded as `{}`, which offramp cannot check for the injected credential",
-                        shorten(&String::from_utf8_lossy(enc.as_bytes()), 64)
+                        truncate(&String::from_utf8_lossy(enc.as_bytes()), 64)
                     )));
                 }
                 if status == 206 {
@@ -581,16 +588,6 @@ fn check_headers(headers: &[(String, String)], limits: &HttpLimits, what: &str) 
         )));
     }
     Ok(())
-}
-
-/// At most `max` characters of `s`, with `…` when cut.
-pub(crate) fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max).collect();
-    out.push('…');
-    out
 }
 
 fn transport(e: reqwest::Error) -> HttpFailure {

@@ -416,11 +416,11 @@ impl Sandbox {
                     wit_types::ErrorKind::Permanent => FailureKind::Permanent,
                     wit_types::ErrorKind::NeedsHuman => FailureKind::NeedsHuman,
                 },
-                message: redactor.text(&crate::http::shorten(&err.message, MAX_ERROR_CHARS)),
+                message: redactor.text(&crate::text::truncate(&err.message, MAX_ERROR_CHARS)),
                 retry_after: err.retry_after_ms.map(Duration::from_millis),
             },
             Ok(Err(trap)) => {
-                store.data().log.push(format!("[host] {}", crate::http::shorten(&format!("{trap:?}"), 4000)));
+                store.data().log.push(format!("[host] {}", crate::text::truncate(&format!("{trap:?}"), 4000)));
                 let last_words = last_words(&store.data().stderr.contents().0);
                 let failed = |message: String| AttemptResult::Failed {
                     kind: FailureKind::Permanent,

@@ -54,15 +54,7 @@ fn confirm(title: &str, text: &str, yes: &str) -> Value {
     })
 }
 
-/// Cuts text to at most `max` characters, marking the cut.
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
+pub(crate) use crate::text::truncate;
 
 fn steps_lines(plan: &Plan) -> Vec<String> {
     plan.steps
@@ -403,4 +395,60 @@ fn plain(s: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{RunStatus, StepStatus};
+
+    fn step(id: &str, status: StepStatus, note: Option<&str>) -> StepRecord {
+        StepRecord {
+            run_id: "r1".into(),
+            step_id: id.into(),
+            position: 0,
+            status,
+            attempts: 2,
+            pauses: 0,
+            idempotency_key: "k".into(),
+            output: None,
+            error: None,
+            resolution: None,
+            note: note.map(str::to_string),
+            log: vec![],
+            requests: serde_json::json!([]),
+            started_at: None,
+            finished_at: None,
+            updated_at: String::new(),
+        }
+    }
+
+    /// A step credited to an interrupted attempt says so in the channel message and the
+    /// summary, not only in `runs show`.
+    #[test]
+    fn the_audit_note_shows_in_the_message_and_the_summary() {
+        let run = RunRecord {
+            id: "r1".into(),
+            pipeline_name: "okta".into(),
+            pipeline_hash: String::new(),
+            plan: serde_json::Value::Null,
+            subject: "bob@example.com".into(),
+            inputs: serde_json::json!({}),
+            requested_by: "U1".into(),
+            dry_run: false,
+            status: RunStatus::Succeeded,
+            created_at: String::new(),
+            updated_at: String::new(),
+            finished_at: None,
+            lease: None,
+        };
+        let note = "changed by attempt 1, which did not finish";
+        let steps = [step("lookup", StepStatus::Unchanged, None), step("suspend", StepStatus::Succeeded, Some(note))];
+        let view = RunView { run: &run, steps: &steps, events: &[], request: None, approvals: &[] };
+        let (_, blocks) = run_message(&view);
+        assert!(blocks.to_string().contains(note), "{blocks}");
+        let summary = summary(&run, &steps);
+        assert!(summary.contains("did not finish") && summary.contains("`suspend`"), "{summary}");
+        assert!(!summary.contains("`lookup`"), "{summary}");
+    }
 }
