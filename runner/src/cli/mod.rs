@@ -6,7 +6,7 @@ mod plugin;
 mod scaffold;
 mod serve;
 
-use out::{errln, outln};
+use out::{err, errln, outln};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -306,7 +306,7 @@ fn validate(g: &Global, files: &[PathBuf], vars: Vec<(String, String)>) -> Resul
             }
             Err(e) => {
                 bad += 1;
-                errln!("{e}");
+                err!("{e}");
                 if matches!(e, pipeline::LoadError::Read { .. }) {
                     errln!();
                 }
@@ -344,7 +344,7 @@ async fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
     let plan = match pipeline::load(&args.pipeline, &opts) {
         Ok(plan) => plan,
         Err(e) => {
-            errln!("{e}");
+            err!("{e}");
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };

@@ -35,10 +35,15 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::cli::out::stdout(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
+/// `eprint!` that survives a closed stderr.
+macro_rules! err {
+    ($($arg:tt)*) => { $crate::cli::out::stderr(format_args!($($arg)*)) };
+}
+
 /// `eprintln!` that survives a closed stderr.
 macro_rules! errln {
     () => { $crate::cli::out::stderr(format_args!("\n")) };
     ($($arg:tt)*) => { $crate::cli::out::stderr(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
-pub(crate) use {errln, outln};
+pub(crate) use {err, errln, outln};

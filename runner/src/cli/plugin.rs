@@ -1,6 +1,6 @@
 //! `offramp plugin inspect | run | new` and `offramp mock`: the plugin author's commands.
 
-use super::out::{errln, outln};
+use super::out::{err, outln};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -236,7 +236,7 @@ async fn inspect(
         let plan = match pipeline::load(file, &load_options(g, vars)?) {
             Ok(plan) => plan,
             Err(e) => {
-                errln!("{e}");
+                err!("{e}");
                 return Ok(ExitCode::from(EXIT_INVALID));
             }
         };

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::json;
 
+use super::{Engine, EngineError, Failure};
 use crate::http::{Recorder, RequestRecord};
+use crate::pipeline::StepPlan;
+use crate::sandbox::FailureKind;
 use crate::store::{Event, EventRecord, Store};
 
 /// Writes one attempt's mutating requests to the event log.
@@ -183,4 +186,28 @@ pub(super) fn bound_log(log: Vec<String>, limits: &crate::sandbox::SandboxLimits
         ));
     }
     out
+}
+
+impl Engine {
+    /// The step's result could not be written (the database refused it, not an outage, which
+    /// `persist` already waited out): the step fails with that reason and without the result,
+    /// so the run never stays `running` with a step nobody can finish.
+    pub(super) async fn unstorable(
+        &self,
+        run_id: &str,
+        step: &StepPlan,
+        attempts: u32,
+        e: EngineError,
+    ) -> Result<String, EngineError> {
+        if e.is_lease_lost() || matches!(&e, EngineError::Store(s) if s.is_unavailable()) {
+            return Err(e);
+        }
+        tracing::error!(target: "offramp::engine", run = %run_id, step = %step.id, error = %e, "cannot store the step's result");
+        let message = format!(
+            "the step's result could not be stored, so it is not known here: {}",
+            crate::text::truncate(&e.to_string(), 500)
+        );
+        let failure = Failure { kind: FailureKind::Permanent, message, log: vec![], requests: json!([]) };
+        self.finish_failed(run_id, step, attempts, failure).await
+    }
 }

@@ -525,7 +525,7 @@ impl Engine {
         self.finish_failed(run_id, step, attempts, Failure::early(FailureKind::Permanent, message)).await
     }
 
-    async fn finish_failed(
+    pub(super) async fn finish_failed(
         &self,
         run_id: &str,
         step: &StepPlan,
@@ -750,36 +750,12 @@ impl Engine {
     }
 }
 
-impl Engine {
-    /// The step's result could not be written (the database refused it, not an outage, which
-    /// `persist` already waited out): the step fails with that reason and without the result,
-    /// so the run never stays `running` with a step nobody can finish.
-    async fn unstorable(
-        &self,
-        run_id: &str,
-        step: &StepPlan,
-        attempts: u32,
-        e: EngineError,
-    ) -> Result<String, EngineError> {
-        if e.is_lease_lost() || matches!(&e, EngineError::Store(s) if s.is_unavailable()) {
-            return Err(e);
-        }
-        tracing::error!(target: "offramp::engine", run = %run_id, step = %step.id, error = %e, "cannot store the step's result");
-        let message = format!(
-            "the step's result could not be stored, so it is not known here: {}",
-            crate::text::truncate(&e.to_string(), 500)
-        );
-        let failure = Failure { kind: FailureKind::Permanent, message, log: vec![], requests: json!([]) };
-        self.finish_failed(run_id, step, attempts, failure).await
-    }
-}
-
 /// Why a step failed for good, with what its last attempt left behind.
-struct Failure {
-    kind: FailureKind,
-    message: String,
-    log: Vec<String>,
-    requests: Value,
+pub(super) struct Failure {
+    pub(super) kind: FailureKind,
+    pub(super) message: String,
+    pub(super) log: Vec<String>,
+    pub(super) requests: Value,
 }
 
 impl Failure {

@@ -420,61 +420,16 @@ impl Sandbox {
                 retry_after: err.retry_after_ms.map(Duration::from_millis),
             },
             Ok(Err(trap)) => {
-                store.data().log.push(format!("[host] {}", crate::text::truncate(&format!("{trap:?}"), 4000)));
-                let last_words = last_words(&store.data().stderr.contents().0);
-                let failed = |message: String| AttemptResult::Failed {
-                    kind: FailureKind::Permanent,
-                    message: redactor.text(&message),
-                    retry_after: None,
+                let state = store.data();
+                let stderr = state.stderr.contents().0;
+                let facts = TrapFacts {
+                    instantiated,
+                    memory_hit: state.memory.hit,
+                    memory_bytes: spec.memory_bytes,
+                    timeout: spec.timeout,
+                    stderr: &stderr,
                 };
-                let as_trap = trap.downcast_ref::<wasmtime::Trap>();
-                if !instantiated && !store.data().memory.hit {
-                    failed(format!("the plugin could not start: {}", trap_summary(&trap)))
-                } else if store.data().memory.hit {
-                    failed(format!(
-                        "the plugin ran out of memory: it tried to grow past its {} MiB limit (raise `memory:` if it really needs more)",
-                        spec.memory_bytes / (1024 * 1024)
-                    ))
-                } else if matches!(as_trap, Some(wasmtime::Trap::Interrupt)) {
-                    timeout_failure(spec.timeout)
-                } else if matches!(as_trap, Some(wasmtime::Trap::StackOverflow)) {
-                    failed(format!(
-                        "the plugin ran out of stack (recursion too deep for the {} KiB limit, `sandbox.max_stack_bytes`)",
-                        self.limits.max_stack_bytes / 1024
-                    ))
-                } else if matches!(as_trap, Some(wasmtime::Trap::MemoryOutOfBounds)) && is_runaway_recursion(&trap) {
-                    // Rust and C keep their own stack in linear memory, below the data: deep
-                    // recursion runs off its bottom into an out-of-bounds access.
-                    failed(format!(
-                        "the plugin ran out of stack: its own stack in linear memory overflowed ({} frames deep when it trapped with an out-of-bounds memory access; deep recursion — a Rust plugin's stack is 1 MiB unless it is linked with `-C link-arg=-zstack-size=BYTES`){last_words}",
-                        backtrace_depth(&trap)
-                    ))
-                } else if let Some(exit) = trap.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                    failed(format!(
-                        "the plugin called exit({}) instead of returning a result; exiting ends the attempt as failed{last_words}",
-                        exit.0
-                    ))
-                } else if trap.chain().any(|e| {
-                    use wasmtime_wasi_http::FieldMapError as F;
-                    // wasmtime-wasi-http raises it as a typed error or as its text.
-                    matches!(e.downcast_ref::<F>(), Some(F::TotalSizeTooBig | F::TooManyFields))
-                        || [F::TotalSizeTooBig.to_string(), F::TooManyFields.to_string()].contains(&e.to_string())
-                }) {
-                    failed(format!(
-                        "the plugin built a wasi:http header set over the host's limit of {} KiB per header object",
-                        host::FIELDS_BYTES / 1024
-                    ))
-                } else if trap
-                    .chain()
-                    .any(|e| matches!(e.downcast_ref::<ResourceTableError>(), Some(ResourceTableError::Full)))
-                {
-                    failed(format!(
-                        "the plugin holds more than {} host objects at once (wasi:http requests, headers, streams…; `sandbox.max_host_resources`): it must drop what it no longer uses",
-                        self.limits.max_host_resources
-                    ))
-                } else {
-                    failed(format!("the plugin crashed: {}{last_words}", trap_summary(&trap)))
-                }
+                self.trap_failure(&trap, &facts, &state.log, &redactor)
             }
         };
         let state = store.data();
@@ -493,6 +448,83 @@ impl Sandbox {
             }
         }
         AttemptReport { result, log, requests: state.gate().journal() }
+    }
+}
+
+/// What [`Sandbox::trap_failure`] needs to know about the attempt besides the trap.
+struct TrapFacts<'a> {
+    instantiated: bool,
+    memory_hit: bool,
+    memory_bytes: u64,
+    timeout: Duration,
+    stderr: &'a [u8],
+}
+
+impl Sandbox {
+    /// Why a trapped attempt failed, in words a pipeline author can act on: it could not start,
+    /// ran out of memory, time or stack, called exit, went over a host limit, or crashed (with
+    /// the trap's cause and the end of its stderr). The whole trap goes to the step's log.
+    fn trap_failure(
+        &self,
+        trap: &wasmtime::Error,
+        facts: &TrapFacts<'_>,
+        log: &host::LogBuffer,
+        redactor: &crate::secrets::Redactor,
+    ) -> AttemptResult {
+        let TrapFacts { instantiated, memory_hit, memory_bytes, timeout, stderr } = *facts;
+        log.push(format!("[host] {}", crate::text::truncate(&format!("{trap:?}"), 4000)));
+        let last_words = last_words(stderr);
+        let failed = |message: String| AttemptResult::Failed {
+            kind: FailureKind::Permanent,
+            message: redactor.text(&message),
+            retry_after: None,
+        };
+        let as_trap = trap.downcast_ref::<wasmtime::Trap>();
+        if !instantiated && !memory_hit {
+            failed(format!("the plugin could not start: {}", trap_summary(trap)))
+        } else if memory_hit {
+            failed(format!(
+                "the plugin ran out of memory: it tried to grow past its {} MiB limit (raise `memory:` if it really needs more)",
+                memory_bytes / (1024 * 1024)
+            ))
+        } else if matches!(as_trap, Some(wasmtime::Trap::Interrupt)) {
+            timeout_failure(timeout)
+        } else if matches!(as_trap, Some(wasmtime::Trap::StackOverflow)) {
+            failed(format!(
+                "the plugin ran out of stack (recursion too deep for the {} KiB limit, `sandbox.max_stack_bytes`)",
+                self.limits.max_stack_bytes / 1024
+            ))
+        } else if matches!(as_trap, Some(wasmtime::Trap::MemoryOutOfBounds)) && is_runaway_recursion(trap) {
+            // Rust and C keep their own stack in linear memory, below the data: deep
+            // recursion runs off its bottom into an out-of-bounds access.
+            failed(format!(
+                "the plugin ran out of stack: its own stack in linear memory overflowed ({} frames deep when it trapped with an out-of-bounds memory access; deep recursion — a Rust plugin's stack is 1 MiB unless it is linked with `-C link-arg=-zstack-size=BYTES`){last_words}",
+                backtrace_depth(trap)
+            ))
+        } else if let Some(exit) = trap.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            failed(format!(
+                "the plugin called exit({}) instead of returning a result; exiting ends the attempt as failed{last_words}",
+                exit.0
+            ))
+        } else if trap.chain().any(|e| {
+            use wasmtime_wasi_http::FieldMapError as F;
+            // wasmtime-wasi-http raises it as a typed error or as its text.
+            matches!(e.downcast_ref::<F>(), Some(F::TotalSizeTooBig | F::TooManyFields))
+                || [F::TotalSizeTooBig.to_string(), F::TooManyFields.to_string()].contains(&e.to_string())
+        }) {
+            failed(format!(
+                "the plugin built a wasi:http header set over the host's limit of {} KiB per header object",
+                host::FIELDS_BYTES / 1024
+            ))
+        } else if trap.chain().any(|e| matches!(e.downcast_ref::<ResourceTableError>(), Some(ResourceTableError::Full)))
+        {
+            failed(format!(
+                "the plugin holds more than {} host objects at once (wasi:http requests, headers, streams…; `sandbox.max_host_resources`): it must drop what it no longer uses",
+                self.limits.max_host_resources
+            ))
+        } else {
+            failed(format!("the plugin crashed: {}{last_words}", trap_summary(trap)))
+        }
     }
 }
 

@@ -118,7 +118,7 @@ fn usage(state: &AppState, problem: Option<&str>) -> Value {
 
 /// The usage, with examples built from the pipelines' real inputs: the default pipeline with
 /// what it requires, then another pipeline (if there is one) the same way.
-pub(super) fn usage_text(state: &AppState) -> String {
+fn usage_text(state: &AppState) -> String {
     let command = &state.config().command;
     let default = &state.config().default_pipeline;
     let mut text = String::from("*Usage*\n");
@@ -146,17 +146,19 @@ pub(super) fn usage_text(state: &AppState) -> String {
     text
 }
 
+/// The inputs a requester must give besides the subject: required, with no default.
+fn required_inputs(plan: &Plan) -> impl Iterator<Item = (&String, &crate::pipeline::model::InputSpec)> {
+    let subject = subject_input(plan);
+    plan.inputs.iter().filter(move |(n, s)| Some(n.as_str()) != subject && s.required && s.default.is_none())
+}
+
 /// `alice@example.com [pipeline=NAME] key=value…` for the inputs a pipeline requires.
 fn example_args(plan: &Plan, pipeline: Option<&str>) -> String {
-    let subject = subject_input(plan);
     let mut args = vec!["alice@example.com".to_string()];
     if let Some(p) = pipeline {
         args.push(format!("pipeline={p}"));
     }
-    for (name, spec) in &plan.inputs {
-        if Some(name.as_str()) == subject || !spec.required || spec.default.is_some() {
-            continue;
-        }
+    for (name, spec) in required_inputs(plan) {
         let value = match spec.kind {
             InputType::Email => "dana@example.com".to_string(),
             InputType::Bool => "true".to_string(),
@@ -168,13 +170,11 @@ fn example_args(plan: &Plan, pipeline: Option<&str>) -> String {
     args.join(" ")
 }
 
-/// ": `manager` is who gets their files" — what the required inputs are for.
+/// "; `manager`: Who receives their Google Drive files…" — what the required inputs are for,
+/// from their descriptions.
 fn required_note(plan: &Plan) -> String {
-    let subject = subject_input(plan);
-    let notes: Vec<String> = plan
-        .inputs
-        .iter()
-        .filter(|(n, s)| Some(n.as_str()) != subject && s.required && s.default.is_none() && !s.description.is_empty())
+    let notes: Vec<String> = required_inputs(plan)
+        .filter(|(_, s)| !s.description.is_empty())
         .map(|(n, s)| format!("`{n}`: {}", s.description.trim_end_matches('.')))
         .collect();
     if notes.is_empty() { String::new() } else { format!("; {}", notes.join("; ")) }
