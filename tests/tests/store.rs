@@ -430,6 +430,47 @@ async fn the_engine_runs_a_pipeline_on_each_store() {
     stores.finish().await;
 }
 
+/// Issue 12 §2: a step whose result the database refuses (PostgreSQL's jsonb cannot hold
+/// `\u0000`; SQLite can) fails with that reason — it never stays `running`, the run ends, and
+/// there is nothing left for `offramp recover` to pick up and die on again.
+#[tokio::test]
+async fn a_result_the_database_refuses_fails_the_step_and_the_run_ends() {
+    let stores = stores().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("poison.yaml");
+    std::fs::write(
+        &path,
+        "version: 1\nname: poison\nsteps:\n  - { id: poison, uses: adversary, with: { attack: nul_output }, on_failure: continue }\n  - { id: after, uses: testkit, with: { mode: echo, value: 1 } }\n",
+    )
+    .unwrap();
+    let opts = offramp::pipeline::LoadOptions {
+        plugins_dir: std::path::PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
+        ..Default::default()
+    };
+    let plan = offramp::pipeline::load(&path, &opts).unwrap();
+    for (kind, store) in stores.list.clone() {
+        let config = EngineConfig { network: common::loopback(), ..EngineConfig::default() };
+        let engine = Engine::new(store.clone(), common::sandbox(), SecretSource::fixed([]), config).unwrap();
+        let req =
+            offramp::engine::StartRequest { inputs: Default::default(), requested_by: "test".into(), dry_run: false };
+        let id = engine.start(&plan, req).await.unwrap();
+        let status = engine.drive(&id).await.unwrap_or_else(|e| panic!("{kind}: the drive failed: {e}"));
+        let steps = store.steps(&id).await.unwrap();
+        assert!(steps.iter().all(|s| s.status.is_finished()), "{kind}: {steps:?}");
+        let poison = steps.iter().find(|s| s.step_id == "poison").unwrap();
+        if kind == "postgres" {
+            assert_eq!(status, RunStatus::Failed, "{kind}");
+            assert_eq!(poison.status, StepStatus::Failed, "{kind}");
+            let error = poison.error.clone().unwrap_or_default();
+            assert!(error.contains("the step's result could not be stored"), "{kind}: {error}");
+        } else {
+            assert_eq!((status, poison.status), (RunStatus::Succeeded, StepStatus::Succeeded), "{kind}");
+        }
+        assert!(engine.claim_orphans(10).await.unwrap().is_empty(), "{kind}: nothing left in flight");
+    }
+    stores.finish().await;
+}
+
 #[tokio::test]
 async fn leases_fence_writes_and_expire() {
     let stores = stores().await;

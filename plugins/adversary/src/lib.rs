@@ -186,6 +186,8 @@ impl Guest for Adversary {
                 Err(permanent("flooded stdout, stderr and the log"))
             }
             "panic" => panic!("the adversary panics on purpose"),
+            // Output a database may refuse to store: PostgreSQL's jsonb cannot hold `\u0000`.
+            "nul_output" => changed(&json!({ "poison": "before\u{0}after" })),
             "exit" => {
                 eprintln!("the adversary leaves by the back door");
                 std::process::exit(3)
