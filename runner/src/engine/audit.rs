@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -15,9 +16,12 @@ use crate::pipeline::StepPlan;
 use crate::sandbox::FailureKind;
 use crate::store::{Event, EventRecord, Store};
 
-/// Writes one attempt's mutating requests to the event log.
+/// Writes one attempt's mutating requests to the event log. Like every engine write, it waits
+/// out a database that cannot be reached (within the attempt's own time): a request is held
+/// back until its record is in, never sent unrecorded.
 pub(super) struct StepRecorder {
     store: Arc<dyn Store>,
+    patience: Duration,
     run_id: String,
     step_id: String,
     attempt: u32,
@@ -26,14 +30,22 @@ pub(super) struct StepRecorder {
 }
 
 impl StepRecorder {
-    pub(super) fn new(store: Arc<dyn Store>, run_id: &str, step_id: &str, attempt: u32) -> Self {
+    pub(super) fn new(store: Arc<dyn Store>, patience: Duration, run_id: &str, step_id: &str, attempt: u32) -> Self {
         StepRecorder {
             store,
+            patience,
             run_id: run_id.to_string(),
             step_id: step_id.to_string(),
             attempt,
             seq: AtomicU32::new(0),
         }
+    }
+}
+
+impl StepRecorder {
+    async fn append(&self, event: Event) -> Result<(), crate::store::StoreError> {
+        let (run, step) = (Some(self.run_id.as_str()), Some(self.step_id.as_str()));
+        super::lease::persist(self.patience, || self.store.append_event(run, step, event.clone())).await
     }
 }
 
@@ -44,17 +56,15 @@ impl Recorder for StepRecorder {
         let detail = json!({
             "attempt": self.attempt, "seq": seq, "method": rec.method, "url": rec.url, "credential": rec.credential,
         });
-        self.store
-            .append_event(Some(&self.run_id), Some(&self.step_id), Event::new("engine", "request_sent", detail))
-            .await
-            .map_err(|e| e.to_string())?;
+        let event = Event::new("engine", "request_sent", detail);
+        self.append(event).await.map_err(|e| e.to_string())?;
         Ok(seq)
     }
 
     async fn answered(&self, seq: u32, rec: &RequestRecord) {
         let detail = json!({ "attempt": self.attempt, "seq": seq, "outcome": rec.outcome });
         let event = Event::new("engine", "request_answered", detail);
-        if let Err(e) = self.store.append_event(Some(&self.run_id), Some(&self.step_id), event).await {
+        if let Err(e) = self.append(event).await {
             // The request went out; only its answer is missing from the record ("no answer").
             tracing::warn!(target: "offramp::engine", run = %self.run_id, step = %self.step_id, error = %e, "cannot record a request's answer");
         }

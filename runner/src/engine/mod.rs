@@ -637,7 +637,13 @@ impl Engine {
                 tokio::time::Instant::now() + step.timeout,
             );
             if !run.dry_run {
-                let recorder = audit::StepRecorder::new(self.store.clone(), &run.id, &step.id, attempts);
+                let recorder = audit::StepRecorder::new(
+                    self.store.clone(),
+                    self.config.store_patience,
+                    &run.id,
+                    &step.id,
+                    attempts,
+                );
                 gate = gate.with_recorder(Arc::new(recorder));
             }
             let report: AttemptReport = self
