@@ -9,15 +9,23 @@ use super::yaml::{DeError, Loc};
 pub struct Diagnostic {
     pub loc: Loc,
     pub message: String,
+    /// How many characters the caret underlines; 0: the whole YAML token at `loc`.
+    pub width: u32,
 }
 
 impl Diagnostic {
     pub(crate) fn new(loc: Loc, message: impl Into<String>) -> Self {
-        Diagnostic { loc, message: message.into() }
+        Diagnostic { loc, message: message.into(), width: 0 }
     }
 
     pub(crate) fn from_de(e: DeError, fallback: Loc) -> Self {
-        Diagnostic { loc: e.loc.unwrap_or(fallback), message: e.message }
+        Diagnostic { loc: e.loc.unwrap_or(fallback), message: e.message, width: 0 }
+    }
+
+    /// Underlines `width` characters instead of the whole token (a name inside a string).
+    pub(crate) fn with_width(mut self, width: u32) -> Self {
+        self.width = width;
+        self
     }
 }
 
@@ -40,7 +48,7 @@ pub fn render(file: &str, source: &str, diags: &[Diagnostic]) -> String {
         let num = d.loc.line.to_string();
         let pad = " ".repeat(num.len());
         let col = (d.loc.col as usize).max(1);
-        let width = token_width(line, col);
+        let width = if d.width > 0 { d.width as usize } else { token_width(line, col) };
         let indent: String = line.chars().take(col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
         let _ = writeln!(out, "{pad} |");
         let _ = writeln!(out, "{num} | {line}");

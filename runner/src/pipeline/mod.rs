@@ -1,8 +1,11 @@
 //! The pipeline file: its YAML model, templating, and validation with located errors.
 
 pub mod diag;
+pub(crate) mod expr;
 pub mod model;
 pub mod origin;
+pub(crate) mod refs;
+pub(crate) mod schema;
 pub mod template;
 pub mod validate;
 pub mod yaml;

@@ -7,10 +7,117 @@ use std::collections::BTreeSet;
 
 use minijinja::{Environment, UndefinedBehavior, Value};
 
+use super::expr;
+
 /// The names a template may start with.
 pub(crate) const ROOTS: &[&str] = &["inputs", "vars", "steps", "run"];
 /// Names people reach for when they want a secret; each gets a pointed error.
 pub(crate) const SECRET_ROOTS: &[&str] = &["secrets", "secret", "env", "credentials"];
+
+/// Filters offered in "did you mean" hints (each checked against minijinja at run time).
+pub(crate) const FILTERS: &[&str] = &[
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "count",
+    "d",
+    "default",
+    "dictsort",
+    "escape",
+    "first",
+    "float",
+    "format",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "pprint",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "safe",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+];
+/// Tests offered in hints.
+pub(crate) const TESTS: &[&str] = &[
+    "boolean",
+    "defined",
+    "divisibleby",
+    "endingwith",
+    "eq",
+    "even",
+    "false",
+    "float",
+    "ge",
+    "gt",
+    "in",
+    "integer",
+    "iterable",
+    "le",
+    "lower",
+    "lt",
+    "mapping",
+    "ne",
+    "none",
+    "number",
+    "odd",
+    "sameas",
+    "sequence",
+    "startingwith",
+    "string",
+    "true",
+    "undefined",
+    "upper",
+];
+/// Functions offered in hints.
+pub(crate) const FUNCTIONS: &[&str] = &["range", "dict", "namespace"];
+
+/// Whether minijinja (as configured here) has a filter of that name.
+pub(crate) fn is_filter(name: &str) -> bool {
+    lookup("filter", name)
+}
+
+/// Whether minijinja has a test of that name.
+pub(crate) fn is_test(name: &str) -> bool {
+    lookup("test", name)
+}
+
+/// Whether minijinja has a global function of that name.
+pub(crate) fn is_function(name: &str) -> bool {
+    environment().globals().any(|(n, _)| n == name)
+}
+
+/// minijinja's own `is filter` / `is test` tests: the truth, whatever its version ships.
+fn lookup(kind: &str, name: &str) -> bool {
+    let env = environment();
+    let Ok(expr) = env.compile_expression_owned(format!("name is {kind}")) else { return false };
+    expr.eval(minijinja::context! { name => name }).is_ok_and(|v| v.is_true())
+}
 
 /// A template or expression that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -50,22 +157,29 @@ pub(crate) fn condition_expression(s: &str) -> &str {
     sole_expression(s).unwrap_or(s.trim())
 }
 
-/// The variables a template string refers to, as dotted paths (`inputs.email`,
-/// `steps.lookup.output`). Syntax errors come back as an error.
-pub(crate) fn references(template: &str) -> Result<BTreeSet<String>, TemplateError> {
-    if !template.contains("{{") && !template.contains("{%") {
-        return Ok(BTreeSet::new());
+/// Checks a template completely (syntax to the end, filters, tests, functions) and returns
+/// what it reads. Validation uses it for located errors; the engine calls it again before
+/// rendering, so nothing that validation would refuse is ever half-evaluated.
+pub(crate) fn analyze(template: &str) -> Result<expr::Analysis, TemplateError> {
+    let a = expr::template(template).map_err(|p| TemplateError(p.message))?;
+    match a.problems.first() {
+        Some(p) => Err(TemplateError(p.message.clone())),
+        None => Ok(a),
     }
-    let env = environment();
-    let tmpl = env.template_from_str(template).map_err(|e| TemplateError(describe(&e)))?;
-    Ok(tmpl.undeclared_variables(true).into_iter().collect())
 }
 
-/// The variables an `if:` expression refers to.
-pub(crate) fn expression_references(expr: &str) -> Result<BTreeSet<String>, TemplateError> {
-    let env = environment();
-    let compiled = env.compile_expression(condition_expression(expr)).map_err(|e| TemplateError(describe(&e)))?;
-    Ok(compiled.undeclared_variables(true).into_iter().collect())
+/// [`analyze`] for an `if:` expression.
+pub(crate) fn analyze_condition(condition: &str) -> Result<expr::Analysis, TemplateError> {
+    let a = expr::expression(condition_expression(condition)).map_err(|p| TemplateError(p.message))?;
+    match a.problems.first() {
+        Some(p) => Err(TemplateError(p.message.clone())),
+        None => Ok(a),
+    }
+}
+
+/// The names a template reads, dotted (`inputs.email`, `steps.lookup.output.id`).
+pub(crate) fn references(template: &str) -> Result<BTreeSet<String>, TemplateError> {
+    Ok(analyze(template)?.refs.iter().map(expr::Ref::dotted).collect())
 }
 
 /// Renders every string in `value` against `ctx`. A string that is exactly one
@@ -86,6 +200,7 @@ fn render_string_value(s: &str, ctx: &Value) -> Result<serde_json::Value, Templa
     if !s.contains("{{") && !s.contains("{%") {
         return Ok(serde_json::Value::String(s.to_string()));
     }
+    analyze(s).map_err(|e| TemplateError(format!("in `{s}`: {e}")))?;
     let env = environment();
     if let Some(expr) = sole_expression(s) {
         let compiled = env.compile_expression(expr).map_err(|e| TemplateError(describe(&e)))?;
@@ -110,6 +225,7 @@ pub(crate) fn render_text(s: &str, ctx: &Value) -> Result<String, TemplateError>
 
 /// Evaluates an `if:` expression to a boolean (minijinja truthiness).
 pub(crate) fn eval_condition(expr: &str, ctx: &Value) -> Result<bool, TemplateError> {
+    analyze_condition(expr).map_err(|e| TemplateError(format!("in `if: {expr}`: {e}")))?;
     let env = environment();
     let compiled = env.compile_expression(condition_expression(expr)).map_err(|e| TemplateError(describe(&e)))?;
     compiled
@@ -154,5 +270,15 @@ mod tests {
         assert!(refs.iter().any(|r| r.starts_with("steps.lookup")), "{refs:?}");
         assert!(eval_condition("steps.lookup.output.id == '00u1'", &ctx()).unwrap());
         assert!(!eval_condition("{{ inputs.email == 'bob' }}", &ctx()).unwrap());
+    }
+
+    #[test]
+    fn a_condition_is_evaluated_whole_or_not_at_all() {
+        // minijinja alone evaluates `… != 'X'` and drops `&& false`: true where false was meant.
+        let err = eval_condition("steps.lookup.output.id != 'X' && false", &ctx()).unwrap_err();
+        assert!(err.0.contains("use `and`"), "{}", err.0);
+        assert!(!eval_condition("steps.lookup.output.id != 'X' and false", &ctx()).unwrap());
+        let err = render_json(&json!("{{ inputs.email | lowercase }}"), &ctx()).unwrap_err();
+        assert!(err.0.contains("unknown filter `lowercase`"), "{}", err.0);
     }
 }

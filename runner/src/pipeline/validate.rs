@@ -10,6 +10,7 @@ use serde_json::json;
 use super::diag::Diagnostic;
 use super::model::{self, AllowEntry, Credential, InputSpec, InputType, OnFailure, Pipeline, PipelineDoc, Step};
 pub use super::origin::{Grant, Origin};
+use super::refs::{Scope, Source, StepOutput};
 use super::template;
 use super::yaml::{self, Loc, Node, NodeKind, Spanned};
 
@@ -185,7 +186,9 @@ pub fn validate(text: &str, file: &Path, opts: &LoadOptions) -> Result<Plan, Vec
         _ => {}
     }
 
-    let step_plans = check_steps(&steps, &unparsed_ids, &inputs, &vars, file, opts, &mut diags);
+    let source = Source::new(text);
+    let doc = Doc { inputs: &inputs, vars: &vars, file, opts, source: &source };
+    let step_plans = check_steps(&steps, &unparsed_ids, &doc, &mut diags);
 
     if !diags.is_empty() {
         diags.sort_by_key(|d| d.loc);
@@ -302,16 +305,24 @@ pub fn coerce_input(kind: InputType, value: &serde_json::Value) -> Result<serde_
     }
 }
 
+/// What every step is checked against.
+struct Doc<'a> {
+    inputs: &'a BTreeMap<String, (InputSpec, Loc)>,
+    vars: &'a BTreeMap<String, String>,
+    file: &'a Path,
+    opts: &'a LoadOptions,
+    source: &'a Source<'a>,
+}
+
 fn check_steps(
     steps: &[(Step, &Node)],
     unparsed_ids: &[(String, Loc)],
-    inputs: &BTreeMap<String, (InputSpec, Loc)>,
-    vars: &BTreeMap<String, String>,
-    file: &Path,
-    opts: &LoadOptions,
+    doc: &Doc<'_>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Vec<StepPlan>> {
+    let Doc { inputs, vars, file, opts, source } = *doc;
     let start = diags.len();
+    let outputs: HashMap<String, StepOutput> = HashMap::new();
     let mut seen: HashMap<&str, Loc> = HashMap::new();
     for (step, _) in steps {
         let id = step.id.as_str();
@@ -363,20 +374,17 @@ fn check_steps(
     for (step, node) in steps {
         let id = step.id.as_str();
         let deps = ancestors.get(id).cloned().unwrap_or_default();
-        let refs = RefCheck { step: id, inputs, vars, deps: &deps, all: &seen };
+        let scope = Scope { step: id, inputs, vars, deps: &deps, all: &seen, outputs: &outputs, source };
 
         // with: walk the raw nodes so each template error points at its own string.
         if let Some(with) = node.get("with") {
             if !matches!(with.kind, NodeKind::Map(_)) {
                 diags.push(Diagnostic::new(with.loc, "`with` must be a mapping of the plugin's inputs"));
             }
-            check_templates(with, &refs, diags);
+            scope.with(with, diags);
         }
         if let Some(cond) = &step.condition {
-            match template::expression_references(cond) {
-                Ok(found) => refs.check(&found, cond.loc, "if", diags),
-                Err(e) => diags.push(Diagnostic::new(cond.loc, format!("invalid `if` expression: {e}"))),
-            }
+            scope.condition(cond.loc, cond, diags);
         }
 
         let plugin = resolve_plugin(&step.uses, file, opts, diags);
@@ -506,64 +514,6 @@ fn check_cycles(steps: &[(Step, &Node)], diags: &mut Vec<Diagnostic>) -> HashMap
         out.insert(n.to_string(), seen);
     }
     out
-}
-
-struct RefCheck<'a> {
-    step: &'a str,
-    inputs: &'a BTreeMap<String, (InputSpec, Loc)>,
-    vars: &'a BTreeMap<String, String>,
-    deps: &'a BTreeSet<String>,
-    all: &'a HashMap<&'a str, Loc>,
-}
-
-impl RefCheck<'_> {
-    fn check(&self, refs: &BTreeSet<String>, loc: Loc, field: &str, diags: &mut Vec<Diagnostic>) {
-        for r in refs {
-            let mut parts = r.split('.');
-            let root = parts.next().unwrap_or_default();
-            let name = parts.next();
-            let msg = match (root, name) {
-                (r, _) if template::SECRET_ROOTS.contains(&r) => Some(format!(
-                    "secrets cannot be templated into `{field}` (found `{r}`); declare the secret under `credentials:` so the host injects it into requests"
-                )),
-                ("inputs", Some(n)) if !self.inputs.contains_key(n) => {
-                    Some(format!("unknown input `{n}` in `{field}` (inputs: {})", list(self.inputs.keys())))
-                }
-                ("vars", Some(n)) if !self.vars.contains_key(n) => {
-                    Some(format!("unknown var `{n}` in `{field}` (vars: {})", list(self.vars.keys())))
-                }
-                ("steps", Some(n)) if n == self.step => Some(format!("step `{n}` cannot read its own output")),
-                ("steps", Some(n)) if !self.all.contains_key(n) => {
-                    let known: Vec<&str> = self.all.keys().copied().collect();
-                    let hint = yaml::closest(n, &known).map(|b| format!(" (did you mean `{b}`?)")).unwrap_or_default();
-                    Some(format!("unknown step `{n}` in `{field}`{hint}"))
-                }
-                ("steps", Some(n)) if !self.deps.contains(n) => {
-                    Some(format!("`{field}` reads step `{n}`, which may not have run yet: add `needs: [{n}]`"))
-                }
-                ("inputs" | "vars" | "steps" | "run", _) => None,
-                (other, _) => Some(format!(
-                    "unknown name `{other}` in `{field}`; templates can use {}",
-                    template::ROOTS.join(", ")
-                )),
-            };
-            if let Some(msg) = msg {
-                diags.push(Diagnostic::new(loc, msg));
-            }
-        }
-    }
-}
-
-fn check_templates(node: &Node, refs: &RefCheck<'_>, diags: &mut Vec<Diagnostic>) {
-    match &node.kind {
-        NodeKind::Str(s) => match template::references(s) {
-            Ok(found) => refs.check(&found, node.loc, "with", diags),
-            Err(e) => diags.push(Diagnostic::new(node.loc, format!("invalid template: {e}"))),
-        },
-        NodeKind::Seq(items) => items.iter().for_each(|n| check_templates(n, refs, diags)),
-        NodeKind::Map(entries) => entries.iter().for_each(|(_, v)| check_templates(v, refs, diags)),
-        _ => {}
-    }
 }
 
 fn parse_spanned<T>(
