@@ -88,6 +88,8 @@ pub(crate) fn json_type(v: &Value) -> &'static str {
 pub(crate) fn describe_types(types: &BTreeSet<String>) -> String {
     let words: Vec<String> = types
         .iter()
+        .filter(|t| t.as_str() != "null")
+        .chain(types.get("null"))
         .filter(|t| !(t.as_str() == "number" && types.contains("integer")))
         .map(|t| match t.as_str() {
             "object" | "array" | "integer" => format!("an {t}"),
