@@ -108,9 +108,9 @@ fn main() {
             }
             let mut cmd = Command::new(&tool);
             if lang == "python" {
-                cmd.arg("-d").arg(&wit).args(["-w", "task", "componentize", "app", "-p"]).arg(&dir);
+                cmd.arg("-d").arg(&wit).args(["-w", "described-task", "componentize", "app", "-p"]).arg(&dir);
             } else {
-                cmd.arg(dir.join(entry)).arg("--wit").arg(&wit).args(["-n", "task"]);
+                cmd.arg(dir.join(entry)).arg("--wit").arg(&wit).args(["-n", "described-task"]);
             }
             // Built beside, then renamed: a failed build never leaves a half-written NAME.wasm
             // that looks fresh next time.

@@ -77,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
         ack_budget: Duration::from_millis(2500),
         pause_reminder: Duration::from_secs(4 * 3600),
     };
-    let state = AppState::new(config, engine).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let state = AppState::new(config, engine).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/slack/commands", listener.local_addr()?);
     tokio::spawn(axum::serve(listener, slack::app(state)).into_future());

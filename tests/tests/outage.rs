@@ -154,7 +154,7 @@ async fn a_database_outage_mid_run_loses_and_repeats_nothing() {
         ack_budget: Duration::from_millis(2500),
         pause_reminder: Duration::from_secs(4 * 3600),
     };
-    let app = slack::app(AppState::new(config, engine.clone()).unwrap());
+    let app = slack::app(AppState::new(config, engine.clone()).await.unwrap());
     let health = || async {
         let req = Request::get("/healthz").body(Body::empty()).unwrap();
         app.clone().oneshot(req).await.unwrap().status()

@@ -110,7 +110,7 @@ impl Slack {
             pause_reminder: Duration::from_secs(4 * 3600),
         };
         tune(&mut config);
-        let state = AppState::new(config, engine).unwrap();
+        let state = AppState::new(config, engine).await.unwrap();
         let app = slack::app(state.clone());
         Slack { h, app, state, store, pipelines }
     }
@@ -747,17 +747,17 @@ async fn missing_secrets_refuse_to_start() {
         ack_budget: Duration::from_millis(2500),
         pause_reminder: Duration::from_secs(4 * 3600),
     };
-    let err = AppState::new(config("", "xoxb-1"), engine.clone()).err().unwrap();
+    let err = AppState::new(config("", "xoxb-1"), engine.clone()).await.err().unwrap();
     assert!(err.to_string().contains("SLACK_SIGNING_SECRET is not set"), "{err}");
-    let err = AppState::new(config("secret", " "), engine.clone()).err().unwrap();
+    let err = AppState::new(config("secret", " "), engine.clone()).await.err().unwrap();
     assert!(err.to_string().contains("SLACK_BOT_TOKEN is not set"), "{err}");
     let mut c = config("secret", "xoxb-1");
     c.load.vars.insert("okta_ulr".into(), "https://acme.okta.com".into());
-    assert!(AppState::new(c, engine.clone()).err().unwrap().to_string().contains("declares the var(s) okta_ulr"));
+    assert!(AppState::new(c, engine.clone()).await.err().unwrap().to_string().contains("declares the var(s) okta_ulr"));
     let mut c = config("secret", "xoxb-1");
     c.default_pipeline = "nope".into();
-    assert!(AppState::new(c, engine.clone()).err().unwrap().to_string().contains("default pipeline `nope`"));
-    assert!(AppState::new(config("secret", "xoxb-1"), engine).is_ok());
+    assert!(AppState::new(c, engine.clone()).await.err().unwrap().to_string().contains("default pipeline `nope`"));
+    assert!(AppState::new(config("secret", "xoxb-1"), engine).await.is_ok());
 }
 
 /// A store whose every call first waits: a database that has become slow.

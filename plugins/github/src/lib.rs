@@ -256,6 +256,10 @@ impl Guest for GitHub {
         }
     }
 
+    fn contract() -> Vec<offramp_plugin_sdk::ActionSpec> {
+        vec![]
+    }
+
     fn describe() -> PluginInfo {
         info(
             "github",

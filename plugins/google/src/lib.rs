@@ -610,6 +610,10 @@ impl Guest for Google {
         }
     }
 
+    fn contract() -> Vec<offramp_plugin_sdk::ActionSpec> {
+        vec![]
+    }
+
     fn describe() -> PluginInfo {
         info(
             "google",

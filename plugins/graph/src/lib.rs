@@ -362,6 +362,10 @@ impl Guest for Graph {
         }
     }
 
+    fn contract() -> Vec<offramp_plugin_sdk::ActionSpec> {
+        vec![]
+    }
+
     fn describe() -> PluginInfo {
         info(
             "graph",

@@ -92,6 +92,10 @@ impl Guest for Http {
         if method == "GET" || method == "HEAD" { unchanged(&output) } else { changed(&output) }
     }
 
+    fn contract() -> Vec<offramp_plugin_sdk::ActionSpec> {
+        vec![]
+    }
+
     fn describe() -> PluginInfo {
         info(
             "http",

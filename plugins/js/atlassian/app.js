@@ -21,8 +21,8 @@
  * {found: false}, but an unknown explicit account_id is an error. An inactive or closed account
  * is `unchanged`; an active one is disabled (POST /users/{id}/manage/lifecycle/disable).
  */
-import { send } from 'offramp:plugin/http@0.1.0';
-import { log } from 'offramp:plugin/log@0.1.0';
+import { send } from 'offramp:plugin/http@0.1.1';
+import { log } from 'offramp:plugin/log@0.1.1';
 
 const fail = (kind, message, retryAfterMs) => ({ kind, message, retryAfterMs });
 const done = (change, output) => ({ change, output: JSON.stringify(output) });
@@ -137,4 +137,35 @@ export function describe() {
       input('api_url', false, 'API base, default https://api.atlassian.com'),
     ],
   };
+}
+
+// What `with:` takes and what the step returns (JSON Schema): `offramp validate` checks
+// pipelines against it before they run.
+const str = (description) => ({ type: 'string', description });
+export function contract() {
+  const input = {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      email: str("the leaver's email; needs org_id"),
+      org_id: str('your Atlassian organization id (to find the account by email)'),
+      account_id: str('the Atlassian account id (instead of email)'),
+      message: str('shown to the user on the deactivated account'),
+      api_url: str('API base, default https://api.atlassian.com'),
+    },
+    anyOf: [{ required: ['account_id'] }, { required: ['email', 'org_id'] }],
+  };
+  const output = {
+    type: 'object',
+    properties: {
+      found: { type: 'boolean', description: 'false: no account managed by the organization has this email' },
+      account_id: str('the Atlassian account id'),
+      email: str('the account email'),
+      status: str('active, inactive or closed'),
+      previous: str('the status before this step disabled it'),
+      would: str('dry run: what the step would have done'),
+    },
+    required: ['found'],
+  };
+  return [{ name: '', description: "Disables the leaver's Atlassian account", inputSchema: JSON.stringify(input), outputSchema: JSON.stringify(output) }];
 }

@@ -32,17 +32,19 @@
 //! 429 carries `X-Rate-Limit-Reset` (epoch seconds), turned into a transient error with the wait.
 
 use offramp_plugin_sdk::{
-    Guest, Invocation, Outcome, PluginInfo, Request, Response, Sent, TaskError, changed, encode_path_segment,
-    export_plugin, http_error, info, input, ms_until_epoch, permanent, rate_limited, transient, unchanged,
+    ActionSpec, Guest, Invocation, Outcome, PluginInfo, Request, Response, Sent, TaskError, action, changed,
+    encode_path_segment, export_plugin, http_error, info, input, ms_until_epoch, permanent, rate_limited, transient,
+    unchanged,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Input {
+    /// What to do.
     action: Action,
-    /// e.g. `https://example.okta.com`
+    /// Your Okta org, e.g. `https://example.okta.com`.
     org_url: String,
     /// An Okta user id, login or email.
     user: String,
@@ -56,7 +58,7 @@ fn default_poll_wait_ms() -> u64 {
     10_000
 }
 
-#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq)]
 #[serde(rename_all = "snake_case")]
 enum Action {
     Lookup,
@@ -189,13 +191,99 @@ fn rate_limit_wait_ms(resp: &Response) -> u64 {
     reset.and_then(|reset| ms_until_epoch(resp, reset)).unwrap_or(1000)
 }
 
-fn summary(user: &User) -> Value {
-    json!({
-        "id": user.id,
-        "status": user.status,
-        "login": user.profile.login,
-        "email": user.profile.email,
-    })
+/// The user, as `lookup`, `suspend` and `deactivate` report them.
+#[derive(Serialize, JsonSchema, Default)]
+struct UserOut {
+    /// Okta's user id (`00u…`): what later steps pass as `user:`.
+    id: String,
+    /// ACTIVE, SUSPENDED, DEPROVISIONED, … (absent in a dry run that would change it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    /// The status before this step changed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    login: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    /// Dry run: what the step would have done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would: Option<String>,
+}
+
+/// `clear_sessions`' output.
+#[derive(Serialize, JsonSchema, Default)]
+struct SessionsOut {
+    id: String,
+    sessions_cleared: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oauth_tokens: Option<bool>,
+    /// Why nothing was cleared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would: Option<String>,
+}
+
+/// `remove_groups`' output.
+#[derive(Serialize, JsonSchema)]
+struct GroupsOut {
+    id: String,
+    /// Names of the groups the user was removed from.
+    removed: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+}
+
+/// `revoke_tokens`' output.
+#[derive(Serialize, JsonSchema, Default)]
+struct TokensOut {
+    id: String,
+    /// How many OAuth grants were revoked.
+    grants: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grant_ids: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grant_clients: Option<Vec<String>>,
+    /// Clients whose refresh tokens were revoked.
+    refresh_token_clients: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+}
+
+/// `unassign_apps`' output.
+#[derive(Serialize, JsonSchema)]
+struct AppsOut {
+    id: String,
+    /// Labels of the apps unassigned.
+    removed: Vec<String>,
+    /// Apps assigned through a group (they go with `remove_groups`).
+    left: Vec<LeftApp>,
+    dry_run: bool,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct LeftApp {
+    app: String,
+    why: String,
+}
+
+fn summary(user: &User) -> UserOut {
+    UserOut {
+        id: user.id.clone(),
+        status: Some(user.status.clone()),
+        login: user.profile.login.clone(),
+        email: user.profile.email.clone(),
+        ..UserOut::default()
+    }
+}
+
+fn would(id: &str, what: &str) -> UserOut {
+    UserOut { id: id.to_string(), would: Some(what.into()), ..UserOut::default() }
+}
+
+fn now_status(id: &str, status: &str, previous: &str) -> UserOut {
+    UserOut { id: id.to_string(), status: Some(status.into()), previous: Some(previous.into()), ..UserOut::default() }
 }
 
 /// A DELETE that found nothing to delete (404) is as good as one that deleted it.
@@ -223,7 +311,7 @@ fn deactivate(api: &Api, user: User, poll_wait_ms: u64) -> Result<Outcome, TaskE
         .header("accept", "application/json")
         .header("prefer", "respond-async");
         match api.send(req)? {
-            Sent::DryRun => return changed(&json!({ "id": user.id, "would": "deactivate" })),
+            Sent::DryRun => return changed(&would(&user.id, "deactivate")),
             Sent::Done(resp) => {
                 check(resp)?;
             }
@@ -232,7 +320,7 @@ fn deactivate(api: &Api, user: User, poll_wait_ms: u64) -> Result<Outcome, TaskE
     for _ in 0..DEPROVISION_POLLS {
         let now = api.user(&user.id)?;
         if now.status == "DEPROVISIONED" {
-            return changed(&json!({ "id": user.id, "status": "DEPROVISIONED", "previous": previous }));
+            return changed(&now_status(&user.id, "DEPROVISIONED", &previous));
         }
         if now.transitioning_to.as_deref() != Some("DEPROVISIONED") {
             return Err(permanent(format!(
@@ -273,7 +361,7 @@ impl Guest for Okta {
                     return unchanged(&summary(&user));
                 }
                 match api.mutate("POST", &format!("/users/{uid}/lifecycle/suspend"))? {
-                    Sent::DryRun => changed(&json!({ "id": user.id, "would": "suspend" })),
+                    Sent::DryRun => changed(&would(&user.id, "suspend")),
                     Sent::Done(resp) if resp.status() == 400 => {
                         // E0000001: only ACTIVE users can be suspended. Re-read: a concurrent
                         // suspend (or a retry of ours) makes this a no-op.
@@ -288,19 +376,30 @@ impl Guest for Okta {
                     }
                     Sent::Done(resp) => {
                         check(resp)?;
-                        changed(&json!({ "id": user.id, "status": "SUSPENDED", "previous": user.status }))
+                        changed(&now_status(&user.id, "SUSPENDED", &user.status))
                     }
                 }
             }
             // Deactivation ended every session and token: nothing left to clear.
-            Action::ClearSessions if user.status == "DEPROVISIONED" => {
-                unchanged(&json!({ "id": user.id, "sessions_cleared": false, "reason": "the user is deprovisioned" }))
-            }
+            Action::ClearSessions if user.status == "DEPROVISIONED" => unchanged(&SessionsOut {
+                id: user.id.clone(),
+                reason: Some("the user is deprovisioned".into()),
+                ..SessionsOut::default()
+            }),
             Action::ClearSessions => match api.mutate("DELETE", &format!("/users/{uid}/sessions?oauthTokens=true"))? {
-                Sent::DryRun => changed(&json!({ "id": user.id, "would": "clear sessions and OAuth tokens" })),
+                Sent::DryRun => changed(&SessionsOut {
+                    id: user.id.clone(),
+                    would: Some("clear sessions and OAuth tokens".into()),
+                    ..SessionsOut::default()
+                }),
                 Sent::Done(resp) => {
                     check(resp)?;
-                    changed(&json!({ "id": user.id, "sessions_cleared": true, "oauth_tokens": true }))
+                    changed(&SessionsOut {
+                        id: user.id.clone(),
+                        sessions_cleared: true,
+                        oauth_tokens: Some(true),
+                        ..SessionsOut::default()
+                    })
                 }
             },
             Action::RemoveGroups => {
@@ -309,7 +408,7 @@ impl Guest for Okta {
                 // APP_GROUPs are owned by their app.
                 let removable: Vec<&Group> = groups.iter().filter(|g| g.kind == "OKTA_GROUP").collect();
                 if removable.is_empty() {
-                    return unchanged(&json!({ "id": user.id, "removed": [] }));
+                    return unchanged(&GroupsOut { id: user.id.clone(), removed: vec![], dry_run: None });
                 }
                 let mut removed = Vec::new();
                 for g in removable {
@@ -323,13 +422,13 @@ impl Guest for Okta {
                     }
                     removed.push(g.profile.name.clone());
                 }
-                changed(&json!({ "id": user.id, "removed": removed, "dry_run": api.dry_run }))
+                changed(&GroupsOut { id: user.id.clone(), removed, dry_run: Some(api.dry_run) })
             }
             Action::RevokeTokens => {
                 let grants: Vec<Grant> = api.get(&format!("/users/{uid}/grants"))?.json()?;
                 let clients: Vec<Client> = api.get(&format!("/users/{uid}/clients"))?.json()?;
                 if grants.is_empty() && clients.is_empty() {
-                    return unchanged(&json!({ "id": user.id, "grants": 0, "refresh_token_clients": [] }));
+                    return unchanged(&TokensOut { id: user.id.clone(), ..TokensOut::default() });
                 }
                 if !grants.is_empty() {
                     done_or_gone(api.mutate("DELETE", &format!("/users/{uid}/grants"))?)?;
@@ -340,15 +439,14 @@ impl Guest for Okta {
                     done_or_gone(api.mutate("DELETE", &path)?)?;
                     revoked.push(c.client_name.clone().unwrap_or_else(|| c.client_id.clone()));
                 }
-                let grant_clients: Vec<&str> = grants.iter().map(|g| g.client_id.as_str()).collect();
-                changed(&json!({
-                    "id": user.id,
-                    "grants": grants.len(),
-                    "grant_ids": grants.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(),
-                    "grant_clients": grant_clients,
-                    "refresh_token_clients": revoked,
-                    "dry_run": api.dry_run,
-                }))
+                changed(&TokensOut {
+                    id: user.id.clone(),
+                    grants: grants.len(),
+                    grant_ids: Some(grants.iter().map(|g| g.id.clone()).collect()),
+                    grant_clients: Some(grants.iter().map(|g| g.client_id.clone()).collect()),
+                    refresh_token_clients: revoked,
+                    dry_run: Some(api.dry_run),
+                })
             }
             Action::UnassignApps => {
                 let links: Vec<AppLink> = api.get(&format!("/users/{uid}/appLinks"))?.json()?;
@@ -364,7 +462,7 @@ impl Guest for Okta {
                         // included, fails the step below.
                         Sent::Done(resp) if resp.status() == 400 && okta_code(&resp) == "E0000001" => {
                             let why = check(resp).err().map(|e| e.message).unwrap_or_default();
-                            via_group.push(json!({ "app": app.label, "why": why }));
+                            via_group.push(LeftApp { app: app.label.clone(), why });
                         }
                         Sent::Done(resp) => {
                             check(resp)?;
@@ -372,8 +470,9 @@ impl Guest for Okta {
                         }
                     }
                 }
-                let output = json!({ "id": user.id, "removed": removed, "left": via_group, "dry_run": api.dry_run });
-                if removed.is_empty() { unchanged(&output) } else { changed(&output) }
+                let nothing = removed.is_empty();
+                let output = AppsOut { id: user.id.clone(), removed, left: via_group, dry_run: api.dry_run };
+                if nothing { unchanged(&output) } else { changed(&output) }
             }
             Action::Deactivate => deactivate(&api, user, input.poll_wait_ms),
         }
@@ -397,6 +496,18 @@ impl Guest for Okta {
                 ("poll_wait_ms", "integer", false, "deactivate: wait before re-checking a slow deactivation (10000)"),
             ],
         )
+    }
+
+    fn contract() -> Vec<ActionSpec> {
+        vec![
+            action::<Input, UserOut>("lookup", "Finds the user (by id, login or email); changes nothing"),
+            action::<Input, UserOut>("suspend", "Suspends the user (they cannot sign in; reversible)"),
+            action::<Input, SessionsOut>("clear_sessions", "Ends every session and the OAuth tokens issued with them"),
+            action::<Input, TokensOut>("revoke_tokens", "Revokes every OAuth grant and refresh token"),
+            action::<Input, GroupsOut>("remove_groups", "Removes the user from every Okta group"),
+            action::<Input, AppsOut>("unassign_apps", "Removes direct app assignments"),
+            action::<Input, UserOut>("deactivate", "Deactivates (deprovisions) the user"),
+        ]
     }
 }
 

@@ -1,6 +1,6 @@
 """A step plugin in Python: post a message to a chat webhook (Slack-compatible JSON).
 
-Build:  componentize-py -d wit -w task componentize app -p plugins/python/notify -o notify.wasm
+Build:  componentize-py -d wit -w described-task componentize app -p plugins/python/notify -o notify.wasm
 
     - id: tell_it
       uses: notify
@@ -13,7 +13,7 @@ import wit_world
 from componentize_py_types import Err
 from wit_world.imports import http, log
 from wit_world.imports.types import (
-    Change, ErrorKind, InputSpec, Invocation, Outcome, PluginInfo, TaskError,
+    ActionSpec, Change, ErrorKind, InputSpec, Invocation, Outcome, PluginInfo, TaskError,
 )
 
 
@@ -58,3 +58,14 @@ class WitWorld(wit_world.WitWorld):
                 InputSpec(name="text", type_name="string", required=True, description="the message"),
             ],
         )
+
+    def contract(self) -> list[ActionSpec]:
+        """What `with:` takes and what the step returns (JSON Schema), checked by `offramp validate`."""
+        text = {"type": "string"}
+        with_ = {"type": "object", "additionalProperties": False, "required": ["url", "text"],
+                 "properties": {"url": {"type": "string", "description": "webhook URL"},
+                                "text": {"type": "string", "description": "the message"}}}
+        output = {"type": "object", "properties": {"status": {"type": "integer", "description": "the webhook's HTTP status"},
+                                                   "would_post": dict(text, description="dry run: the URL")}}
+        return [ActionSpec(name="", description="Posts a message to a chat webhook",
+                           input_schema=json.dumps(with_), output_schema=json.dumps(output))]

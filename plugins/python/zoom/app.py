@@ -27,7 +27,7 @@ import wit_world
 from componentize_py_types import Err
 from wit_world.imports import http, log
 from wit_world.imports.types import (
-    Change, ErrorKind, InputSpec, Invocation, Outcome, PluginInfo, TaskError,
+    ActionSpec, Change, ErrorKind, InputSpec, Invocation, Outcome, PluginInfo, TaskError,
 )
 
 
@@ -128,3 +128,19 @@ class WitWorld(wit_world.WitWorld):
                           description="Zoom API base, default https://api.zoom.us"),
             ],
         )
+
+    def contract(self) -> list[ActionSpec]:
+        """What `with:` takes and what the step returns (JSON Schema), checked by `offramp validate`."""
+        def text(description):
+            return {"type": "string", "description": description}
+        with_ = {"type": "object", "additionalProperties": False, "required": ["email"],
+                 "properties": {"email": text("the leaver's email (their Zoom login)"),
+                                "api_url": text("Zoom API base, default https://api.zoom.us")}}
+        output = {"type": "object", "required": ["found"], "properties": {
+            "found": {"type": "boolean", "description": "false: the leaver has no Zoom user"},
+            "id": text("the Zoom user id"), "email": text("the Zoom login"),
+            "status": text("active, inactive or pending"),
+            "previous": {"type": ["string", "null"], "description": "the status before this step"},
+            "would": text("dry run: what the step would have done")}}
+        return [ActionSpec(name="", description="Deactivates the leaver's Zoom user",
+                           input_schema=json.dumps(with_), output_schema=json.dumps(output))]

@@ -1,27 +1,37 @@
 //! Helpers for writing offramp step plugins in Rust.
 //!
 //! ```ignore
-//! use offramp_plugin_sdk::{export_plugin, Guest, Invocation, Outcome, PluginInfo, TaskError};
+//! use offramp_plugin_sdk::{action, export_plugin, ActionSpec, Guest, Invocation, Outcome, PluginInfo, TaskError};
+//!
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
+//! #[serde(deny_unknown_fields)]
+//! struct Input { name: String }
+//! #[derive(serde::Serialize, schemars::JsonSchema)]
+//! struct Output { greeting: String }
 //!
 //! struct Hello;
 //! impl Guest for Hello {
 //!     fn run(inv: Invocation) -> Result<Outcome, TaskError> {
-//!         let input: serde_json::Value = offramp_plugin_sdk::input(&inv)?;
-//!         offramp_plugin_sdk::changed(&input)
+//!         let input: Input = offramp_plugin_sdk::input(&inv)?;
+//!         offramp_plugin_sdk::changed(&Output { greeting: format!("hello {}", input.name) })
 //!     }
 //!     fn describe() -> PluginInfo { offramp_plugin_sdk::info("hello", "0.1.0", "Says hello", &[]) }
+//!     fn contract() -> Vec<ActionSpec> { vec![action::<Input, Output>("", "Says hello")] }
 //! }
 //! export_plugin!(Hello);
 //! ```
 //!
 //! HTTP goes through the host: build a [`Request`], call [`Request::send`]. The host checks the
 //! URL against the step's `allow:` list and adds credentials; the plugin never sees them.
+//!
+//! `contract()` declares what each action takes and returns (JSON Schemas derived from the
+//! types with schemars): `offramp validate` type-checks pipelines against it before they run.
 
 #[allow(missing_docs, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "task",
+        world: "described-task",
         pub_export_macro: true,
         export_macro_name: "export_plugin",
         default_bindings_module: "offramp_plugin_sdk::bindings",
@@ -33,7 +43,9 @@ pub use bindings::Guest;
 pub use bindings::export_plugin;
 pub use bindings::offramp::plugin::http::{HttpError, Request as RawRequest, Response as RawResponse};
 pub use bindings::offramp::plugin::log::Level;
-pub use bindings::offramp::plugin::types::{Change, ErrorKind, InputSpec, Invocation, Outcome, PluginInfo, TaskError};
+pub use bindings::offramp::plugin::types::{
+    ActionSpec, Change, ErrorKind, InputSpec, Invocation, Outcome, PluginInfo, TaskError,
+};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -94,6 +106,40 @@ pub fn info(name: &str, version: &str, description: &str, inputs: &[(&str, &str,
             })
             .collect(),
     }
+}
+
+/// Declares an action: `with:` deserializes into `I`, the output serializes from `O`; both
+/// schemas are derived with schemars. `name` is the `action:` value that selects it (`""` for a
+/// plugin that does one thing); when `I` has an `action` field, this action's schema pins it to
+/// `name`, so `with:` is checked against the right action.
+pub fn action<I: schemars::JsonSchema, O: schemars::JsonSchema>(name: &str, description: &str) -> ActionSpec {
+    action_schemas(name, description, schema_of::<I>(), schema_of::<O>())
+}
+
+/// Declares an action from hand-written JSON Schemas (`Value::Null`: not declared).
+pub fn action_schemas(
+    name: &str,
+    description: &str,
+    mut input: serde_json::Value,
+    output: serde_json::Value,
+) -> ActionSpec {
+    if !name.is_empty()
+        && let Some(props) = input.get_mut("properties").and_then(|p| p.as_object_mut())
+        && let Some(action) = props.get_mut("action")
+    {
+        *action = serde_json::json!({ "const": name });
+    }
+    let text = |v: serde_json::Value| if v.is_null() { String::new() } else { v.to_string() };
+    ActionSpec {
+        name: name.into(),
+        description: description.into(),
+        input_schema: text(input),
+        output_schema: text(output),
+    }
+}
+
+fn schema_of<T: schemars::JsonSchema>() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default()
 }
 
 /// Writes a line to the step's log.

@@ -316,6 +316,10 @@ impl Guest for Slack {
         }
     }
 
+    fn contract() -> Vec<offramp_plugin_sdk::ActionSpec> {
+        vec![]
+    }
+
     fn describe() -> PluginInfo {
         info(
             "slack",

@@ -131,6 +131,10 @@ impl Guest for Testkit {
         }
     }
 
+    fn contract() -> Vec<offramp_plugin_sdk::ActionSpec> {
+        vec![]
+    }
+
     fn describe() -> PluginInfo {
         info(
             "testkit",

@@ -169,8 +169,12 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open("sqlite::memory:").await?);
     store.add_approver(ADMIN, "demo").await?;
     let sandbox = Arc::new(Sandbox::new(cache_dir)?);
-    let load =
-        LoadOptions { plugins_dir: PathBuf::from(crate::BUILTIN_PLUGINS_DIR), vars: vars.clone(), allow_cap: None };
+    let load = LoadOptions {
+        plugins_dir: PathBuf::from(crate::BUILTIN_PLUGINS_DIR),
+        vars: vars.clone(),
+        allow_cap: None,
+        contracts: Default::default(),
+    };
     let (plugins, warm) = warm_up(&sandbox, &dir.join("offboarding.yaml"), &load).await?;
     let secrets = SecretSource::fixed(tokens.secrets());
     // The mock SaaS listens on loopback, which plugins may only reach with the operator's word.
@@ -190,7 +194,7 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
         ack_budget: Duration::from_millis(2500),
         pause_reminder: Duration::from_secs(4 * 3600),
     };
-    let state = AppState::new(config, engine.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let state = AppState::new(config, engine.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let server = format!("http://{}", listener.local_addr()?);
     tokio::spawn(axum::serve(listener, slack::app(state)).into_future());
@@ -281,7 +285,7 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
 /// conversation starts, so the first run of a fresh checkout doesn't stall mid-conversation:
 /// the Python and JavaScript components carry their interpreters (~12–19 MB each).
 async fn warm_up(sandbox: &Arc<Sandbox>, pipeline: &std::path::Path, load: &LoadOptions) -> Result<(usize, Duration)> {
-    let plan = crate::pipeline::load(pipeline, load).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan = crate::pipeline::load_checked(pipeline, load, sandbox).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut paths: Vec<PathBuf> = plan.steps.iter().map(|s| s.plugin.clone()).collect();
     paths.sort();
     paths.dedup();

@@ -236,7 +236,7 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let g = cli.global;
     match cli.command {
-        Command::Validate { files, vars } => validate(&g, &files, vars),
+        Command::Validate { files, vars } => validate(&g, &files, vars).await,
         Command::Schema => {
             outln!("{}", serde_json::to_string_pretty(&pipeline::json_schema())?);
             Ok(ExitCode::SUCCESS)
@@ -292,14 +292,22 @@ fn sandbox(g: &Global) -> Result<Arc<Sandbox>> {
 }
 
 fn load_options(g: &Global, vars: Vec<(String, String)>) -> Result<LoadOptions> {
-    Ok(LoadOptions { plugins_dir: plugins_dir(g), vars: vars.into_iter().collect(), allow_cap: network(g)?.allow })
+    Ok(LoadOptions {
+        plugins_dir: plugins_dir(g),
+        vars: vars.into_iter().collect(),
+        allow_cap: network(g)?.allow,
+        contracts: Default::default(),
+    })
 }
 
-fn validate(g: &Global, files: &[PathBuf], vars: Vec<(String, String)>) -> Result<ExitCode> {
+/// Checks pipelines completely, the plugins' declared contracts included (which loads each
+/// plugin once: compiled components are cached on disk).
+async fn validate(g: &Global, files: &[PathBuf], vars: Vec<(String, String)>) -> Result<ExitCode> {
     let opts = load_options(g, vars)?;
+    let sandbox = sandbox(g)?;
     let mut bad = 0;
     for file in files {
-        match pipeline::load(file, &opts) {
+        match pipeline::load_checked(file, &opts, &sandbox).await {
             Ok(plan) => {
                 let n = plan.steps.len();
                 outln!("{}: ok ({n} step{})", file.display(), if n == 1 { "" } else { "s" })
@@ -324,8 +332,11 @@ fn secrets(g: &Global) -> Result<SecretSource> {
 }
 
 async fn engine(g: &Global) -> Result<Engine> {
+    engine_with(g, sandbox(g)?).await
+}
+
+async fn engine_with(g: &Global, sandbox: Arc<Sandbox>) -> Result<Engine> {
     let store = store::open(&g.database_url).await.context("opening the results database")?;
-    let sandbox = sandbox(g)?;
     let config = EngineConfig {
         max_parallel_steps: usize::from(g.max_parallel),
         lease: g.lease,
@@ -341,14 +352,15 @@ fn whoami() -> String {
 
 async fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
     let opts = load_options(g, args.vars)?;
-    let plan = match pipeline::load(&args.pipeline, &opts) {
+    let sandbox = sandbox(g)?;
+    let plan = match pipeline::load_checked(&args.pipeline, &opts, &sandbox).await {
         Ok(plan) => plan,
         Err(e) => {
             err!("{e}");
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
-    let engine = engine(g).await?;
+    let engine = engine_with(g, sandbox).await?;
     let inputs: BTreeMap<String, String> = args.inputs.into_iter().collect();
     let req = StartRequest { inputs, requested_by: args.requested_by.unwrap_or_else(whoami), dry_run: args.dry_run };
     let run_id = match engine.start(&plan, req).await {

@@ -151,13 +151,18 @@ pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
             .default_pipeline
             .or(file.default_pipeline.clone())
             .unwrap_or_else(|| "offboarding".into()),
-        load: LoadOptions { plugins_dir: super::plugins_dir(g), vars, allow_cap: super::network(g)?.allow },
+        load: LoadOptions {
+            plugins_dir: super::plugins_dir(g),
+            vars,
+            allow_cap: super::network(g)?.allow,
+            contracts: Default::default(),
+        },
         ack_budget,
         pause_reminder,
     };
     let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)));
     let engine = super::engine(g).await?;
-    let state = AppState::new(config, engine)?;
+    let state = AppState::new(config, engine).await?;
     let picked_up = state.recover().await?;
     if picked_up > 0 {
         errln!("offramp serve: picking up {picked_up} run(s) that were in flight when offramp last stopped");

@@ -198,6 +198,11 @@ impl Engine {
         &self.store
     }
 
+    /// The sandbox steps run in (it also answers plugins' contracts for validation).
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
+    }
+
     /// Subscribe to step transitions (for the CLI's live output and Slack's message).
     pub fn progress(&self) -> &Progress {
         &self.progress

@@ -1,5 +1,6 @@
 //! The pipeline file: its YAML model, templating, and validation with located errors.
 
+pub mod contract;
 pub mod diag;
 pub(crate) mod expr;
 pub mod model;
@@ -12,6 +13,7 @@ pub mod yaml;
 
 use std::path::Path;
 
+pub use contract::{ActionDecl, Contract, ContractBook, ContractLoader, Declared};
 pub use diag::Diagnostic;
 pub use model::{InputType, OnFailure, Pipeline};
 pub use validate::{CredentialPlan, Grant, LoadOptions, Origin, Plan, RetryPlan, StepPlan, coerce_input};
@@ -41,17 +43,61 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Plan, LoadError> {
 pub fn load_declared(path: &Path, opts: &LoadOptions) -> Result<Plan, LoadError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
-    let declared = declared_vars(&text);
-    let opts = LoadOptions {
-        plugins_dir: opts.plugins_dir.clone(),
-        vars: opts.vars.iter().filter(|(k, _)| declared.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
-        allow_cap: opts.allow_cap.clone(),
-    };
+    let opts = only_declared(&text, opts);
     validate::validate(&text, path, &opts).map_err(|diagnostics| LoadError::Invalid {
         path: path.display().to_string(),
         source_text: text,
         diagnostics,
     })
+}
+
+fn only_declared(text: &str, opts: &LoadOptions) -> LoadOptions {
+    let declared = declared_vars(text);
+    LoadOptions {
+        vars: opts.vars.iter().filter(|(k, _)| declared.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ..opts.clone()
+    }
+}
+
+/// [`load`], type-checked against the contracts the pipeline's plugins declare (loaded through
+/// `loader`, the sandbox): what `validate`, `run`, `serve` and the Slack confirmation use.
+pub async fn load_checked(path: &Path, opts: &LoadOptions, loader: &impl ContractLoader) -> Result<Plan, LoadError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: shown.clone(), source })?;
+    let opts = with_contracts(&text, path, opts, loader).await;
+    validate::validate(&text, path, &opts).map_err(|diagnostics| LoadError::Invalid {
+        path: shown,
+        source_text: text,
+        diagnostics,
+    })
+}
+
+/// [`load_declared`], type-checked like [`load_checked`].
+pub async fn load_declared_checked(
+    path: &Path,
+    opts: &LoadOptions,
+    loader: &impl ContractLoader,
+) -> Result<Plan, LoadError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
+    let opts = with_contracts(&text, path, &only_declared(&text, opts), loader).await;
+    validate::validate(&text, path, &opts).map_err(|diagnostics| LoadError::Invalid {
+        path: path.display().to_string(),
+        source_text: text,
+        diagnostics,
+    })
+}
+
+/// `opts` plus the contracts of every plugin file the pipeline text uses.
+pub async fn with_contracts(text: &str, file: &Path, opts: &LoadOptions, loader: &impl ContractLoader) -> LoadOptions {
+    let mut book = std::collections::HashMap::new();
+    for plugin in validate::plugins_used(text, file, opts) {
+        if plugin.is_file() && !book.contains_key(&plugin) {
+            let declared = loader.load_contract(&plugin).await;
+            book.insert(plugin, declared);
+        }
+    }
+    LoadOptions { contracts: ContractBook::new(book), ..opts.clone() }
 }
 
 /// Entry point for the cargo-fuzz target (fuzz/) and its corpus replay: validates arbitrary

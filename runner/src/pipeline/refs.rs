@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::diag::Diagnostic;
 use super::expr::{self, Analysis, Ref, Seg};
-use super::model::InputSpec;
+use super::model::{InputSpec, InputType};
 use super::schema::{self, Lookup};
 use super::template;
 use super::yaml::{self, Loc, Node, NodeKind};
@@ -200,17 +200,31 @@ impl Scope<'_> {
         }
     }
 
-    /// The declared JSON Schema of what a reference reads, when known.
-    pub(crate) fn schema_of<'s>(&'s self, r: &Ref) -> Option<&'s serde_json::Value> {
-        if r.root != "steps" {
-            return None;
-        }
-        let (Some(Seg::Attr(id)), Some(Seg::Attr(f))) = (r.path.first(), r.path.get(1)) else { return None };
-        if f != "output" {
-            return None;
-        }
-        match schema::lookup(&self.outputs.get(id.as_str())?.schema, &r.path[2..]) {
-            Lookup::Found(s) => Some(s),
+    /// The JSON types a reference's value may have, when known: an input's declared type, a
+    /// var (text), a run's or step's field, a declared output field.
+    pub(crate) fn types_of(&self, r: &Ref) -> Option<BTreeSet<String>> {
+        let one = |t: &str| Some(BTreeSet::from([t.to_string()]));
+        let mut names = r.path.iter().map(|s| match s {
+            Seg::Attr(n) => Some(n.as_str()),
+            _ => None,
+        });
+        match (r.root.as_str(), names.next().flatten(), names.next().flatten()) {
+            ("inputs", Some(n), None) => match self.inputs.get(n)?.0.kind {
+                InputType::String | InputType::Email => one("string"),
+                InputType::Bool => one("boolean"),
+                InputType::Int => one("integer"),
+            },
+            ("vars", Some(_), None) => one("string"),
+            ("run", Some("dry_run"), None) => one("boolean"),
+            ("run", Some(_), None) => one("string"),
+            ("steps", Some(_), Some("status")) if r.path.len() == 2 => one("string"),
+            ("steps", Some(id), Some("output")) => {
+                let out = self.outputs.get(id)?;
+                match schema::lookup(&out.schema, &r.path[2..]) {
+                    Lookup::Found(s) => schema::types(&out.schema, s),
+                    _ => None,
+                }
+            }
             _ => None,
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::de::IgnoredAny;
 use serde_json::json;
 
+use super::contract::{self, ActionContract, ContractBook, Declared};
 use super::diag::Diagnostic;
 use super::model::{self, AllowEntry, Credential, InputSpec, InputType, OnFailure, Pipeline, PipelineDoc, Step};
 pub use super::origin::{Grant, Origin};
@@ -24,6 +25,9 @@ pub struct LoadOptions {
     /// The operator's cap (`network.allow` in the server config): every `allow:` entry of
     /// every step must fall inside one of these. `None`: no cap.
     pub allow_cap: Option<Vec<Origin>>,
+    /// The plugins' declared contracts, by plugin path (see [`super::load_checked`]); a plugin
+    /// missing here is checked without one.
+    pub contracts: ContractBook,
 }
 
 /// A credential rule after validation.
@@ -322,7 +326,29 @@ fn check_steps(
 ) -> Option<Vec<StepPlan>> {
     let Doc { inputs, vars, file, opts, source } = *doc;
     let start = diags.len();
-    let outputs: HashMap<String, StepOutput> = HashMap::new();
+    // Each step's plugin and the action its `with:` selects: later steps read its output.
+    let mut chosen: HashMap<&str, (PathBuf, Option<(String, ActionContract)>)> = HashMap::new();
+    let mut outputs: HashMap<String, StepOutput> = HashMap::new();
+    for (step, node) in steps {
+        let plugin = resolve_plugin(&step.uses, file, opts, diags);
+        let action = match opts.contracts.get(&plugin) {
+            Some(Declared::Unusable(why)) => {
+                diags.push(Diagnostic::new(step.uses.loc, format!("`uses: {}`: {why}", step.uses.trim())));
+                None
+            }
+            Some(Declared::Contract(c)) => {
+                contract::select(c, node.get("with"), step.uses.loc, diags).map(|a| (c.plugin.clone(), a.clone()))
+            }
+            Some(Declared::Nothing) | None => None,
+        };
+        if let Some((name, a)) = &action
+            && let Some(schema) = &a.output
+        {
+            let what = if a.name.is_empty() { name.clone() } else { format!("{name} `{}`", a.name) };
+            outputs.insert(step.id.value.clone(), StepOutput { what, schema: schema.clone() });
+        }
+        chosen.insert(step.id.as_str(), (plugin, action));
+    }
     let mut seen: HashMap<&str, Loc> = HashMap::new();
     for (step, _) in steps {
         let id = step.id.as_str();
@@ -386,8 +412,12 @@ fn check_steps(
         if let Some(cond) = &step.condition {
             scope.condition(cond.loc, cond, diags);
         }
+        let (plugin, action) = chosen.remove(id).unwrap_or_default();
+        if let Some((name, action)) = &action {
+            let at = node.get("with").map_or(step.uses.loc, |w| w.loc);
+            contract::check_with(action, name, node.get("with"), at, &scope, diags);
+        }
 
-        let plugin = resolve_plugin(&step.uses, file, opts, diags);
         let timeout = parse_spanned(step.timeout.as_ref(), model::DEFAULT_TIMEOUT, model::parse_duration, diags);
         if timeout.is_zero() {
             diags.push(Diagnostic::new(
@@ -531,20 +561,33 @@ fn parse_spanned<T>(
     }
 }
 
+/// The file `uses: NAME` names (`None`: neither a plugin name nor a path).
+fn plugin_path(name: &str, file: &Path, opts: &LoadOptions) -> Option<PathBuf> {
+    let name = name.trim();
+    if name.contains('/') || name.ends_with(".wasm") {
+        return Some(file.parent().unwrap_or(Path::new(".")).join(name.trim_start_matches("./")));
+    }
+    let plain = is_identifier(name) || name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    plain.then(|| opts.plugins_dir.join(format!("{name}.wasm")))
+}
+
+/// The plugin files a pipeline's steps name (whatever else is wrong with it), so their
+/// contracts can be loaded before validation.
+pub(crate) fn plugins_used(text: &str, file: &Path, opts: &LoadOptions) -> Vec<PathBuf> {
+    let Ok(root) = yaml::parse(text) else { return vec![] };
+    let Some(NodeKind::Seq(steps)) = root.get("steps").map(|n| &n.kind) else { return vec![] };
+    steps.iter().filter_map(|s| s.get("uses")?.as_str()).filter_map(|n| plugin_path(n, file, opts)).collect()
+}
+
 fn resolve_plugin(uses: &Spanned<String>, file: &Path, opts: &LoadOptions, diags: &mut Vec<Diagnostic>) -> PathBuf {
     let name = uses.trim();
     let is_path = name.contains('/') || name.ends_with(".wasm");
-    let path = if is_path {
-        file.parent().unwrap_or(Path::new(".")).join(name.trim_start_matches("./"))
-    } else {
-        if !is_identifier(name) && !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            diags.push(Diagnostic::new(
-                uses.loc,
-                format!("`uses: {name}` is neither a plugin name nor a path ending in .wasm"),
-            ));
-            return PathBuf::new();
-        }
-        opts.plugins_dir.join(format!("{name}.wasm"))
+    let Some(path) = plugin_path(name, file, opts) else {
+        diags.push(Diagnostic::new(
+            uses.loc,
+            format!("`uses: {name}` is neither a plugin name nor a path ending in .wasm"),
+        ));
+        return PathBuf::new();
     };
     if !path.is_file() {
         let mut msg = format!("plugin `{name}` not found: no file {}", path.display());

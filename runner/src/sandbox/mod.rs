@@ -2,6 +2,7 @@
 //! instance for every attempt, limits on time and memory, compiled code cached on disk.
 
 mod bindings;
+mod describe;
 mod host;
 mod limits;
 mod stdio;
@@ -20,6 +21,7 @@ use host::StepState;
 
 use crate::http::{Gate, GateClient, RequestRecord};
 
+pub use describe::{PluginDescription, PluginInput};
 pub use limits::{SandboxConfig, SandboxLimits};
 
 /// How often the epoch ticks; timeouts are enforced to this granularity.
@@ -34,7 +36,9 @@ pub enum SandboxError {
     Compile { path: String, reason: String },
     #[error("{path} needs more than the sandbox allows: {reason} (the `sandbox:` limits in the config file)")]
     OverLimits { path: String, reason: String },
-    #[error("{path} does not fit offramp's plugin interface (offramp:plugin/task@0.1.0): {reason}")]
+    #[error(
+        "{path} does not fit offramp's plugin interface (world `task` or `described-task` of offramp:plugin@0.1.1): {reason}"
+    )]
     Link { path: String, reason: String },
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
@@ -88,27 +92,11 @@ pub struct Invoke {
     pub dry_run: bool,
 }
 
-/// `describe()`'s answer.
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginDescription {
-    pub name: String,
-    pub version: String,
-    pub description: String,
-    pub inputs: Vec<PluginInput>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginInput {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub type_name: String,
-    pub required: bool,
-    pub description: String,
-}
-
 /// A compiled, linked plugin, ready to instantiate.
 pub struct Plugin {
     pre: TaskPre<StepState>,
+    /// What `contract()` declared, once asked (see describe.rs).
+    contract: tokio::sync::OnceCell<Result<Vec<crate::pipeline::ActionDecl>, String>>,
     /// SHA-256 of the component bytes.
     pub digest: String,
     pub path: PathBuf,
@@ -242,7 +230,7 @@ impl Sandbox {
             .map_err(|e| SandboxError::Link { path: shown.clone(), reason: format!("{e:#}") })?;
         let pre =
             TaskPre::new(pre).map_err(|e| SandboxError::Link { path: shown.clone(), reason: format!("{e:#}") })?;
-        Ok(Plugin { pre, digest, path: key })
+        Ok(Plugin { pre, contract: Default::default(), digest, path: key })
     }
 
     /// Compiles a component, or loads its compiled form from the disk cache.
@@ -299,33 +287,7 @@ impl Sandbox {
         &self.limits
     }
 
-    /// Calls `describe()` on a plugin.
-    pub async fn describe(&self, plugin: &Plugin) -> Result<PluginDescription, String> {
-        let client = GateClient::new(Default::default()).map_err(|e| format!("cannot set up HTTP: {e}"))?;
-        let gate =
-            Arc::new(Gate::new(&client, vec![], vec![], true, tokio::time::Instant::now() + Duration::from_secs(5)));
-        let _turn = self.admission.acquire().await.map_err(|e| e.to_string())?;
-        let mut store = self.store(gate, 64 * 1024 * 1024, Duration::from_secs(5));
-        let task = plugin.pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
-        let info = task.call_describe(&mut store).await.map_err(|e| format!("{e:#}"))?;
-        Ok(PluginDescription {
-            name: info.name,
-            version: info.version,
-            description: info.description,
-            inputs: info
-                .inputs
-                .into_iter()
-                .map(|i| PluginInput {
-                    name: i.name,
-                    type_name: i.type_name,
-                    required: i.required,
-                    description: i.description,
-                })
-                .collect(),
-        })
-    }
-
-    fn store(&self, gate: Arc<Gate>, memory_bytes: u64, timeout: Duration) -> Store<StepState> {
+    pub(crate) fn store(&self, gate: Arc<Gate>, memory_bytes: u64, timeout: Duration) -> Store<StepState> {
         let memory = usize::try_from(memory_bytes).unwrap_or(usize::MAX);
         let mut store = Store::new(&self.engine, StepState::new(gate, memory, &self.limits));
         store.limiter(|s| &mut s.memory);

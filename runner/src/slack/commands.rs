@@ -107,22 +107,22 @@ async fn ack_within(
     }
 }
 
-fn usage(state: &AppState, problem: Option<&str>) -> Value {
+async fn usage(state: &AppState, problem: Option<&str>) -> Value {
     let mut text = String::new();
     if let Some(p) = problem {
         text.push_str(&format!(":warning: {p}\n\n"));
     }
-    text.push_str(&usage_text(state));
+    text.push_str(&usage_text(state).await);
     ephemeral(text)
 }
 
 /// The usage, with examples built from the pipelines' real inputs: the default pipeline with
 /// what it requires, then another pipeline (if there is one) the same way.
-fn usage_text(state: &AppState) -> String {
+async fn usage_text(state: &AppState) -> String {
     let command = &state.config().command;
     let default = &state.config().default_pipeline;
     let mut text = String::from("*Usage*\n");
-    match state.load_pipeline(default) {
+    match state.load_pipeline(default).await {
         Ok(plan) => text.push_str(&format!(
             "`{command} {}` — offboard someone with the default pipeline (`{default}`{})\n",
             example_args(&plan, None),
@@ -130,11 +130,13 @@ fn usage_text(state: &AppState) -> String {
         )),
         Err(e) => text.push_str(&format!(":warning: the default pipeline `{default}` cannot be loaded: {e}\n")),
     }
-    let another = state
-        .pipeline_names()
-        .into_iter()
-        .filter(|n| n != default)
-        .find_map(|n| Some((state.load_pipeline(&n).ok()?, n)));
+    let mut another = None;
+    for name in state.pipeline_names().into_iter().filter(|n| n != default) {
+        if let Ok(plan) = state.load_pipeline(&name).await {
+            another = Some((plan, name));
+            break;
+        }
+    }
     if let Some((plan, other)) = another {
         text.push_str(&format!(
             "`{command} {}` — another pipeline{}\n",
@@ -200,10 +202,10 @@ async fn answer(state: &AppState, signature: &str, form: SlashForm) -> Value {
     }
     let parsed = match command::parse(&form.text) {
         Ok(c) => c,
-        Err(problem) => return usage(state, Some(&problem)),
+        Err(problem) => return usage(state, Some(&problem)).await,
     };
     if parsed == SlashCommand::Help {
-        return usage(state, None);
+        return usage(state, None).await;
     }
     match state.is_approver(&form.user_id).await {
         Ok(true) => {}
@@ -222,12 +224,12 @@ async fn answer(state: &AppState, signature: &str, form: SlashForm) -> Value {
         }
     }
     match parsed {
-        SlashCommand::Help => usage(state, None),
+        SlashCommand::Help => usage(state, None).await,
         SlashCommand::Status { run_id } => status(state, &run_id).await,
         SlashCommand::Offboard { subject, pipeline, inputs } => {
             match request(state, &form, &subject, pipeline, inputs).await {
                 Ok(v) => v,
-                Err(Refusal::Tell(msg)) => usage(state, Some(&msg)),
+                Err(Refusal::Tell(msg)) => usage(state, Some(&msg)).await,
                 Err(Refusal::Store(e)) => {
                     tracing::error!(target: "offramp::serve", error = %e, "cannot record a request");
                     ephemeral(UNAVAILABLE)
@@ -274,7 +276,7 @@ async fn request(
     mut inputs: BTreeMap<String, String>,
 ) -> Result<Value, Refusal> {
     let name = pipeline.unwrap_or_else(|| state.config().default_pipeline.clone());
-    let plan = state.load_pipeline(&name).map_err(Refusal::Tell)?;
+    let plan = state.load_pipeline(&name).await.map_err(Refusal::Tell)?;
     let Some(field) = subject_input(&plan) else {
         return Err(Refusal::Tell(format!("pipeline `{name}` has no input for who is leaving")));
     };

@@ -216,7 +216,7 @@ async fn start(state: &AppState, user: &str, request_id: &str, reply_to: &Option
 /// been started or cancelled meanwhile (then its closing update must not be undone).
 async fn refresh_request_message(state: &AppState, req: &RunRequest) {
     let (Some(channel), Some(ts)) = (&req.message_channel, &req.message_ts) else { return };
-    let Ok(plan) = state.load_pipeline(&req.pipeline) else { return };
+    let Ok(plan) = state.load_pipeline(&req.pipeline).await else { return };
     state.api().pace(channel).await;
     match state.store().request(&req.id).await {
         Ok(now) if now.status == RequestStatus::Pending => {}
@@ -233,7 +233,7 @@ async fn refresh_request_message(state: &AppState, req: &RunRequest) {
 /// are one transaction, so two racing clicks start one run and a failure leaves the request
 /// pending.
 async fn launch(state: &AppState, req: &RunRequest, user: &str, reply_to: &Option<String>) -> Result<(), String> {
-    let plan = state.load_pipeline(&req.pipeline)?;
+    let plan = state.load_pipeline(&req.pipeline).await?;
     let actor = format!("slack:{user}");
     if plan.content_hash != req.pipeline_hash {
         let event = Event::new("offramp", "request_stale", json!({ "request": req.id }));

@@ -144,7 +144,7 @@ struct Inner {
 
 impl AppState {
     /// Checks the settings (fail closed: no signing secret or bot token, no server).
-    pub fn new(config: ServeConfig, engine: Engine) -> Result<Self, ConfigError> {
+    pub async fn new(config: ServeConfig, engine: Engine) -> Result<Self, ConfigError> {
         if config.signing_secret.expose().trim().is_empty() {
             return Err(ConfigError::MissingSecret("SLACK_SIGNING_SECRET"));
         }
@@ -170,7 +170,10 @@ impl AppState {
             }),
         };
         let default = state.config().default_pipeline.clone();
-        state.load_pipeline(&default).map_err(|message| ConfigError::DefaultPipeline { name: default, message })?;
+        state
+            .load_pipeline(&default)
+            .await
+            .map_err(|message| ConfigError::DefaultPipeline { name: default, message })?;
         // A var no pipeline declares is a typo (each pipeline takes only the vars it declares).
         let mut declared = std::collections::BTreeSet::new();
         for name in state.pipeline_names() {
@@ -201,14 +204,16 @@ impl AppState {
         &self.inner.api
     }
 
-    /// Loads `NAME.yaml` from the pipelines directory. The error is fit to show a requester.
-    pub(crate) fn load_pipeline(&self, name: &str) -> Result<Plan, String> {
+    /// Loads `NAME.yaml` from the pipelines directory, type-checked against its plugins'
+    /// contracts like `offramp validate` does. The error is fit to show a requester.
+    pub(crate) async fn load_pipeline(&self, name: &str) -> Result<Plan, String> {
         let name = command::pipeline_name(name)?;
         let path = self.config().pipelines_dir.join(format!("{name}.yaml"));
         if !path.is_file() {
             return Err(format!("there is no pipeline `{name}` (known: {})", self.pipeline_names().join(", ")));
         }
-        pipeline::load_declared(&path, &self.config().load).map_err(|e| {
+        let sandbox = self.inner.engine.sandbox();
+        pipeline::load_declared_checked(&path, &self.config().load, sandbox).await.map_err(|e| {
             tracing::error!(target: "offramp::serve", pipeline = %path.display(), error = %e, "pipeline does not load");
             format!("pipeline `{name}` does not validate; an operator should run `offramp validate` on it")
         })
