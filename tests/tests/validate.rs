@@ -1,11 +1,26 @@
 //! Pipeline validation: the example pipelines are valid, every file in pipelines/invalid/
-//! yields exactly its golden `.err` text, and the committed JSON Schema is current.
+//! yields exactly its golden `.err` text, and the committed JSON Schema is current. Validation
+//! here is the full one `offramp validate` does: the bundled plugins' declared contracts are
+//! loaded through a real sandbox.
 //!
 //! Regenerate the golden files after an intended change: `UPDATE_GOLDEN=1 cargo test -p offramp-tests --test validate`.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
-use offramp::pipeline::{self, LoadOptions};
+use offramp::pipeline::{self, Diagnostic, LoadOptions};
+use offramp::sandbox::Sandbox;
+
+fn sandbox() -> Arc<Sandbox> {
+    static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
+    SANDBOX.get_or_init(|| Arc::new(Sandbox::new(Sandbox::default_cache_dir()).unwrap())).clone()
+}
+
+/// Validates like `offramp validate`: with the contracts of the plugins the text uses.
+async fn check(text: &str, file: &Path) -> Result<pipeline::Plan, Vec<Diagnostic>> {
+    let opts = pipeline::with_contracts(text, file, &opts(), &sandbox()).await;
+    pipeline::validate::validate(text, file, &opts)
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -25,12 +40,12 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-#[test]
-fn example_pipelines_are_valid_and_point_editors_at_the_schema() {
+#[tokio::test]
+async fn example_pipelines_are_valid_and_point_editors_at_the_schema() {
     let files = yaml_files(&root().join("pipelines"));
     assert!(!files.is_empty());
     for file in files {
-        if let Err(e) = pipeline::load(&file, &opts()) {
+        if let Err(e) = pipeline::load_checked(&file, &opts(), &sandbox()).await {
             panic!("{} should be valid:\n{e}", file.display());
         }
         let text = std::fs::read_to_string(&file).unwrap();
@@ -42,8 +57,8 @@ fn example_pipelines_are_valid_and_point_editors_at_the_schema() {
     }
 }
 
-#[test]
-fn invalid_pipelines_give_their_golden_errors() {
+#[tokio::test]
+async fn invalid_pipelines_give_their_golden_errors() {
     let dir = root().join("pipelines/invalid");
     let files = yaml_files(&dir);
     assert!(files.len() >= 20, "the corpus has {} files", files.len());
@@ -54,7 +69,7 @@ fn invalid_pipelines_give_their_golden_errors() {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let shown = format!("pipelines/invalid/{name}");
         let text = std::fs::read_to_string(&file).unwrap();
-        let actual = match offramp::pipeline::validate::validate(&text, &file, &opts()) {
+        let actual = match check(&text, &file).await {
             Ok(_) => format!("{shown} is unexpectedly valid\n"),
             Err(diags) => pipeline::diag::render(&shown, &text, &diags),
         };
@@ -77,11 +92,11 @@ fn invalid_pipelines_give_their_golden_errors() {
     );
 }
 
-#[test]
-fn every_error_has_a_location_and_a_caret() {
+#[tokio::test]
+async fn every_error_has_a_location_and_a_caret() {
     for file in yaml_files(&root().join("pipelines/invalid")) {
         let text = std::fs::read_to_string(&file).unwrap();
-        let Err(diags) = offramp::pipeline::validate::validate(&text, &file, &opts()) else {
+        let Err(diags) = check(&text, &file).await else {
             panic!("{} should be invalid", file.display());
         };
         for d in &diags {

@@ -227,7 +227,7 @@ pub(crate) fn check_with(
             }
             None => {}
         }
-        diags.push(describe(&err, with, schema, &what));
+        diags.push(describe(&err, with, at, schema, &what));
     }
 }
 
@@ -358,7 +358,13 @@ fn expected_types(schema: &Value, schema_path: &str) -> String {
         .map_or_else(|| "another type".to_string(), |t| schema::describe_types(&t))
 }
 
-fn describe(err: &jsonschema::ValidationError<'_>, with: &Node, schema: &Value, what: &str) -> Diagnostic {
+fn describe(
+    err: &jsonschema::ValidationError<'_>,
+    with: &Node,
+    with_key: Loc,
+    schema: &Value,
+    what: &str,
+) -> Diagnostic {
     use jsonschema::error::ValidationErrorKind as K;
     let pointer = err.instance_path().as_str();
     let node = find(with, pointer).unwrap_or(with);
@@ -383,7 +389,12 @@ fn describe(err: &jsonschema::ValidationError<'_>, with: &Node, schema: &Value, 
         }
         K::Required { property } => {
             let name = property.as_str().map_or_else(|| property.to_string(), str::to_string);
-            Diagnostic::new(node.loc, format!("`{place}` is missing `{name}`, which {what} requires"))
+            // On the key that opens the mapping missing it (`with:` itself at the top).
+            let loc = match pointer.rsplit_once('/') {
+                Some((parent, last)) => find_key(with, parent, &unescape(last)).map_or(node.loc, |k| k.loc),
+                None => with_key,
+            };
+            Diagnostic::new(loc, format!("`{place}` is missing `{name}`, which {what} requires"))
         }
         K::Enum { options } => {
             let given = node.to_json();

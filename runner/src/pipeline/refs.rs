@@ -176,20 +176,23 @@ impl Scope<'_> {
                     Lookup::Missing { at, field: missing, known } => {
                         let path: String = rest[1..][..at].iter().map(seg_text).collect();
                         let known_refs: Vec<&str> = known.iter().map(String::as_str).collect();
-                        let hint = match yaml::closest(&missing, &known_refs) {
-                            Some(b) => format!("did you mean `{b}`?"),
-                            None if known.is_empty() => "it declares none".into(),
-                            None => format!("it declares: {}", known.join(", ")),
+                        let hint = yaml::closest(&missing, &known_refs)
+                            .map(|b| format!(" (did you mean `{b}`?)"))
+                            .unwrap_or_default();
+                        let declared = if known.is_empty() {
+                            "no fields there".to_string()
+                        } else {
+                            format!("only {}", known.join(", "))
                         };
                         Some(format!(
-                            "steps.{id}.output{path} has no field `{missing}`: {} declares its output ({hint})",
+                            "`steps.{id}.output{path}` has no field `{missing}`{hint}: {} declares {declared}",
                             out.what
                         ))
                     }
                     Lookup::NotObject { at, found } => {
                         let path: String = rest[1..][..at].iter().map(seg_text).collect();
                         Some(format!(
-                            "steps.{id}.output{path} is {found} ({} declares it so), it has no fields",
+                            "`steps.{id}.output{path}` is {found}, with no fields (as {} declares its output)",
                             out.what
                         ))
                     }

@@ -414,7 +414,7 @@ fn check_steps(
         }
         let (plugin, action) = chosen.remove(id).unwrap_or_default();
         if let Some((name, action)) = &action {
-            let at = node.get("with").map_or(step.uses.loc, |w| w.loc);
+            let at = key_loc(node, "with").unwrap_or(step.uses.loc);
             contract::check_with(action, name, node.get("with"), at, &scope, diags);
         }
 
@@ -558,6 +558,14 @@ fn parse_spanned<T>(
             diags.push(Diagnostic::new(v.loc, e));
             default
         }),
+    }
+}
+
+/// Where a mapping's key is written.
+fn key_loc(map: &Node, key: &str) -> Option<Loc> {
+    match &map.kind {
+        NodeKind::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(k, _)| k.loc),
+        _ => None,
     }
 }
 
