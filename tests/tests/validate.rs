@@ -68,8 +68,13 @@ async fn invalid_pipelines_give_their_golden_errors() {
     for file in files {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let shown = format!("pipelines/invalid/{name}");
-        let text = std::fs::read_to_string(&file).unwrap();
-        let actual = match check(&text, &file).await {
+        let bytes = std::fs::read(&file).unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let result = match pipeline::lint::decode(&bytes) {
+            Ok(decoded) => check(decoded, &file).await,
+            Err(d) => Err(vec![d]),
+        };
+        let actual = match result {
             Ok(_) => format!("{shown} is unexpectedly valid\n"),
             Err(diags) => pipeline::diag::render(&shown, &text, &diags),
         };
@@ -95,8 +100,13 @@ async fn invalid_pipelines_give_their_golden_errors() {
 #[tokio::test]
 async fn every_error_has_a_location_and_a_caret() {
     for file in yaml_files(&root().join("pipelines/invalid")) {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let Err(diags) = check(&text, &file).await else {
+        let bytes = std::fs::read(&file).unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let result = match pipeline::lint::decode(&bytes) {
+            Ok(decoded) => check(decoded, &file).await,
+            Err(d) => Err(vec![d]),
+        };
+        let Err(diags) = result else {
             panic!("{} should be invalid", file.display());
         };
         for d in &diags {

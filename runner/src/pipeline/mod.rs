@@ -3,6 +3,7 @@
 pub mod contract;
 pub mod diag;
 pub(crate) mod expr;
+pub mod lint;
 pub mod model;
 pub mod origin;
 pub(crate) mod refs;
@@ -27,10 +28,24 @@ pub enum LoadError {
     Invalid { path: String, source_text: String, diagnostics: Vec<Diagnostic> },
 }
 
+/// Reads a pipeline file's text; a file that is not UTF-8 is invalid, with the place why.
+fn read(path: &Path) -> Result<String, LoadError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: shown.clone(), source })?;
+    match lint::decode(&bytes) {
+        Ok(text) => Ok(text.to_string()),
+        Err(d) => Err(LoadError::Invalid {
+            path: shown,
+            source_text: String::from_utf8_lossy(&bytes).into_owned(),
+            diagnostics: vec![d],
+        }),
+    }
+}
+
 /// Reads and validates a pipeline file.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Plan, LoadError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: shown.clone(), source })?;
+    let text = read(path)?;
     validate::validate(&text, path, opts).map_err(|diagnostics| LoadError::Invalid {
         path: shown,
         source_text: text,
@@ -41,8 +56,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Plan, LoadError> {
 /// Reads and validates a pipeline file, applying only the operator vars it declares (a server
 /// sets vars for all its pipelines; each pipeline takes the ones it has).
 pub fn load_declared(path: &Path, opts: &LoadOptions) -> Result<Plan, LoadError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
+    let text = read(path)?;
     let opts = only_declared(&text, opts);
     validate::validate(&text, path, &opts).map_err(|diagnostics| LoadError::Invalid {
         path: path.display().to_string(),
@@ -63,7 +77,7 @@ fn only_declared(text: &str, opts: &LoadOptions) -> LoadOptions {
 /// `loader`, the sandbox): what `validate`, `run`, `serve` and the Slack confirmation use.
 pub async fn load_checked(path: &Path, opts: &LoadOptions, loader: &impl ContractLoader) -> Result<Plan, LoadError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: shown.clone(), source })?;
+    let text = read(path)?;
     let opts = with_contracts(&text, path, opts, loader).await;
     validate::validate(&text, path, &opts).map_err(|diagnostics| LoadError::Invalid {
         path: shown,
@@ -78,8 +92,7 @@ pub async fn load_declared_checked(
     opts: &LoadOptions,
     loader: &impl ContractLoader,
 ) -> Result<Plan, LoadError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
+    let text = read(path)?;
     let opts = with_contracts(&text, path, &only_declared(&text, opts), loader).await;
     validate::validate(&text, path, &opts).map_err(|diagnostics| LoadError::Invalid {
         path: path.display().to_string(),
@@ -104,7 +117,13 @@ pub async fn with_contracts(text: &str, file: &Path, opts: &LoadOptions, loader:
 /// bytes as a pipeline and renders every diagnostic (source line and caret). Must not panic.
 #[doc(hidden)]
 pub fn fuzz(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let text = match lint::decode(data) {
+        Ok(text) => text,
+        Err(d) => {
+            let _ = diag::render("fuzz.yaml", &String::from_utf8_lossy(data), &[d]);
+            return;
+        }
+    };
     let opts = LoadOptions { plugins_dir: std::path::PathBuf::from(crate::BUILTIN_PLUGINS_DIR), ..Default::default() };
     if let Err(diagnostics) = validate::validate(text, Path::new("fuzz.yaml"), &opts) {
         assert!(!diagnostics.is_empty(), "an invalid pipeline must say why");

@@ -97,9 +97,15 @@ pub struct Plan {
 /// Validates pipeline text. `file` is only used to resolve relative plugin paths.
 pub fn validate(text: &str, file: &Path, opts: &LoadOptions) -> Result<Plan, Vec<Diagnostic>> {
     let mut diags = Vec::new();
+    // Indentation YAML does not see as indentation: the structure below it is wrong, so its
+    // errors would only mislead.
+    let spaces = super::lint::indentation(text);
+    if !spaces.is_empty() {
+        return Err(spaces);
+    }
     let root = match yaml::parse(text) {
         Ok(root) => root,
-        Err((loc, message)) => return Err(vec![Diagnostic::new(loc, message)]),
+        Err(d) => return Err(vec![d]),
     };
     if !matches!(root.kind, NodeKind::Map(_)) {
         return Err(vec![Diagnostic::new(root.loc, "a pipeline is a mapping that starts with `version: 1`")]);
@@ -269,7 +275,13 @@ fn check_inputs(root: &Node, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, (I
                     format!("input `{name}` has a default, so it cannot be `required: true`; remove one"),
                 ));
             }
-            if let Err(why) = coerce_input(spec.kind, default) {
+            if let (InputType::Bool, Some(fix)) = (spec.kind, default.as_str().and_then(yaml::yaml11_bool)) {
+                let word = default.as_str().unwrap_or_default();
+                diags.push(Diagnostic::new(
+                    loc,
+                    format!("`{word}` is not a boolean in YAML 1.2, which pipelines are written in: write `{fix}`"),
+                ));
+            } else if let Err(why) = coerce_input(spec.kind, default) {
                 diags.push(Diagnostic::new(loc, format!("default of input `{name}`: {why}")));
             }
         }
@@ -526,8 +538,15 @@ fn check_cycles(steps: &[(Step, &Node)], diags: &mut Vec<Diagnostic>) -> HashMap
         }
         let mut names = rotated.clone();
         names.push(rotated[0]);
+        // On the `needs` entry that closes the cycle: the last step's need of the first.
+        let last = rotated[rotated.len() - 1];
+        let closing = steps
+            .iter()
+            .find(|(s, _)| s.id.as_str() == last)
+            .and_then(|(s, _)| s.needs.iter().find(|n| n.as_str() == rotated[0]))
+            .map(|n| n.loc);
         diags.push(Diagnostic::new(
-            locs.get(start).copied().unwrap_or_default(),
+            closing.or_else(|| locs.get(start).copied()).unwrap_or_default(),
             format!("`needs` forms a cycle: {} (read → as \"needs\")", names.join(" → ")),
         ));
     }

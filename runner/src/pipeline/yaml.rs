@@ -105,13 +105,16 @@ pub(crate) fn options() -> serde_saphyr::Options {
     budget.max_depth = MAX_DEPTH;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
+    // YAML 1.2, as documented: `yes`/`no`/`on`/`off` are words, not booleans.
+    options.strict_booleans = true;
     options
 }
 
 /// Parses YAML text into a located tree. A syntax error comes back with its location.
-pub(crate) fn parse(text: &str) -> Result<Node, (Loc, String)> {
+pub(crate) fn parse(text: &str) -> Result<Node, super::diag::Diagnostic> {
+    use super::diag::Diagnostic;
     if text.trim().is_empty() {
-        return Err((Loc { line: 1, col: 1 }, "the file is empty; a pipeline starts with `version: 1`".into()));
+        return Err(Diagnostic::new(Loc { line: 1, col: 1 }, "the file is empty; a pipeline starts with `version: 1`"));
     }
     serde_saphyr::from_str_with_options::<Node>(text, options()).map_err(|e| {
         let loc = e.location().map_or(Loc { line: 1, col: 1 }, |l| Loc {
@@ -122,14 +125,16 @@ pub(crate) fn parse(text: &str) -> Result<Node, (Loc, String)> {
         // serde-saphyr appends "at line X column Y"; the caller renders the location itself.
         let msg = msg.split(" at line ").next().unwrap_or(&msg).trim().to_string();
         if msg.contains("budget breached: Depth") {
-            return (
+            return Diagnostic::new(
                 loc,
                 format!(
                     "nested deeper than {MAX_DEPTH} levels of mappings and lists; a pipeline never needs that many"
                 ),
             );
         }
-        (loc, format!("invalid YAML: {msg}"))
+        let mut d = super::lint::refine(text, loc, &msg);
+        d.message = format!("invalid YAML: {}", d.message);
+        d
     })
 }
 
@@ -259,6 +264,15 @@ impl de::Error for DeError {
 /// serde's default messages say "invalid type: string \"x\", expected u32"; make them read well.
 fn tidy(msg: String) -> String {
     msg.replace("invalid type: ", "wrong type: found ")
+}
+
+/// `true`/`false` for a YAML 1.1 boolean spelling (`yes`, `off`, …), which YAML 1.2 reads as a word.
+pub(crate) fn yaml11_bool(s: &str) -> Option<&'static str> {
+    match s.to_ascii_lowercase().as_str() {
+        "yes" | "y" | "on" => Some("true"),
+        "no" | "n" | "off" => Some("false"),
+        _ => None,
+    }
 }
 
 /// The candidate within edit distance 2 of `word`, if any.
@@ -406,8 +420,20 @@ impl<'de> Deserializer<'de> for &'de Node {
         self.deserialize_any(visitor)
     }
 
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        if let NodeKind::Str(s) = &self.kind
+            && let Some(fix) = yaml11_bool(s)
+        {
+            return Err(DeError {
+                loc: Some(self.loc),
+                message: format!("`{s}` is not a boolean in YAML 1.2, which pipelines are written in: write `{fix}`"),
+            });
+        }
+        self.deserialize_any(visitor)
+    }
+
     serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u16 u32 u64 u128 f32 f64 char str string
+        i8 i16 i32 i64 i128 u16 u32 u64 u128 f32 f64 char str string
         bytes byte_buf unit unit_struct seq tuple
         tuple_struct map struct identifier ignored_any
     }
@@ -519,8 +545,8 @@ mod tests {
 
     #[test]
     fn syntax_errors_have_a_location() {
-        let (loc, msg) = parse("a: [1, 2\nb: 3\n").unwrap_err();
-        assert!(loc.line >= 1, "{loc:?}");
-        assert!(msg.starts_with("invalid YAML"), "{msg}");
+        let d = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(d.loc.line >= 1, "{d:?}");
+        assert!(d.message.starts_with("invalid YAML"), "{}", d.message);
     }
 }
