@@ -45,6 +45,7 @@ async fn bench(name: &str, store: Arc<dyn Store>, sandbox: Arc<Sandbox>, dir: &s
         plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
         vars: Default::default(),
         allow_cap: None,
+        contracts: Default::default(),
     };
     let plan = offramp::pipeline::load(&path, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
 

@@ -73,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
             plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
             vars: [("okta_url".to_string(), mock.url())].into_iter().collect(),
             allow_cap: None,
+            contracts: Default::default(),
         },
         ack_budget: Duration::from_millis(2500),
         pause_reminder: Duration::from_secs(4 * 3600),

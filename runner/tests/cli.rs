@@ -225,7 +225,7 @@ fn plugin_inspect_prints_describe() {
     ]);
     let s = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{s}{}", text(&out.stderr));
-    assert!(s.contains("offramp:plugin/http@0.1.0       HTTP through the gate"), "{s}");
+    assert!(s.contains("offramp:plugin/http@0.1.1       HTTP through the gate"), "{s}");
     assert!(s.contains("wasi:cli/environment@0.2.6      nothing: no variables"), "{s}");
     assert!(s.contains("100 requests per attempt"), "{s}");
     assert!(s.contains("  suspend: allowed https://acme.okta.com:443"), "{s}");
@@ -487,6 +487,7 @@ fn crashed_run(cli: &Cli, db: &str) -> String {
             plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
             vars: Default::default(),
             allow_cap: None,
+            contracts: Default::default(),
         };
         let plan = offramp::pipeline::load(std::path::Path::new(&cli.pipeline()), &opts).unwrap();
         let sandbox = std::sync::Arc::new(offramp::sandbox::Sandbox::new(None).unwrap());
@@ -595,7 +596,7 @@ fn plugin_new_scaffolds_build_and_run_as_generated_in_rust_python_and_js() {
                 build_in(
                     &dir,
                     &py,
-                    &["-d", "wit", "-w", "task", "componentize", "app", "-o", &format!("{name}.wasm")],
+                    &["-d", "wit", "-w", "described-task", "componentize", "app", "-o", &format!("{name}.wasm")],
                     &[],
                 );
                 dir.join(format!("{name}.wasm"))
@@ -624,6 +625,18 @@ fn plugin_new_scaffolds_build_and_run_as_generated_in_rust_python_and_js() {
         // Its describe() answers, as `plugin inspect` shows.
         let out = cli.run(&["plugin", "inspect", wasm.to_str().unwrap()]);
         assert!(text(&out.stdout).starts_with(&format!("{name} 0.1.0")), "{lang}: {}", text(&out.stdout));
+        // Its contract() declares what `with:` takes: `validate` catches a misspelt key before any run.
+        assert!(text(&out.stdout).contains("with:   api_url*: string, user*: string"), "{lang}: {}", text(&out.stdout));
+        let pipeline = dir.join("p.yaml");
+        let yaml = format!(
+            "version: 1\nname: p\nsteps:\n  - id: a\n    uses: {}\n    with: {{ api_url: https://x.example, usr: alice }}\n",
+            wasm.display()
+        );
+        std::fs::write(&pipeline, yaml).unwrap();
+        let out = cli.run(&["validate", pipeline.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{lang}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("unknown key `usr`"), "{lang}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("is missing `user`"), "{lang}: {}", text(&out.stderr));
         // A user that tries to climb out of /users/ stays inside it (refused or encoded).
         let input = format!(r#"{{"api_url": "{}/__echo", "user": "../admin"}}"#, mock.url());
         let out = cli.run(&["plugin", "run", wasm.to_str().unwrap(), "--input", &input, "--allow", &mock.url()]);

@@ -104,6 +104,7 @@ fn a_replica_that_dies_has_its_runs_finished_by_the_other() {
         plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
         vars: [("base".to_string(), mock.url())].into_iter().collect(),
         allow_cap: None,
+        contracts: Default::default(),
     };
     let plan = offramp::pipeline::load(&dir.path().join("replicas.yaml"), &opts).unwrap();
     let ids: Vec<String> = rt.block_on(async {

@@ -128,6 +128,7 @@ async fn a_database_outage_mid_run_loses_and_repeats_nothing() {
         plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
         vars: [("okta_url".to_string(), mock.url())].into_iter().collect(),
         allow_cap: None,
+        contracts: Default::default(),
     };
     let plan = offramp::pipeline::load(&dir.path().join("outage.yaml"), &load).unwrap();
     let engine = Engine::new(

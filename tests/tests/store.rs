@@ -406,6 +406,7 @@ async fn the_engine_runs_a_pipeline_on_each_store() {
             plugins_dir: std::path::PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
             vars: [("okta_url".to_string(), mock.url())].into_iter().collect(),
             allow_cap: None,
+            contracts: Default::default(),
         };
         let plan = offramp::pipeline::load(&path, &opts).unwrap();
         drop(dir);

@@ -32,26 +32,29 @@
 //! with the wait.
 
 use offramp_plugin_sdk::{
-    Guest, HttpError, Invocation, Level, Outcome, PluginInfo, Request, Response, TaskError, changed,
-    encode_path_segment, export_plugin, http_error, info, input, log, parse_http_date, permanent, rate_limited,
-    transient, unchanged,
+    ActionSpec, Guest, HttpError, Invocation, Level, Outcome, PluginInfo, Request, Response, TaskError, action,
+    changed, encode_path_segment, export_plugin, http_error, info, input, log, parse_http_date, permanent,
+    rate_limited, transient, unchanged,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// The REST API version this plugin is written against.
 const API_VERSION: &str = "2022-11-28";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Input {
+    /// What to do.
     action: Action,
-    /// `https://api.github.com` unless GitHub Enterprise Server (or a test) says otherwise.
+    /// The REST API's base URL: `https://api.github.com` unless GitHub Enterprise Server
+    /// (`https://HOST/api/v3`) or a test says otherwise.
     #[serde(default = "default_api_url")]
     api_url: String,
     /// The organization's login, e.g. `acme`.
     org: String,
-    /// The member's GitHub login.
+    /// The member's GitHub login (a leading `@` is ignored). Empty: the person has no GitHub
+    /// account, and the step checks nothing (`unchanged`, `checked: false`).
     username: String,
 }
 
@@ -59,7 +62,7 @@ fn default_api_url() -> String {
     "https://api.github.com".into()
 }
 
-#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq)]
 #[serde(rename_all = "snake_case")]
 enum Action {
     Lookup,
@@ -187,17 +190,96 @@ fn valid_login(s: &str) -> bool {
     !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn summary(org: &str, username: &str, m: Option<&Membership>) -> Value {
+// Output fields are declared in alphabetical order: the JSON keeps the key order it had when it
+// was built with `json!` (a sorted map).
+
+/// `lookup`'s output.
+#[derive(Serialize, JsonSchema)]
+struct LookupOut {
+    /// `false` when no login was given (nothing was checked); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checked: Option<bool>,
+    /// Whether the user is a member (or invited: see `state`); null when no login was given.
+    member: Option<bool>,
+    /// The organization.
+    org: String,
+    /// A member's role: `admin` (an owner) or `member`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    /// A member's state: `active`, or `pending` (invited, not yet accepted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<String>,
+    /// A member's numeric GitHub user id (null if GitHub did not say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<Option<u64>>,
+    /// The login (as GitHub spells it, for a member); null when none was given.
+    username: Option<String>,
+}
+
+/// `remove_member`'s output.
+#[derive(Serialize, JsonSchema, Default)]
+struct RemoveOut {
+    /// `false` when no login was given (nothing was checked); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checked: Option<bool>,
+    /// `false` when the user was not a member (nothing to remove); null when no login was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member: Option<Option<bool>>,
+    /// The organization.
+    org: String,
+    /// The role the removed member had.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_role: Option<String>,
+    /// The state the removed membership had (`active` or `pending`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_state: Option<String>,
+    /// Whether this step removed the membership (absent in a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    removed: Option<bool>,
+    /// Dry run: the member's role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    /// Dry run: the membership's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<String>,
+    /// The login; null when none was given.
+    username: Option<String>,
+    /// Dry run: what the step would have done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would: Option<String>,
+}
+
+fn summary(org: &str, username: &str, m: Option<&Membership>) -> LookupOut {
     match m {
-        Some(m) => json!({
-            "org": org,
-            "username": m.user.as_ref().map(|u| u.login.as_str()).unwrap_or(username),
-            "user_id": m.user.as_ref().and_then(|u| u.id),
-            "member": true,
-            "state": m.state,
-            "role": m.role,
-        }),
-        None => json!({ "org": org, "username": username, "member": false }),
+        Some(m) => LookupOut {
+            checked: None,
+            member: Some(true),
+            org: org.into(),
+            role: Some(m.role.clone()),
+            state: Some(m.state.clone()),
+            user_id: Some(m.user.as_ref().and_then(|u| u.id)),
+            username: Some(m.user.as_ref().map(|u| u.login.as_str()).unwrap_or(username).into()),
+        },
+        None => LookupOut {
+            checked: None,
+            member: Some(false),
+            org: org.into(),
+            role: None,
+            state: None,
+            user_id: None,
+            username: Some(username.into()),
+        },
+    }
+}
+
+/// `remove_member`'s answer when there is no membership to remove.
+fn not_a_member(org: &str, username: &str) -> RemoveOut {
+    RemoveOut {
+        member: Some(Some(false)),
+        org: org.into(),
+        removed: Some(false),
+        username: Some(username.into()),
+        ..RemoveOut::default()
     }
 }
 
@@ -219,7 +301,24 @@ impl Guest for GitHub {
         // skipped step skips every step that needs it.
         if username.is_empty() {
             log(Level::Warn, "no GitHub login given: GitHub was not checked");
-            return unchanged(&json!({ "org": org, "username": null, "member": null, "checked": false }));
+            return match input.action {
+                Action::Lookup => unchanged(&LookupOut {
+                    checked: Some(false),
+                    member: None,
+                    org: org.into(),
+                    role: None,
+                    state: None,
+                    user_id: None,
+                    username: None,
+                }),
+                Action::RemoveMember => unchanged(&RemoveOut {
+                    checked: Some(false),
+                    member: Some(None),
+                    org: org.into(),
+                    username: None,
+                    ..RemoveOut::default()
+                }),
+            };
         }
         if !valid_login(username) {
             return Err(permanent(format!("username {:?} is not a GitHub login", input.username)));
@@ -231,33 +330,45 @@ impl Guest for GitHub {
             Action::Lookup => unchanged(&summary(org, username, membership.as_ref())),
             Action::RemoveMember => {
                 let Some(m) = membership else {
-                    return unchanged(&json!({ "org": org, "username": username, "removed": false, "member": false }));
+                    return unchanged(&not_a_member(org, username));
                 };
                 let path = format!("/orgs/{}/memberships/{}", encode_path_segment(org), encode_path_segment(username));
                 match api.request("DELETE", &path).send() {
-                    Err(HttpError::DryRun) => changed(&json!({
-                        "org": org, "username": username, "would": "remove from the organization",
-                        "role": m.role, "state": m.state,
-                    })),
+                    Err(HttpError::DryRun) => changed(&RemoveOut {
+                        org: org.into(),
+                        role: Some(m.role),
+                        state: Some(m.state),
+                        username: Some(username.into()),
+                        would: Some("remove from the organization".into()),
+                        ..RemoveOut::default()
+                    }),
                     Err(e) => Err(http_error(e)),
                     // Gone between our read and the delete (a retry of ours, or someone else).
-                    Ok(resp) if resp.status() == 404 => {
-                        unchanged(&json!({ "org": org, "username": username, "removed": false, "member": false }))
-                    }
+                    Ok(resp) if resp.status() == 404 => unchanged(&not_a_member(org, username)),
                     Ok(resp) => {
                         check(resp)?;
-                        changed(&json!({
-                            "org": org, "username": username, "removed": true,
-                            "previous_role": m.role, "previous_state": m.state,
-                        }))
+                        changed(&RemoveOut {
+                            org: org.into(),
+                            previous_role: Some(m.role),
+                            previous_state: Some(m.state),
+                            removed: Some(true),
+                            username: Some(username.into()),
+                            ..RemoveOut::default()
+                        })
                     }
                 }
             }
         }
     }
 
-    fn contract() -> Vec<offramp_plugin_sdk::ActionSpec> {
-        vec![]
+    fn contract() -> Vec<ActionSpec> {
+        vec![
+            action::<Input, LookupOut>("lookup", "Reads the user's membership of the organization; changes nothing"),
+            action::<Input, RemoveOut>(
+                "remove_member",
+                "Removes the user from the organization (or cancels their invitation)",
+            ),
+        ]
     }
 
     fn describe() -> PluginInfo {

@@ -49,10 +49,12 @@
 //! the run pauses with the reason.
 
 use offramp_plugin_sdk::{
-    Guest, Invocation, Level, Outcome, PluginInfo, Request, Response, Sent, TaskError, changed, encode_path_segment,
-    export_plugin, http_error, info, input, log, needs_human, permanent, rate_limited, transient, unchanged,
+    ActionSpec, Guest, Invocation, Level, Outcome, PluginInfo, Request, Response, Sent, TaskError, action, changed,
+    encode_path_segment, export_plugin, http_error, info, input, log, needs_human, permanent, rate_limited, require,
+    transient, unchanged,
 };
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The Data Transfer API's application id for Drive and Docs.
@@ -64,19 +66,21 @@ const POLLS_PER_ATTEMPT: u32 = 5;
 /// Guards every paging loop against a server that never stops.
 const MAX_PAGES: usize = 500;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Input {
+    /// What to do.
     action: Action,
-    /// The Admin SDK's base URL.
+    /// The Admin SDK's base URL (default `https://admin.googleapis.com`).
     #[serde(default = "default_api_url")]
     api_url: String,
     /// A primary email or a Google user id.
     user: String,
-    /// `transfer` only: the new owner's email or id.
+    /// `transfer` only (and required there): the new owner's email or id, e.g. the manager.
     #[serde(default)]
     to: Option<String>,
-    /// `transfer` only: how long to wait before checking an unfinished transfer again.
+    /// `transfer` only: how long (ms) to wait before checking an unfinished transfer again
+    /// (the step's `retry.attempts` bounds how many times).
     #[serde(default = "default_poll_wait_ms")]
     poll_wait_ms: u64,
 }
@@ -89,7 +93,7 @@ fn default_poll_wait_ms() -> u64 {
     60_000
 }
 
-#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq)]
 #[serde(rename_all = "snake_case")]
 enum Action {
     Lookup,
@@ -337,25 +341,141 @@ fn manager(user: &User) -> Option<&str> {
     user.relations.iter().find(|r| r.kind == "manager").map(|r| r.value.as_str())
 }
 
-fn summary(user: &User) -> Value {
-    json!({
-        "id": user.id,
-        "email": user.primary_email,
-        "name": user.name.full_name,
-        "suspended": user.suspended,
-        "is_admin": user.is_admin,
-        "manager": manager(user),
-    })
+/// The user, as `lookup` reports them.
+#[derive(Serialize, JsonSchema)]
+struct UserOut {
+    /// Google's user id: what later steps can pass as `user:`.
+    id: String,
+    /// The primary email.
+    email: String,
+    /// The full name.
+    name: String,
+    suspended: bool,
+    is_admin: bool,
+    /// The manager's email (the `manager` relation), null when none is set.
+    manager: Option<String>,
+}
+
+/// `suspend`'s output: the user as `lookup` reports them when already suspended, else what
+/// changed (or, in a dry run, what would have).
+#[derive(Serialize, JsonSchema, Default)]
+struct SuspendOut {
+    id: String,
+    email: String,
+    /// Already suspended: the full name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    /// True once suspended (absent in a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suspended: Option<bool>,
+    /// Already suspended: whether the user is an admin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_admin: Option<bool>,
+    /// Already suspended: the manager's email, null when none is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manager: Option<Option<String>>,
+    /// Suspended by this step: the `suspended` value before it (false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<bool>,
+    /// Dry run: what the step would have done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would: Option<String>,
+}
+
+/// `sign_out`'s output.
+#[derive(Serialize, JsonSchema)]
+struct SignOutOut {
+    id: String,
+    email: String,
+    /// True: every session was signed out (absent in a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signed_out: Option<bool>,
+    /// Dry run: what the step would have done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would: Option<String>,
+}
+
+/// `revoke_tokens`' output.
+#[derive(Serialize, JsonSchema)]
+struct TokensOut {
+    id: String,
+    email: String,
+    /// The apps whose OAuth tokens were revoked (their display names, else client ids).
+    revoked: Vec<String>,
+    /// Whether this was a dry run (absent when there were no tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+}
+
+/// `remove_groups`' output.
+#[derive(Serialize, JsonSchema)]
+struct GroupsOut {
+    id: String,
+    email: String,
+    /// The groups (emails, else ids) the user was removed from.
+    removed: Vec<String>,
+    /// Groups the user had already left by the time of the removal (absent when there were no
+    /// groups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    already_gone: Option<Vec<String>>,
+    /// Whether this was a dry run (absent when there were no groups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+}
+
+/// `transfer`'s output.
+#[derive(Serialize, JsonSchema)]
+struct TransferOut {
+    /// The old owner's primary email.
+    from: String,
+    /// The new owner's primary email.
+    to: String,
+    /// The applications transferred (e.g. "Drive and Docs", "Calendar").
+    applications: Vec<String>,
+    /// The Data Transfer API's transfer id (absent in a dry run that would start one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transfer_id: Option<String>,
+    /// The transfer's overall status: `completed`, or in a dry run the status of the one running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    /// Dry run: what the step would have done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would: Option<String>,
+}
+
+fn summary(user: &User) -> UserOut {
+    UserOut {
+        id: user.id.clone(),
+        email: user.primary_email.clone(),
+        name: user.name.full_name.clone(),
+        suspended: user.suspended,
+        is_admin: user.is_admin,
+        manager: manager(user).map(str::to_string),
+    }
 }
 
 fn suspend(api: &Api, user: &User) -> Result<Outcome, TaskError> {
     if user.suspended {
-        return unchanged(&summary(user));
+        let s = summary(user);
+        return unchanged(&SuspendOut {
+            id: s.id,
+            email: s.email,
+            name: Some(s.name),
+            suspended: Some(s.suspended),
+            is_admin: Some(s.is_admin),
+            manager: Some(s.manager),
+            ..SuspendOut::default()
+        });
     }
     let req = Request::put(api.directory(&format!("/users/{}", encode_path_segment(&user.id))))
         .json(&json!({ "suspended": true }));
     match api.mutate(req)? {
-        Sent::DryRun => changed(&json!({ "id": user.id, "email": user.primary_email, "would": "suspend" })),
+        Sent::DryRun => changed(&SuspendOut {
+            id: user.id.clone(),
+            email: user.primary_email.clone(),
+            would: Some("suspend".into()),
+            ..SuspendOut::default()
+        }),
         Sent::Done(resp) => {
             let now: User = api.check(resp)?.json()?;
             if !now.suspended {
@@ -364,7 +484,13 @@ fn suspend(api: &Api, user: &User) -> Result<Outcome, TaskError> {
                     user.primary_email
                 )));
             }
-            changed(&json!({ "id": now.id, "email": now.primary_email, "suspended": true, "previous": false }))
+            changed(&SuspendOut {
+                id: now.id,
+                email: now.primary_email,
+                suspended: Some(true),
+                previous: Some(false),
+                ..SuspendOut::default()
+            })
         }
     }
 }
@@ -372,12 +498,20 @@ fn suspend(api: &Api, user: &User) -> Result<Outcome, TaskError> {
 fn sign_out(api: &Api, user: &User) -> Result<Outcome, TaskError> {
     let req = Request::post(api.directory(&format!("/users/{}/signOut", encode_path_segment(&user.id))));
     match api.mutate(req)? {
-        Sent::DryRun => {
-            changed(&json!({ "id": user.id, "email": user.primary_email, "would": "sign out of every session" }))
-        }
+        Sent::DryRun => changed(&SignOutOut {
+            id: user.id.clone(),
+            email: user.primary_email.clone(),
+            signed_out: None,
+            would: Some("sign out of every session".into()),
+        }),
         Sent::Done(resp) => {
             api.check(resp)?;
-            changed(&json!({ "id": user.id, "email": user.primary_email, "signed_out": true }))
+            changed(&SignOutOut {
+                id: user.id.clone(),
+                email: user.primary_email.clone(),
+                signed_out: Some(true),
+                would: None,
+            })
         }
     }
 }
@@ -386,7 +520,12 @@ fn revoke_tokens(api: &Api, user: &User) -> Result<Outcome, TaskError> {
     let uid = encode_path_segment(&user.id);
     let list: TokenList = api.get(api.directory(&format!("/users/{uid}/tokens")))?.json()?;
     if list.items.is_empty() {
-        return unchanged(&json!({ "id": user.id, "email": user.primary_email, "revoked": [] }));
+        return unchanged(&TokensOut {
+            id: user.id.clone(),
+            email: user.primary_email.clone(),
+            revoked: vec![],
+            dry_run: None,
+        });
     }
     let (mut revoked, mut dry_run) = (Vec::new(), false);
     for token in &list.items {
@@ -401,8 +540,9 @@ fn revoke_tokens(api: &Api, user: &User) -> Result<Outcome, TaskError> {
         let name = if token.display_text.is_empty() { &token.client_id } else { &token.display_text };
         revoked.push(name.clone());
     }
-    let out = json!({ "id": user.id, "email": user.primary_email, "revoked": revoked, "dry_run": dry_run });
-    if revoked.is_empty() { unchanged(&out) } else { changed(&out) }
+    let nothing = revoked.is_empty();
+    let out = TokensOut { id: user.id.clone(), email: user.primary_email.clone(), revoked, dry_run: Some(dry_run) };
+    if nothing { unchanged(&out) } else { changed(&out) }
 }
 
 /// Every group the user is a direct member of, across all pages.
@@ -428,7 +568,13 @@ fn remove_groups(api: &Api, user: &User) -> Result<Outcome, TaskError> {
     // The whole list first: removing while paging would shift later pages under us.
     let groups = groups_of(api, user)?;
     if groups.is_empty() {
-        return unchanged(&json!({ "id": user.id, "email": user.primary_email, "removed": [] }));
+        return unchanged(&GroupsOut {
+            id: user.id.clone(),
+            email: user.primary_email.clone(),
+            removed: vec![],
+            already_gone: None,
+            dry_run: None,
+        });
     }
     let uid = encode_path_segment(&user.id);
     let (mut removed, mut already_gone, mut dry_run) = (Vec::new(), Vec::new(), false);
@@ -448,11 +594,15 @@ fn remove_groups(api: &Api, user: &User) -> Result<Outcome, TaskError> {
         }
         removed.push(label);
     }
-    let out = json!({
-        "id": user.id, "email": user.primary_email,
-        "removed": removed, "already_gone": already_gone, "dry_run": dry_run,
-    });
-    if removed.is_empty() { unchanged(&out) } else { changed(&out) }
+    let nothing = removed.is_empty();
+    let out = GroupsOut {
+        id: user.id.clone(),
+        email: user.primary_email.clone(),
+        removed,
+        already_gone: Some(already_gone),
+        dry_run: Some(dry_run),
+    };
+    if nothing { unchanged(&out) } else { changed(&out) }
 }
 
 /// The applications to transfer and the parameters to send each, limited to the parameters
@@ -516,13 +666,13 @@ fn transfer(api: &Api, input: &Input, old: &User, poll_wait_ms: u64) -> Result<O
     let ids: Vec<&str> = apps.iter().map(|(id, _, _)| id.as_str()).collect();
     let names: Vec<&str> = apps.iter().map(|(_, name, _)| name.as_str()).collect();
     let what = format!("{}'s {} data to {}", old.primary_email, names.join(" and "), new.primary_email);
-    let base = json!({ "from": old.primary_email, "to": new.primary_email, "applications": names });
-    let with = |extra: Value| {
-        let mut out = base.clone();
-        if let (Some(o), Value::Object(e)) = (out.as_object_mut(), extra) {
-            o.extend(e);
-        }
-        out
+    let out = |transfer_id: Option<&str>, status: Option<&str>, would: Option<String>| TransferOut {
+        from: old.primary_email.clone(),
+        to: new.primary_email.clone(),
+        applications: names.iter().map(|n| n.to_string()).collect(),
+        transfer_id: transfer_id.map(str::to_string),
+        status: status.map(str::to_string),
+        would,
     };
 
     // Idempotency: resume a transfer still running (ours from an earlier attempt, or anyone's);
@@ -534,13 +684,13 @@ fn transfer(api: &Api, input: &Input, old: &User, poll_wait_ms: u64) -> Result<O
             log(Level::Info, &format!("resuming transfer {} ({})", t.id, t.overall_transfer_status_code));
             // A dry run reads, but does not wait on a transfer.
             if api.dry_run {
-                return changed(&with(json!({ "transfer_id": t.id, "status": t.overall_transfer_status_code })));
+                return changed(&out(Some(&t.id), Some(&t.overall_transfer_status_code), None));
             }
             t.id.clone()
         }
         None => {
             if let Some(done) = existing.iter().find(|t| t.overall_transfer_status_code == "completed") {
-                return unchanged(&with(json!({ "transfer_id": done.id, "status": "completed" })));
+                return unchanged(&out(Some(&done.id), Some("completed"), None));
             }
             let body = json!({
                 "oldOwnerUserId": old.id,
@@ -548,7 +698,7 @@ fn transfer(api: &Api, input: &Input, old: &User, poll_wait_ms: u64) -> Result<O
                 "applicationDataTransfers": apps.iter().map(|(_, _, body)| body.clone()).collect::<Vec<_>>(),
             });
             match api.mutate(Request::post(api.datatransfer("/transfers")).json(&body))? {
-                Sent::DryRun => return changed(&with(json!({ "would": format!("transfer {what}") }))),
+                Sent::DryRun => return changed(&out(None, None, Some(format!("transfer {what}")))),
                 Sent::Done(resp) => {
                     let started: DataTransfer = api.check(resp)?.json()?;
                     log(Level::Info, &format!("started transfer {} of {what}", started.id));
@@ -564,7 +714,7 @@ fn transfer(api: &Api, input: &Input, old: &User, poll_wait_ms: u64) -> Result<O
         let t: DataTransfer = api.get(url.clone())?.json()?;
         status = t.overall_transfer_status_code.clone();
         match status.as_str() {
-            "completed" => return changed(&with(json!({ "transfer_id": id, "status": "completed" }))),
+            "completed" => return changed(&out(Some(&id), Some("completed"), None)),
             "failed" => {
                 let per_app: Vec<String> = t
                     .application_data_transfers
@@ -610,8 +760,24 @@ impl Guest for Google {
         }
     }
 
-    fn contract() -> Vec<offramp_plugin_sdk::ActionSpec> {
-        vec![]
+    fn contract() -> Vec<ActionSpec> {
+        vec![
+            action::<Input, UserOut>("lookup", "Finds the user (by primary email or id); changes nothing"),
+            action::<Input, SuspendOut>("suspend", "Suspends the user (they cannot sign in; reversible)"),
+            action::<Input, SignOutOut>("sign_out", "Signs the user out of every web and device session"),
+            action::<Input, TokensOut>("revoke_tokens", "Revokes every OAuth token the user granted to apps"),
+            action::<Input, GroupsOut>(
+                "remove_groups",
+                "Removes the user from every group they are a direct member of",
+            ),
+            require(
+                action::<Input, TransferOut>(
+                    "transfer",
+                    "Transfers the user's Drive and Calendar data to a new owner (`to`) and waits for it to complete",
+                ),
+                &["to"],
+            ),
+        ]
     }
 
     fn describe() -> PluginInfo {

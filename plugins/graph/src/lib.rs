@@ -36,25 +36,29 @@
 //! turned into a transient error with that wait.
 
 use offramp_plugin_sdk::{
-    Guest, Invocation, Outcome, PluginInfo, Request, Response, Sent, TaskError, changed, encode_path_segment,
-    export_plugin, http_error, info, input, parse_http_date, permanent, rate_limited, transient, unchanged,
+    ActionSpec, Guest, Invocation, Outcome, PluginInfo, Request, Response, Sent, TaskError, action, changed,
+    encode_path_segment, export_plugin, http_error, info, input, parse_http_date, permanent, rate_limited, transient,
+    unchanged,
 };
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// At most this many `memberOf` pages: a loop guard, not a limit anyone should reach.
 const MAX_PAGES: usize = 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Input {
+    /// What to do.
     action: Action,
-    /// `https://graph.microsoft.com` unless a national cloud (or a test) says otherwise.
+    /// Graph's base URL: `https://graph.microsoft.com` unless a national cloud (or a test) says
+    /// otherwise (a trailing `/v1.0` is accepted).
     #[serde(default = "default_api_url")]
     api_url: String,
     /// An object id or a userPrincipalName.
     user: String,
-    /// `$top` for each `memberOf` page (1..=999).
+    /// `remove_groups` only: `$top` for each `memberOf` page (1..=999).
     #[serde(default = "default_page_size")]
     page_size: u32,
 }
@@ -67,7 +71,7 @@ fn default_page_size() -> u32 {
     100
 }
 
-#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq)]
 #[serde(rename_all = "snake_case")]
 enum Action {
     Lookup,
@@ -254,14 +258,90 @@ fn origin(url: &str) -> Option<String> {
     Some(format!("{scheme}://{authority}"))
 }
 
-fn summary(user: &User) -> Value {
-    json!({
-        "id": user.id,
-        "userPrincipalName": user.user_principal_name,
-        "mail": user.mail,
-        "displayName": user.display_name,
-        "accountEnabled": user.account_enabled,
-    })
+/// The user, as `lookup` reports them (Graph's own field names).
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+struct UserOut {
+    /// The user's object id: what later steps can pass as `user:`.
+    id: String,
+    user_principal_name: Option<String>,
+    mail: Option<String>,
+    display_name: Option<String>,
+    /// False once disabled.
+    account_enabled: Option<bool>,
+}
+
+/// `disable`'s output: the user as `lookup` reports them when already disabled, else what changed
+/// (or, in a dry run, what would have).
+#[derive(Serialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+struct DisableOut {
+    id: String,
+    /// Already disabled: the userPrincipalName (null if Graph gave none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_principal_name: Option<Option<String>>,
+    /// Already disabled: the mail address (null if Graph gave none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mail: Option<Option<String>>,
+    /// Already disabled: the display name (null if Graph gave none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<Option<String>>,
+    /// False (absent in a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_enabled: Option<bool>,
+    /// Disabled by this step: `accountEnabled` before it (true, or null if Graph did not say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<Option<bool>>,
+    /// Dry run: what the step would have done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would: Option<String>,
+}
+
+/// `revoke_sessions`' output.
+#[derive(Serialize, JsonSchema)]
+struct SessionsOut {
+    id: String,
+    /// True: refresh tokens and session cookies were revoked (absent in a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sessions_revoked: Option<bool>,
+    /// Dry run: what the step would have done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would: Option<String>,
+}
+
+/// `remove_groups`' output.
+#[derive(Serialize, JsonSchema)]
+struct GroupsOut {
+    id: String,
+    /// Names (else ids) of the groups the user was removed from.
+    removed: Vec<String>,
+    /// Memberships left alone, and why.
+    kept: Vec<Kept>,
+    dry_run: bool,
+}
+
+/// A membership `remove_groups` leaves alone.
+#[derive(Serialize, JsonSchema)]
+struct Kept {
+    /// The group's (role's, unit's) object id.
+    id: String,
+    /// Its display name, else its id.
+    name: String,
+    /// Its `@odata.type`, e.g. `#microsoft.graph.directoryRole`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// Why it stays.
+    reason: String,
+}
+
+fn summary(user: &User) -> UserOut {
+    UserOut {
+        id: user.id.clone(),
+        user_principal_name: user.user_principal_name.clone(),
+        mail: user.mail.clone(),
+        display_name: user.display_name.clone(),
+        account_enabled: user.account_enabled,
+    }
 }
 
 /// Why a membership stays, or `None` if the user can be removed from it.
@@ -309,24 +389,43 @@ impl Guest for Graph {
             Action::Lookup => unchanged(&summary(&user)),
             Action::Disable => {
                 if user.account_enabled == Some(false) {
-                    return unchanged(&summary(&user));
+                    let s = summary(&user);
+                    return unchanged(&DisableOut {
+                        id: s.id,
+                        user_principal_name: Some(s.user_principal_name),
+                        mail: Some(s.mail),
+                        display_name: Some(s.display_name),
+                        account_enabled: s.account_enabled,
+                        ..DisableOut::default()
+                    });
                 }
                 match api.mutate("PATCH", &format!("/users/{uid}"), Some(&json!({ "accountEnabled": false })))? {
-                    Sent::DryRun => changed(&json!({ "id": user.id, "would": "disable" })),
+                    Sent::DryRun => {
+                        changed(&DisableOut { id: user.id, would: Some("disable".into()), ..DisableOut::default() })
+                    }
                     Sent::Done(resp) => {
                         check(resp)?;
-                        changed(&json!({ "id": user.id, "accountEnabled": false, "previous": user.account_enabled }))
+                        changed(&DisableOut {
+                            id: user.id,
+                            account_enabled: Some(false),
+                            previous: Some(user.account_enabled),
+                            ..DisableOut::default()
+                        })
                     }
                 }
             }
             Action::RevokeSessions => match api.mutate("POST", &format!("/users/{uid}/revokeSignInSessions"), None)? {
-                Sent::DryRun => changed(&json!({ "id": user.id, "would": "revoke sign-in sessions" })),
+                Sent::DryRun => changed(&SessionsOut {
+                    id: user.id,
+                    sessions_revoked: None,
+                    would: Some("revoke sign-in sessions".into()),
+                }),
                 Sent::Done(resp) => {
                     let revoked: Revoked = check(resp)?.json()?;
                     if !revoked.value {
                         return Err(transient("Graph answered revokeSignInSessions with value false"));
                     }
-                    changed(&json!({ "id": user.id, "sessions_revoked": true }))
+                    changed(&SessionsOut { id: user.id, sessions_revoked: Some(true), would: None })
                 }
             },
             Action::RemoveGroups => {
@@ -335,9 +434,12 @@ impl Guest for Graph {
                 let mut removable = Vec::new();
                 for o in &memberships {
                     match keep_reason(o) {
-                        Some(reason) => kept.push(json!({
-                            "id": o.id, "name": name(o), "type": o.odata_type, "reason": reason,
-                        })),
+                        Some(reason) => kept.push(Kept {
+                            id: o.id.clone(),
+                            name: name(o),
+                            kind: o.odata_type.clone(),
+                            reason: reason.into(),
+                        }),
                         None => removable.push(o),
                     }
                 }
@@ -356,14 +458,26 @@ impl Guest for Graph {
                     }
                     removed.push(name(g));
                 }
-                let output = json!({ "id": user.id, "removed": removed, "kept": kept, "dry_run": api.dry_run });
-                if removed.is_empty() { unchanged(&output) } else { changed(&output) }
+                let nothing = removed.is_empty();
+                let output = GroupsOut { id: user.id, removed, kept, dry_run: api.dry_run };
+                if nothing { unchanged(&output) } else { changed(&output) }
             }
         }
     }
 
-    fn contract() -> Vec<offramp_plugin_sdk::ActionSpec> {
-        vec![]
+    fn contract() -> Vec<ActionSpec> {
+        vec![
+            action::<Input, UserOut>("lookup", "Finds the user (by object id or userPrincipalName); changes nothing"),
+            action::<Input, DisableOut>("disable", "Disables the account (accountEnabled: false; reversible)"),
+            action::<Input, SessionsOut>(
+                "revoke_sessions",
+                "Revokes the user's refresh tokens and session cookies (revokeSignInSessions)",
+            ),
+            action::<Input, GroupsOut>(
+                "remove_groups",
+                "Removes the user from every ordinary group; roles, dynamic and Exchange-managed groups are kept",
+            ),
+        ]
     }
 
     fn describe() -> PluginInfo {

@@ -18,24 +18,28 @@
 use std::collections::BTreeMap;
 
 use offramp_plugin_sdk::{
-    Guest, HttpError, Invocation, Outcome, PluginInfo, Request, TaskError, changed, export_plugin, http_error, info,
-    input, permanent, rate_limited, transient, unchanged,
+    ActionSpec, Guest, HttpError, Invocation, Outcome, PluginInfo, Request, TaskError, action, changed, export_plugin,
+    http_error, info, input, permanent, rate_limited, transient, unchanged,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Input {
+    /// The HTTP method (any case): GET (the default), POST, PUT, PATCH, DELETE, HEAD, …
     #[serde(default = "get")]
     method: String,
+    /// An absolute URL; its host must be in the step's `allow:` list.
     url: String,
+    /// Extra request headers.
     #[serde(default)]
     headers: BTreeMap<String, String>,
-    /// A JSON body (sets `content-type: application/json`).
+    /// A JSON body, any JSON value (sets `content-type: application/json`). Not with `body`.
     #[serde(default)]
     json: Option<Value>,
-    /// A text body.
+    /// A text body. Not with `json`.
     #[serde(default)]
     body: Option<String>,
     /// Statuses that count as success; default: any 2xx.
@@ -45,6 +49,32 @@ struct Input {
 
 fn get() -> String {
     "GET".into()
+}
+
+/// The step's output: the response (`status`, `headers`, `body`), or in a dry run the request
+/// that was held back (`dry_run`, `method`, `url`) when it was a mutating one. Fields are in
+/// alphabetical order: the JSON keeps the key order it had when it was built with `json!` (a
+/// sorted map).
+#[derive(Serialize, JsonSchema, Default)]
+struct Output {
+    /// The response body: its JSON if it parses as JSON, otherwise its text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<Value>,
+    /// Dry run: `true`, the request was not sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+    /// The response headers (names as the server sent them; of a repeated header, the last).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<BTreeMap<String, String>>,
+    /// Dry run: the method that would have been used (upper-cased).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<String>,
+    /// The response's HTTP status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    /// Dry run: the URL that would have been requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
 }
 
 struct Http;
@@ -68,7 +98,12 @@ impl Guest for Http {
         let resp = match req.send() {
             Ok(resp) => resp,
             Err(HttpError::DryRun) => {
-                return changed(&json!({ "dry_run": true, "method": method, "url": input.url }));
+                return changed(&Output {
+                    dry_run: Some(true),
+                    method: Some(method),
+                    url: Some(input.url),
+                    ..Output::default()
+                });
             }
             Err(e) => return Err(http_error(e)),
         };
@@ -87,13 +122,13 @@ impl Guest for Http {
                 _ => permanent(msg),
             });
         }
-        let headers: BTreeMap<&str, &str> = resp.raw.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-        let output = json!({ "status": status, "headers": headers, "body": body });
+        let headers: BTreeMap<String, String> = resp.raw.headers.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        let output = Output { body: Some(body), headers: Some(headers), status: Some(status), ..Output::default() };
         if method == "GET" || method == "HEAD" { unchanged(&output) } else { changed(&output) }
     }
 
-    fn contract() -> Vec<offramp_plugin_sdk::ActionSpec> {
-        vec![]
+    fn contract() -> Vec<ActionSpec> {
+        vec![action::<Input, Output>("", "Sends one HTTP request and checks its status")]
     }
 
     fn describe() -> PluginInfo {

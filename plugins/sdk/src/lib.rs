@@ -138,6 +138,25 @@ pub fn action_schemas(
     }
 }
 
+/// Marks `with:` keys an action needs though its input type has them optional (one input type
+/// shared by several actions): `require(action::<Input, Out>("transfer", "…"), &["to"])`.
+pub fn require(mut spec: ActionSpec, keys: &[&str]) -> ActionSpec {
+    if let Ok(mut schema) = serde_json::from_str::<serde_json::Value>(&spec.input_schema)
+        && let Some(obj) = schema.as_object_mut()
+    {
+        let required = obj.entry("required").or_insert_with(|| serde_json::json!([]));
+        if let Some(list) = required.as_array_mut() {
+            for k in keys {
+                if !list.iter().any(|v| v == k) {
+                    list.push(serde_json::json!(k));
+                }
+            }
+        }
+        spec.input_schema = schema.to_string();
+    }
+    spec
+}
+
 fn schema_of<T: schemars::JsonSchema>() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default()
 }

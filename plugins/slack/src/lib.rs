@@ -33,17 +33,21 @@
 //! HTTP 429 (or `ratelimited`) is a transient error that waits `Retry-After` seconds.
 
 use offramp_plugin_sdk::{
-    Guest, Invocation, Outcome, PluginInfo, Request, Response, Sent, TaskError, changed, encode_path_segment,
-    export_plugin, http_error, info, input, needs_human, permanent, rate_limited, transient, unchanged,
+    ActionSpec, Guest, Invocation, Outcome, PluginInfo, Request, Response, Sent, TaskError, action, changed,
+    encode_path_segment, export_plugin, http_error, info, input, needs_human, permanent, rate_limited, transient,
+    unchanged,
 };
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = user_or_email)]
 struct Input {
+    /// What to do.
     action: Action,
-    /// An email or a Slack user id.
+    /// The member's email or Slack user id (`U…`/`W…`). `email:` is accepted for it.
     #[serde(alias = "email")]
     user: String,
     /// The SCIM API's base, without `/scim/v2`.
@@ -62,7 +66,29 @@ fn default_api_url() -> String {
     "https://slack.com".into()
 }
 
-#[derive(Deserialize, Clone, Copy, PartialEq)]
+/// The input schema says what the `email` alias means (schemars does not read serde's `alias`):
+/// `email` is declared as `user` is, and exactly one of the two is required. Giving both is
+/// refused, as serde refuses it (a duplicate `user`).
+fn user_or_email(schema: &mut schemars::Schema) {
+    let Some(obj) = schema.as_object_mut() else { return };
+    if let Some(props) = obj.get_mut("properties").and_then(Value::as_object_mut)
+        && let Some(mut email) = props.get("user").cloned()
+    {
+        if let Some(e) = email.as_object_mut() {
+            e.insert("description".into(), json!("Another name for `user` (give one of the two)."));
+        }
+        props.insert("email".into(), email);
+    }
+    if let Some(required) = obj.get_mut("required").and_then(Value::as_array_mut) {
+        required.retain(|r| r != "user");
+    }
+    // if/then/else rather than oneOf: a `with:` that gives neither is told it is missing `user`.
+    obj.insert("if".into(), json!({ "required": ["email"] }));
+    obj.insert("then".into(), json!({ "not": { "required": ["user"] } }));
+    obj.insert("else".into(), json!({ "required": ["user"] }));
+}
+
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq)]
 #[serde(rename_all = "snake_case")]
 enum Action {
     Lookup,
@@ -249,14 +275,88 @@ fn retry_after_ms(resp: &Response) -> u64 {
     resp.header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map_or(1000, |s| s.max(1) * 1000)
 }
 
-fn summary(user: &User) -> Value {
-    json!({
-        "id": user.id,
-        "user_name": user.user_name,
-        "display_name": user.display_name,
-        "email": user.email(),
-        "active": user.active,
-    })
+// Output fields are declared in alphabetical order: the JSON keeps the key order it had when it
+// was built with `json!` (a sorted map).
+
+/// The member, as `lookup` reports them.
+#[derive(Serialize, JsonSchema)]
+struct MemberOut {
+    /// Whether the member is active (not deactivated).
+    active: bool,
+    /// The display name, if the member has one.
+    display_name: Option<String>,
+    /// The primary email (or the first), if the member has one.
+    email: Option<String>,
+    /// The Slack user id (`U…`/`W…`).
+    id: String,
+    /// The SCIM `userName`.
+    user_name: String,
+}
+
+/// `reset_sessions`' output.
+#[derive(Serialize, JsonSchema, Default)]
+struct SessionsOut {
+    /// `false` when the member is already deactivated (nothing left to reset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active: Option<bool>,
+    /// The Slack user id.
+    id: String,
+    /// Whether the sessions were reset (absent in a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sessions_reset: Option<bool>,
+    /// Dry run: what the step would have done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would: Option<String>,
+}
+
+/// `deactivate`'s output: the member (as `lookup` has them) when they were already deactivated;
+/// `active: false` and `previous` when this step deactivated them; `would` in a dry run.
+#[derive(Serialize, JsonSchema, Default)]
+struct DeactivateOut {
+    /// `false` once deactivated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active: Option<bool>,
+    /// Already deactivated: the display name (null if none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<Option<String>>,
+    /// Already deactivated: the email (null if none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<Option<String>>,
+    /// The Slack user id.
+    id: String,
+    /// The state before this step changed it (`active`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<String>,
+    /// Already deactivated: the SCIM `userName`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_name: Option<String>,
+    /// Dry run: what the step would have done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would: Option<String>,
+}
+
+fn summary(user: &User) -> MemberOut {
+    MemberOut {
+        active: user.active,
+        display_name: user.display_name.clone(),
+        email: user.email().map(str::to_string),
+        id: user.id.clone(),
+        user_name: user.user_name.clone(),
+    }
+}
+
+impl From<MemberOut> for DeactivateOut {
+    fn from(m: MemberOut) -> Self {
+        DeactivateOut {
+            active: Some(m.active),
+            display_name: Some(m.display_name),
+            email: Some(m.email),
+            id: m.id,
+            previous: None,
+            user_name: Some(m.user_name),
+            would: None,
+        }
+    }
 }
 
 fn base_url(name: &str, url: &str) -> Result<String, TaskError> {
@@ -279,26 +379,46 @@ impl Guest for Slack {
             Action::ResetSessions => {
                 if !user.active {
                     // Deactivation ends every session; nothing is left to wipe.
-                    return unchanged(&json!({ "id": user.id, "active": false, "sessions_reset": false }));
+                    return unchanged(&SessionsOut {
+                        active: Some(false),
+                        id: user.id.clone(),
+                        sessions_reset: Some(false),
+                        would: None,
+                    });
                 }
                 let method = "admin.users.session.reset";
                 match api.web_api(method, &json!({ "user_id": user.id }))? {
-                    Sent::DryRun => changed(&json!({ "id": user.id, "would": "reset all web and mobile sessions" })),
+                    Sent::DryRun => changed(&SessionsOut {
+                        id: user.id.clone(),
+                        would: Some("reset all web and mobile sessions".into()),
+                        ..SessionsOut::default()
+                    }),
                     Sent::Done(resp) => {
                         check_web_api(method, &user.id, resp)?;
-                        changed(&json!({ "id": user.id, "sessions_reset": true }))
+                        changed(&SessionsOut {
+                            id: user.id.clone(),
+                            sessions_reset: Some(true),
+                            ..SessionsOut::default()
+                        })
                     }
                 }
             }
             Action::Deactivate => {
                 if !user.active {
-                    return unchanged(&summary(&user));
+                    return unchanged(&DeactivateOut::from(summary(&user)));
                 }
                 match api.delete_user(&user.id)? {
-                    Sent::DryRun => changed(&json!({ "id": user.id, "would": "deactivate" })),
-                    Sent::Done(resp) if resp.is_success() => {
-                        changed(&json!({ "id": user.id, "active": false, "previous": "active" }))
-                    }
+                    Sent::DryRun => changed(&DeactivateOut {
+                        id: user.id.clone(),
+                        would: Some("deactivate".into()),
+                        ..DeactivateOut::default()
+                    }),
+                    Sent::Done(resp) if resp.is_success() => changed(&DeactivateOut {
+                        active: Some(false),
+                        id: user.id.clone(),
+                        previous: Some("active".into()),
+                        ..DeactivateOut::default()
+                    }),
                     Sent::Done(resp) => {
                         let failure = check_scim(resp).err().unwrap_or_else(|| transient("Slack SCIM DELETE failed"));
                         if failure.retry_after_ms.is_some() {
@@ -307,7 +427,7 @@ impl Guest for Slack {
                         // A concurrent deactivation (or a retry of ours whose answer was lost)
                         // makes this a no-op: re-read before reporting a failure.
                         match api.user(&user.id) {
-                            Ok(now) if !now.active => unchanged(&summary(&now)),
+                            Ok(now) if !now.active => unchanged(&DeactivateOut::from(summary(&now))),
                             _ => Err(failure),
                         }
                     }
@@ -316,8 +436,15 @@ impl Guest for Slack {
         }
     }
 
-    fn contract() -> Vec<offramp_plugin_sdk::ActionSpec> {
-        vec![]
+    fn contract() -> Vec<ActionSpec> {
+        vec![
+            action::<Input, MemberOut>("lookup", "Finds the member (by email or user id) with SCIM; changes nothing"),
+            action::<Input, SessionsOut>(
+                "reset_sessions",
+                "Signs the member out of every web and mobile session (admin.users.session.reset)",
+            ),
+            action::<Input, DeactivateOut>("deactivate", "Deactivates the member (SCIM DELETE)"),
+        ]
     }
 
     fn describe() -> PluginInfo {

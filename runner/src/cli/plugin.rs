@@ -177,6 +177,21 @@ async fn plugin_run(g: &Global, args: PluginRunArgs) -> Result<ExitCode> {
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// Each action with the `with:` keys it takes and the output fields it returns.
+fn print_contract(c: &pipeline::Contract) {
+    outln!("actions (`offramp validate` checks each step's `with:` and output references against these):");
+    for a in &c.actions {
+        let name = if a.name.is_empty() { "(its only action)" } else { a.name.as_str() };
+        outln!("  {name}  {}", a.description);
+        if let Some(input) = &a.input {
+            outln!("    with:   {}", pipeline::schema::summary(input, "action"));
+        }
+        if let Some(output) = &a.output {
+            outln!("    output: {}", pipeline::schema::summary(output, ""));
+        }
+    }
+}
+
 async fn inspect(
     g: &Global,
     path: &Path,
@@ -190,7 +205,19 @@ async fn inspect(
     outln!("{}", info.description);
     outln!("file    {}", path.display());
     outln!("sha256  {}", plugin.digest);
-    outln!("world   offramp:plugin/task@0.1.0");
+    let decls = sandbox.contract(&plugin).await.map_err(|e| anyhow::anyhow!("contract() failed: {e}"))?;
+    let contract = pipeline::Contract::parse(&info.name, decls).map_err(|e| anyhow::anyhow!("the plugin: {e}"))?;
+    outln!(
+        "world   {}",
+        if contract.is_some() {
+            "offramp:plugin/described-task (0.1.1: declares a contract)"
+        } else {
+            "offramp:plugin/task (declares no contract: pipelines using it are not type-checked)"
+        }
+    );
+    if let Some(c) = &contract {
+        print_contract(c);
+    }
     if info.inputs.is_empty() {
         outln!("inputs  (none declared)");
     } else {

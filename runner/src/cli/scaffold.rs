@@ -70,7 +70,9 @@ pub(crate) fn build_command(lang: Lang, name: &str) -> (&'static str, String) {
         Lang::Rust => {
             ("cargo build --release --target wasm32-wasip2", format!("target/wasm32-wasip2/release/{name}.wasm"))
         }
-        Lang::Python => ("componentize-py -d wit -w task componentize app -o NAME.wasm", format!("{name}.wasm")),
+        Lang::Python => {
+            ("componentize-py -d wit -w described-task componentize app -o NAME.wasm", format!("{name}.wasm"))
+        }
         Lang::Js => ("npm install && npm run build", format!("{name}.wasm")),
     }
 }

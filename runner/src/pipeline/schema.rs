@@ -100,6 +100,35 @@ pub(crate) fn describe_types(types: &BTreeSet<String>) -> String {
     words.join(" or ")
 }
 
+/// One line naming an object schema's fields and their types, required ones marked `*`:
+/// `org_url*: string, user*: string, poll_wait_ms: integer` (`skip` left out).
+pub(crate) fn summary(root: &Value, skip: &str) -> String {
+    let s = resolve(root, root);
+    let required: BTreeSet<&str> =
+        s.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    let Some(props) = s.get("properties").and_then(Value::as_object) else {
+        return "(any JSON)".into();
+    };
+    let fields: Vec<String> = props
+        .iter()
+        .filter(|(k, _)| k.as_str() != skip)
+        .map(|(k, v)| {
+            let t = types(root, v).map_or_else(
+                || "any".to_string(),
+                |t| {
+                    let shown = |x: &&String| !(x.as_str() == "number" && t.contains("integer"));
+                    let mut names: Vec<&str> =
+                        t.iter().filter(shown).filter(|x| *x != "null").map(String::as_str).collect();
+                    names.extend(t.get("null").map(String::as_str));
+                    names.join("|")
+                },
+            );
+            format!("{k}{}: {t}", if required.contains(k.as_str()) { "*" } else { "" })
+        })
+        .collect();
+    if fields.is_empty() { "(none)".into() } else { fields.join(", ") }
+}
+
 /// Follows `path` through an output schema. Objects that list `properties` are closed unless
 /// they say otherwise (`additionalProperties` other than `false`): an output's declaration is
 /// what later steps may read.

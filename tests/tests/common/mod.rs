@@ -85,7 +85,7 @@ impl Harness {
             vars.insert("atlassian_org".to_string(), offramp::mock::atlassian::SAMPLE_ORG_ID.to_string());
         }
         vars.extend(overrides);
-        let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), vars, allow_cap: None };
+        let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), vars, ..Default::default() };
         match pipeline::load(&path, &opts) {
             Ok(plan) => plan,
             Err(e) => panic!("pipeline should be valid:\n{e}"),
