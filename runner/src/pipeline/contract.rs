@@ -36,6 +36,26 @@ pub struct ActionContract {
     pub input: Option<Value>,
     pub output: Option<Value>,
     validator: Option<Arc<jsonschema::Validator>>,
+    output_validator: Option<Arc<jsonschema::Validator>>,
+}
+
+impl ActionContract {
+    /// Whether an output the plugin returned is what it declares (the engine checks every
+    /// successful attempt: later steps were validated against this declaration).
+    pub fn check_output(&self, output: &Value) -> Result<(), String> {
+        let Some(v) = &self.output_validator else { return Ok(()) };
+        let mut errors = v.iter_errors(output);
+        match errors.next() {
+            None => Ok(()),
+            Some(e) => {
+                let at = e.instance_path().as_str().to_string();
+                let at = if at.is_empty() { String::new() } else { format!(" at `{at}`") };
+                let more = errors.count();
+                let more = if more > 0 { format!(" (and {more} more)") } else { String::new() };
+                Err(format!("{e}{at}{more}"))
+            }
+        }
+    }
 }
 
 /// A plugin's declared contract.
@@ -72,14 +92,25 @@ impl Contract {
             };
             let input = parse(&d.input_schema, "input")?;
             let output = parse(&d.output_schema, "output")?;
-            let validator = match &input {
-                Some(s) => Some(Arc::new(
-                    jsonschema::validator_for(s)
-                        .map_err(|e| format!("its contract's input schema of {shown} cannot be used: {e}"))?,
-                )),
-                None => None,
+            let compile = |schema: &Option<Value>, which: &str| -> Result<_, String> {
+                match schema {
+                    Some(s) => Ok(Some(Arc::new(
+                        jsonschema::validator_for(s)
+                            .map_err(|e| format!("its contract's {which} schema of {shown} cannot be used: {e}"))?,
+                    ))),
+                    None => Ok(None),
+                }
             };
-            actions.push(ActionContract { name: d.name, description: d.description, input, output, validator });
+            let validator = compile(&input, "input")?;
+            let output_validator = compile(&output, "output")?;
+            actions.push(ActionContract {
+                name: d.name,
+                description: d.description,
+                input,
+                output,
+                validator,
+                output_validator,
+            });
         }
         if actions.len() > 1 && actions.iter().any(|a| a.name.is_empty()) {
             return Err("its contract mixes an unnamed action with named ones".into());
@@ -89,6 +120,15 @@ impl Contract {
 
     fn named(&self) -> bool {
         self.actions.iter().any(|a| !a.name.is_empty())
+    }
+
+    /// The action a rendered input selects (its `action` value; the only one if unnamed).
+    pub fn action_for(&self, input: &Value) -> Option<&ActionContract> {
+        if !self.named() {
+            return self.actions.first();
+        }
+        let name = input.get("action")?.as_str()?;
+        self.actions.iter().find(|a| a.name == name)
     }
 }
 

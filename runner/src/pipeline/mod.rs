@@ -124,12 +124,54 @@ pub fn fuzz(data: &[u8]) {
             return;
         }
     };
-    let opts = LoadOptions { plugins_dir: std::path::PathBuf::from(crate::BUILTIN_PLUGINS_DIR), ..Default::default() };
+    let opts = LoadOptions {
+        plugins_dir: std::path::PathBuf::from(crate::BUILTIN_PLUGINS_DIR),
+        contracts: fuzz_contracts(),
+        ..Default::default()
+    };
     if let Err(diagnostics) = validate::validate(text, Path::new("fuzz.yaml"), &opts) {
         assert!(!diagnostics.is_empty(), "an invalid pipeline must say why");
         let _ = diag::render("fuzz.yaml", text, &diagnostics);
     }
     let _ = declared_vars(text);
+}
+
+/// Contracts for the fuzz target, so it reaches the type checks without a sandbox: `okta`
+/// (named actions, typed input and nested output), `echo` (one unnamed action, open output),
+/// `legacy` (declares nothing) and `junk` (not a component).
+fn fuzz_contracts() -> ContractBook {
+    use serde_json::json;
+    static BOOK: std::sync::OnceLock<ContractBook> = std::sync::OnceLock::new();
+    BOOK.get_or_init(|| {
+        let dir = Path::new(crate::BUILTIN_PLUGINS_DIR);
+        let input = |action: &str| {
+            json!({ "type": "object", "additionalProperties": false, "required": ["action", "org_url", "user"],
+                "properties": { "action": { "const": action }, "org_url": { "type": "string" },
+                    "user": { "type": "string", "minLength": 1 }, "poll_wait_ms": { "type": "integer", "minimum": 0 },
+                    "mode": { "enum": ["soft", "hard"] } } })
+        };
+        let output = json!({ "type": "object", "required": ["id"], "properties": { "id": { "type": "string" },
+            "status": { "type": ["string", "null"] }, "groups": { "type": "array", "items": { "$ref": "#/$defs/G" } } },
+            "$defs": { "G": { "type": "object", "properties": { "name": { "type": "string" } }, "additionalProperties": false } } });
+        let decl = |name: &str, input: serde_json::Value, output: &serde_json::Value| ActionDecl {
+            name: name.into(),
+            description: name.into(),
+            input_schema: input.to_string(),
+            output_schema: output.to_string(),
+        };
+        let okta = ["lookup", "suspend", "remove_groups"].map(|a| decl(a, input(a), &output)).to_vec();
+        let echo = vec![decl("", json!({ "type": "object" }), &json!({}))];
+        let mut book = std::collections::HashMap::new();
+        for (name, decls) in [("okta", okta), ("echo", echo)] {
+            if let Ok(Some(c)) = Contract::parse(name, decls) {
+                book.insert(dir.join(format!("{name}.wasm")), Declared::Contract(std::sync::Arc::new(c)));
+            }
+        }
+        book.insert(dir.join("legacy.wasm"), Declared::Nothing);
+        book.insert(dir.join("junk.wasm"), Declared::Unusable("this file is not WebAssembly".into()));
+        ContractBook::new(book)
+    })
+    .clone()
 }
 
 /// The names under a pipeline's `vars:` (none if it does not parse; validation says why).

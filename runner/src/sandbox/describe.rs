@@ -108,6 +108,20 @@ impl Sandbox {
             .collect())
     }
 
+    /// The plugin's contract, parsed (asked once per loaded plugin); `None` when it declares
+    /// nothing or its declaration is broken (validation reports that at `uses:`).
+    pub(crate) async fn parsed_contract(&self, plugin: &Plugin) -> Option<Arc<Contract>> {
+        plugin
+            .parsed
+            .get_or_init(|| async {
+                let decls = self.contract(plugin).await.ok()?;
+                let name = plugin.path.file_stem().and_then(|s| s.to_str()).unwrap_or("the plugin");
+                Contract::parse(name, decls).ok().flatten().map(Arc::new)
+            })
+            .await
+            .clone()
+    }
+
     /// The plugin at `path`, loaded (compiling is CPU work: off the async threads), and its
     /// parsed contract.
     pub async fn declared(self: &Arc<Self>, path: &Path) -> Declared {

@@ -97,6 +97,7 @@ pub struct Plugin {
     pre: TaskPre<StepState>,
     /// What `contract()` declared, once asked (see describe.rs).
     contract: tokio::sync::OnceCell<Result<Vec<crate::pipeline::ActionDecl>, String>>,
+    parsed: tokio::sync::OnceCell<Option<Arc<crate::pipeline::Contract>>>,
     /// SHA-256 of the component bytes.
     pub digest: String,
     pub path: PathBuf,
@@ -230,7 +231,7 @@ impl Sandbox {
             .map_err(|e| SandboxError::Link { path: shown.clone(), reason: format!("{e:#}") })?;
         let pre =
             TaskPre::new(pre).map_err(|e| SandboxError::Link { path: shown.clone(), reason: format!("{e:#}") })?;
-        Ok(Plugin { pre, contract: Default::default(), digest, path: key })
+        Ok(Plugin { pre, contract: Default::default(), parsed: Default::default(), digest, path: key })
     }
 
     /// Compiles a component, or loads its compiled form from the disk cache.
@@ -331,6 +332,9 @@ impl Sandbox {
     /// Runs one attempt of a step in a fresh instance. Never panics on plugin misbehaviour:
     /// traps, timeouts and memory exhaustion become failures with a readable message.
     pub(crate) async fn run_attempt(&self, plugin: &Plugin, spec: AttemptSpec) -> AttemptReport {
+        // What the output must look like (asked before taking an instance slot: asking takes one).
+        let contract = self.parsed_contract(plugin).await;
+        let action = contract.as_ref().and_then(|c| c.action_for(&spec.input).map(|a| (c.plugin.clone(), a.clone())));
         // Wait for an instance slot first (the semaphore is never closed, so this cannot fail).
         let _turn = self.admission.acquire().await.ok();
         spec.gate.start_clock(spec.timeout);
@@ -365,6 +369,19 @@ impl Sandbox {
                 retry_after: None,
             },
             Ok(Ok(Ok(out))) => match serde_json::from_str::<serde_json::Value>(&redactor.text(&out.output)) {
+                // Later steps were validated against the declared output: hold the plugin to it.
+                Ok(output) if let Some(Err(why)) = action.as_ref().map(|(_, a)| a.check_output(&output)) => {
+                    let (plugin, a) = action.as_ref().map(|(p, a)| (p.as_str(), a.name.as_str())).unwrap_or_default();
+                    let what = if a.is_empty() { plugin.to_string() } else { format!("{plugin} `{a}`") };
+                    AttemptResult::Failed {
+                        kind: FailureKind::Permanent,
+                        message: redactor.text(&crate::text::truncate(
+                            &format!("the plugin's output is not what {what} declares: {why}"),
+                            MAX_ERROR_CHARS,
+                        )),
+                        retry_after: None,
+                    }
+                }
                 Ok(output) => AttemptResult::Done { output, changed: matches!(out.change, wit_types::Change::Changed) },
                 Err(e) => AttemptResult::Failed {
                     kind: FailureKind::Permanent,
