@@ -177,6 +177,20 @@ fn bad_inputs_and_bad_pipelines_exit_2() {
     assert!(err.contains("bad.yaml:6:5: unknown field `neds` (did you mean `needs`?)"), "{err}");
     let out = cli.run(&["validate", &p]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // `run` type-checks against the plugins' contracts first: a typo in the last step's `with:`
+    // refuses the whole run, before any step (or the database) is touched.
+    let okta = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines/okta.yaml"))
+        .unwrap()
+        .replace("      action: deactivate", "      action: deactivat");
+    let cli = Cli::new();
+    let typo = cli.dir.path().join("typo.yaml");
+    std::fs::write(&typo, okta).unwrap();
+    let out = cli.run(&["run", typo.to_str().unwrap(), "-i", "email=alice@example.com"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("typo.yaml:72:15: okta has no action `deactivat` (did you mean `deactivate`?)"), "{err}");
+    assert!(!cli.dir.path().join("cli.db").exists(), "an invalid pipeline touched the database");
 }
 
 #[test]

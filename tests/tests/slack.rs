@@ -681,6 +681,27 @@ async fn a_changed_pipeline_is_not_started_from_an_old_confirmation() {
 }
 
 #[tokio::test]
+async fn a_pipeline_that_fails_the_type_check_is_refused_with_its_located_errors() {
+    let s = Slack::new().await;
+    // A typo in the last step: the plugin's contract has no key `acton`, so nothing may start
+    // (before contracts, this run suspended the user and then stopped at the last step).
+    let good = std::fs::read_to_string(s.pipelines.path().join("offboarding.yaml")).unwrap();
+    let bad = good.replace("      action: deactivate", "      acton: deactivate");
+    assert_ne!(good, bad);
+    std::fs::write(s.pipelines.path().join("typo.yaml"), bad).unwrap();
+    let reply = s.command(ADMIN, "alice@example.com pipeline=typo").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let text = reply.body["text"].as_str().unwrap_or_default().to_string();
+    assert!(text.contains("pipeline `typo` does not validate, so nothing was started"), "{text}");
+    assert!(text.contains("typo.yaml:"), "{text}");
+    assert!(text.contains("okta needs `action:` in `with:`") && text.contains("did you mean `action`?"), "{text}");
+    assert!(button(&reply.body["blocks"], "start").is_none(), "{}", reply.body);
+    assert!(s.runs().await.is_empty());
+    // The good one next to it still starts.
+    s.request(ADMIN).await;
+}
+
+#[tokio::test]
 async fn the_api_needs_the_bearer_token() {
     let s = Slack::new().await;
     let request = s.request(ADMIN).await;

@@ -163,6 +163,9 @@ pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
     let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)));
     let engine = super::engine(g).await?;
     let state = AppState::new(config, engine).await?;
+    for (name, why) in state.invalid_pipelines().await {
+        errln!("offramp serve: warning: requests for `{name}` will be refused: {why}");
+    }
     let picked_up = state.recover().await?;
     if picked_up > 0 {
         errln!("offramp serve: picking up {picked_up} run(s) that were in flight when offramp last stopped");

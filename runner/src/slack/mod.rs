@@ -215,8 +215,24 @@ impl AppState {
         let sandbox = self.inner.engine.sandbox();
         pipeline::load_declared_checked(&path, &self.config().load, sandbox).await.map_err(|e| {
             tracing::error!(target: "offramp::serve", pipeline = %path.display(), error = %e, "pipeline does not load");
-            format!("pipeline `{name}` does not validate; an operator should run `offramp validate` on it")
+            // The same located messages `offramp validate` prints (a pipeline holds no secrets).
+            let located = crate::text::truncate(e.to_string().trim_end(), 2500);
+            format!(
+                "pipeline `{name}` does not validate, so nothing was started; an operator must fix it (`offramp validate`):\n```\n{located}\n```"
+            )
         })
+    }
+
+    /// The pipelines that do not validate, each with why: `serve` says so when it starts
+    /// (requests for them are refused with the same messages).
+    pub async fn invalid_pipelines(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for name in self.pipeline_names() {
+            if let Err(why) = self.load_pipeline(&name).await {
+                out.push((name, why));
+            }
+        }
+        out
     }
 
     fn pipeline_names(&self) -> Vec<String> {
