@@ -473,6 +473,66 @@ mod tests {
         }
     }
 
+    /// Checks `with` (YAML text) against one action's input schema, as validation does.
+    fn check(input: serde_json::Value, with: &str) -> Vec<String> {
+        use std::collections::{BTreeMap, BTreeSet, HashMap};
+        let decl = ActionDecl {
+            name: "go".into(),
+            description: String::new(),
+            input_schema: input.to_string(),
+            output_schema: String::new(),
+        };
+        let contract = Contract::parse("p", vec![decl]).unwrap().unwrap();
+        let text = format!("with: {with}\n");
+        let root = super::super::yaml::parse(&text).unwrap();
+        let node = root.get("with").unwrap();
+        let (inputs, vars) = (BTreeMap::new(), BTreeMap::from([("domain".to_string(), "x".to_string())]));
+        let (deps, all, outputs) = (BTreeSet::new(), HashMap::new(), HashMap::new());
+        let source = super::super::refs::Source::new(&text);
+        let scope = Scope {
+            step: "s",
+            inputs: &inputs,
+            vars: &vars,
+            deps: &deps,
+            all: &all,
+            outputs: &outputs,
+            source: &source,
+        };
+        let mut diags = Vec::new();
+        check_with(&contract.actions[0], "p", Some(node), Loc { line: 1, col: 1 }, &scope, &mut diags);
+        diags.iter().map(|d| format!("{}:{}: {}", d.loc.line, d.loc.col, d.message)).collect()
+    }
+
+    #[test]
+    fn with_is_checked_key_by_key_and_templates_count_for_their_type() {
+        let schema = serde_json::json!({
+            "type": "object", "additionalProperties": false, "required": ["action", "user"],
+            "properties": {
+                "action": { "const": "go" }, "user": { "type": "string" }, "mode": { "enum": ["soft", "hard"] },
+                "count": { "type": "integer" }, "opts": { "type": "object", "required": ["depth"],
+                    "properties": { "depth": { "type": "integer" } } }
+            }
+        });
+        let errs = check(schema.clone(), "{ action: go, usr: a, mode: sfot, count: many, opts: {} }");
+        assert_eq!(
+            errs,
+            [
+                "1:1: `with` is missing `user`, which p `go` requires",
+                "1:48: `with.count` must be an integer for p `go`, found a string",
+                "1:35: `with.mode: sfot` is not a value p `go` accepts (did you mean `soft`?)",
+                "1:54: `with.opts` is missing `depth`, which p `go` requires",
+                "1:21: unknown key `usr`: p `go` does not take it (did you mean `user`?)",
+            ]
+        );
+        // A template is a string: fine for `user`, not for `count`; `{{ vars.x }}` alone is text too.
+        let errs = check(schema.clone(), "{ action: go, user: \"{{ vars.domain }}\", count: \"{{ vars.domain }}\" }");
+        assert_eq!(errs, ["1:55: `with.count` expects an integer (p `go`), but `vars.domain` is a string"]);
+        // Computed values of unknown type are left to run time; constants are checked.
+        assert!(check(schema.clone(), "{ action: go, user: x, count: \"{{ vars.domain | length }}\" }").is_empty());
+        let errs = check(schema, "{ action: go, user: x, mode: \"{{ 'firm' }}\" }");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+    }
+
     #[test]
     fn declarations_are_checked() {
         assert!(Contract::parse("p", vec![]).unwrap().is_none());

@@ -321,6 +321,9 @@ pub fn coerce_input(kind: InputType, value: &serde_json::Value) -> Result<serde_
     }
 }
 
+/// A step's plugin name and the action of its contract its `with:` selects.
+type Chosen = (String, ActionContract);
+
 /// What every step is checked against.
 struct Doc<'a> {
     inputs: &'a BTreeMap<String, (InputSpec, Loc)>,
@@ -339,7 +342,7 @@ fn check_steps(
     let Doc { inputs, vars, file, opts, source } = *doc;
     let start = diags.len();
     // Each step's plugin and the action its `with:` selects: later steps read its output.
-    let mut chosen: HashMap<&str, (PathBuf, Option<(String, ActionContract)>)> = HashMap::new();
+    let mut chosen: HashMap<&str, (PathBuf, Option<Chosen>)> = HashMap::new();
     let mut outputs: HashMap<String, StepOutput> = HashMap::new();
     for (step, node) in steps {
         let plugin = resolve_plugin(&step.uses, file, opts, diags);
