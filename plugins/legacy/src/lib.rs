@@ -3,9 +3,13 @@
 //! that a plugin built before contracts existed still loads, runs, and is validated as before
 //! (no type checks of its `with:` or output).
 
-wit_bindgen::generate!({ path: "wit", world: "task" });
+#[allow(clippy::all)]
+mod bindings {
+    wit_bindgen::generate!({ path: "wit", world: "task" });
+}
 
-use offramp::plugin::types::{Change, InputSpec};
+use bindings::offramp::plugin::types::{Change, InputSpec};
+use bindings::{Guest, Invocation, Outcome, PluginInfo, TaskError};
 
 struct Legacy;
 
@@ -30,4 +34,4 @@ impl Guest for Legacy {
     }
 }
 
-export!(Legacy);
+bindings::export!(Legacy with_types_in bindings);
