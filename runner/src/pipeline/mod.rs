@@ -1,5 +1,6 @@
 //! The pipeline file: its YAML model, templating, and validation with located errors.
 
+pub(crate) mod access;
 pub mod contract;
 pub mod diag;
 pub(crate) mod expr;
