@@ -18,6 +18,9 @@ use crate::pipeline::{ActionDecl, Contract, ContractLoader, Declared};
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The memory either may use.
 const ASK_MEMORY: u64 = 64 * 1024 * 1024;
+/// How much a contract may declare (its schemas are parsed and compiled by the host).
+const MAX_CONTRACT_BYTES: usize = 1024 * 1024;
+const MAX_ACTIONS: usize = 256;
 
 /// `describe()`'s answer.
 #[derive(Debug, Clone, Serialize)]
@@ -97,6 +100,16 @@ impl Sandbox {
             .await
             .map_err(|_| format!("its contract() took longer than {ASK_TIMEOUT:?}"))?
             .map_err(|e| format!("its contract() failed: {e:#}"))?;
+        let bytes: usize = specs
+            .iter()
+            .map(|s| s.name.len() + s.description.len() + s.input_schema.len() + s.output_schema.len())
+            .sum();
+        if specs.len() > MAX_ACTIONS || bytes > MAX_CONTRACT_BYTES {
+            return Err(format!(
+                "its contract() declares {} actions in {bytes} bytes, over the limit of {MAX_ACTIONS} actions and {MAX_CONTRACT_BYTES} bytes",
+                specs.len()
+            ));
+        }
         Ok(specs
             .into_iter()
             .map(|s| ActionDecl {
