@@ -16,8 +16,10 @@ fn plugins() -> PathBuf {
     PathBuf::from(offramp::BUILTIN_PLUGINS_DIR)
 }
 
+/// One sandbox for the file's tests (compiling the Python and JavaScript components once).
 fn sandbox() -> Arc<Sandbox> {
-    Arc::new(Sandbox::new(Sandbox::default_cache_dir()).unwrap())
+    static SANDBOX: std::sync::OnceLock<Arc<Sandbox>> = std::sync::OnceLock::new();
+    SANDBOX.get_or_init(|| Arc::new(Sandbox::new(Sandbox::default_cache_dir()).unwrap())).clone()
 }
 
 async fn invoke(sandbox: &Sandbox, plugin: &str, input: serde_json::Value) -> AttemptResult {

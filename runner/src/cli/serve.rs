@@ -163,9 +163,6 @@ pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
     let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)));
     let engine = super::engine(g).await?;
     let state = AppState::new(config, engine).await?;
-    for (name, why) in state.invalid_pipelines().await {
-        errln!("offramp serve: warning: requests for `{name}` will be refused: {why}");
-    }
     let picked_up = state.recover().await?;
     if picked_up > 0 {
         errln!("offramp serve: picking up {picked_up} run(s) that were in flight when offramp last stopped");
@@ -179,7 +176,18 @@ pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
         listener.local_addr()?,
         state.config().channel
     );
+    // Every pipeline, type-checked against its plugins (compiling any not in the cache yet):
+    // the ones that fail are named now, not at someone's first request.
+    let checking = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            for (name, why) in state.invalid_pipelines().await {
+                errln!("offramp serve: warning: requests for `{name}` will be refused: {why}");
+            }
+        })
+    };
     let served = axum::serve(listener, slack::app(state)).with_graceful_shutdown(shutdown_signal()).await;
+    checking.abort();
     watch.abort();
     reminders.abort();
     served?;

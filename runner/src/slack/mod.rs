@@ -169,10 +169,15 @@ impl AppState {
                 drivers: Mutex::default(),
             }),
         };
+        // The default pipeline's structure only, so a misconfigured server fails at once and a
+        // good one starts at once; the plugins' contracts (which may mean compiling them) are
+        // checked for every request, and for every pipeline in the background once serving.
         let default = state.config().default_pipeline.clone();
         state
-            .load_pipeline(&default)
-            .await
+            .pipeline_path(&default)
+            .and_then(|path| {
+                pipeline::load_declared(&path, &state.config().load).map_err(|e| e.to_string().trim_end().to_string())
+            })
             .map_err(|message| ConfigError::DefaultPipeline { name: default, message })?;
         // A var no pipeline declares is a typo (each pipeline takes only the vars it declares).
         let mut declared = std::collections::BTreeSet::new();
@@ -207,11 +212,7 @@ impl AppState {
     /// Loads `NAME.yaml` from the pipelines directory, type-checked against its plugins'
     /// contracts like `offramp validate` does. The error is fit to show a requester.
     pub(crate) async fn load_pipeline(&self, name: &str) -> Result<Plan, String> {
-        let name = command::pipeline_name(name)?;
-        let path = self.config().pipelines_dir.join(format!("{name}.yaml"));
-        if !path.is_file() {
-            return Err(format!("there is no pipeline `{name}` (known: {})", self.pipeline_names().join(", ")));
-        }
+        let path = self.pipeline_path(name)?;
         let sandbox = self.inner.engine.sandbox();
         pipeline::load_declared_checked(&path, &self.config().load, sandbox).await.map_err(|e| {
             tracing::error!(target: "offramp::serve", pipeline = %path.display(), error = %e, "pipeline does not load");
@@ -221,6 +222,16 @@ impl AppState {
                 "pipeline `{name}` does not validate, so nothing was started; an operator must fix it (`offramp validate`):\n```\n{located}\n```"
             )
         })
+    }
+
+    /// The file of pipeline `name`, which must exist.
+    fn pipeline_path(&self, name: &str) -> Result<std::path::PathBuf, String> {
+        let name = command::pipeline_name(name)?;
+        let path = self.config().pipelines_dir.join(format!("{name}.yaml"));
+        if !path.is_file() {
+            return Err(format!("there is no pipeline `{name}` (known: {})", self.pipeline_names().join(", ")));
+        }
+        Ok(path)
     }
 
     /// The pipelines that do not validate, each with why: `serve` says so when it starts
