@@ -79,6 +79,11 @@ async fn main() -> anyhow::Result<()> {
         pause_reminder: Duration::from_secs(4 * 3600),
     };
     let state = AppState::new(config, engine).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    // As `serve` does once listening: every pipeline type-checked against its plugins, which
+    // loads (and compiles, on a cold cache) each plugin before the first request is timed.
+    if let Some((name, why)) = state.invalid_pipelines().await.into_iter().next() {
+        anyhow::bail!("pipeline `{name}` does not validate: {why}");
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/slack/commands", listener.local_addr()?);
     tokio::spawn(axum::serve(listener, slack::app(state)).into_future());
