@@ -6,7 +6,7 @@
 //! database (WAL), with a mock Slack. A load generator signs requests like Slack does and
 //! sends them from N concurrent connections:
 //!
-//! - `offboard`: `/offboard alice@example.com` from an approver — verify the signature, record
+//! - `offboard`: `/offboard alice@example.com manager=dana@example.com` from an approver — verify the signature, record
 //!   it (replay guard), check the approvers table, load and validate the pipeline, record the
 //!   request, answer with the Block Kit confirmation. The full work of a real command.
 //! - `help`: `/offboard help` — verify, replay guard, answer.
@@ -108,7 +108,10 @@ async fn main() -> anyhow::Result<()> {
                         let i = counter.fetch_add(1, Ordering::Relaxed);
                         let body = serde_urlencoded::to_string([
                             ("command", "/offboard"),
-                            ("text", if text == "help" { "help" } else { "alice@example.com" }),
+                            (
+                                "text",
+                                if text == "help" { "help" } else { "alice@example.com manager=dana@example.com" },
+                            ),
                             ("user_id", "U0ADMIN"),
                             ("team_id", "T0BENCH"),
                             ("channel_id", "C0OFFRAMP"),
