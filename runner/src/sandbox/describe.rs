@@ -124,36 +124,47 @@ impl Sandbox {
     /// The plugin's contract, parsed (asked once per loaded plugin); `None` when it declares
     /// nothing or its declaration is broken (validation reports that at `uses:`).
     pub(crate) async fn parsed_contract(&self, plugin: &Plugin) -> Option<Arc<Contract>> {
+        match self.declared_by(plugin).await {
+            Declared::Contract(c) => Some(c),
+            Declared::Nothing | Declared::Unusable(_) => None,
+        }
+    }
+
+    /// What a loaded plugin declares, parsed and its validators built once.
+    async fn declared_by(&self, plugin: &Plugin) -> Declared {
         plugin
             .parsed
             .get_or_init(|| async {
-                let decls = self.contract(plugin).await.ok()?;
+                let decls = match self.contract(plugin).await {
+                    Ok(d) => d,
+                    Err(e) => return Declared::Unusable(e),
+                };
                 let name = plugin.path.file_stem().and_then(|s| s.to_str()).unwrap_or("the plugin");
-                Contract::parse(name, decls).ok().flatten().map(Arc::new)
+                match Contract::parse(name, decls) {
+                    Ok(Some(c)) => Declared::Contract(Arc::new(c)),
+                    Ok(None) => Declared::Nothing,
+                    Err(e) => Declared::Unusable(e),
+                }
             })
             .await
             .clone()
     }
 
-    /// The plugin at `path`, loaded (compiling is CPU work: off the async threads), and its
-    /// parsed contract.
+    /// The plugin at `path`, loaded (compiling is CPU work: off the async threads, unless it is
+    /// loaded already), and what it declares.
     pub async fn declared(self: &Arc<Self>, path: &Path) -> Declared {
-        let (sandbox, owned) = (self.clone(), path.to_path_buf());
-        let plugin = match tokio::task::spawn_blocking(move || sandbox.plugin(&owned)).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return Declared::Unusable(unusable(path, &e)),
-            Err(e) => return Declared::Unusable(format!("loading it failed: {e}")),
+        let plugin = match self.loaded(path) {
+            Some(p) => p,
+            None => {
+                let (sandbox, owned) = (self.clone(), path.to_path_buf());
+                match tokio::task::spawn_blocking(move || sandbox.plugin(&owned)).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(e)) => return Declared::Unusable(unusable(path, &e)),
+                    Err(e) => return Declared::Unusable(format!("loading it failed: {e}")),
+                }
+            }
         };
-        let decls = match self.contract(&plugin).await {
-            Ok(d) => d,
-            Err(e) => return Declared::Unusable(e),
-        };
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("the plugin");
-        match Contract::parse(name, decls) {
-            Ok(Some(c)) => Declared::Contract(Arc::new(c)),
-            Ok(None) => Declared::Nothing,
-            Err(e) => Declared::Unusable(e),
-        }
+        self.declared_by(&plugin).await
     }
 }
 

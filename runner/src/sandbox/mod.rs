@@ -97,7 +97,7 @@ pub struct Plugin {
     pre: TaskPre<StepState>,
     /// What `contract()` declared, once asked (see describe.rs).
     contract: tokio::sync::OnceCell<Result<Vec<crate::pipeline::ActionDecl>, String>>,
-    parsed: tokio::sync::OnceCell<Option<Arc<crate::pipeline::Contract>>>,
+    parsed: tokio::sync::OnceCell<crate::pipeline::Declared>,
     /// SHA-256 of the component bytes.
     pub digest: String,
     pub path: PathBuf,
@@ -206,15 +206,21 @@ impl Sandbox {
 
     /// Loads (or returns the already loaded) plugin at `path`.
     pub fn plugin(&self, path: &Path) -> Result<Arc<Plugin>, SandboxError> {
-        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        if let Some(p) = self.plugins.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        if let Some(p) = self.loaded(path) {
             return Ok(p);
         }
+        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let plugin = Arc::new(self.load(path)?);
         if let Ok(mut m) = self.plugins.lock() {
             m.insert(key, plugin.clone());
         }
         Ok(plugin)
+    }
+
+    /// The plugin at `path` if it is already loaded (no compiling).
+    pub(crate) fn loaded(&self, path: &Path) -> Option<Arc<Plugin>> {
+        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        self.plugins.lock().ok().and_then(|m| m.get(&key).cloned())
     }
 
     /// Reads, compiles (or loads from the disk cache) and links a plugin, bypassing the
