@@ -30,7 +30,7 @@ pub enum LoadError {
 }
 
 /// Reads a pipeline file's text; a file that is not UTF-8 is invalid, with the place why.
-fn read(path: &Path) -> Result<String, LoadError> {
+pub fn read(path: &Path) -> Result<String, LoadError> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: shown.clone(), source })?;
     match lint::decode(&bytes) {
@@ -93,7 +93,16 @@ pub async fn load_declared_checked(
     opts: &LoadOptions,
     loader: &impl ContractLoader,
 ) -> Result<Plan, LoadError> {
-    let text = read(path)?;
+    check_declared(read(path)?, path, opts, loader).await
+}
+
+/// [`load_declared_checked`] of text already read from `path`.
+pub async fn check_declared(
+    text: String,
+    path: &Path,
+    opts: &LoadOptions,
+    loader: &impl ContractLoader,
+) -> Result<Plan, LoadError> {
     let opts = with_contracts(&text, path, &only_declared(&text, opts), loader).await;
     validate::validate(&text, path, &opts).map_err(|diagnostics| LoadError::Invalid {
         path: path.display().to_string(),

@@ -140,6 +140,9 @@ struct Inner {
     reporters: Mutex<HashSet<String>>,
     /// Runs being driven here, and whether another pass was asked for meanwhile.
     drivers: Mutex<HashMap<String, bool>>,
+    /// Pipelines that validated, by file, with the SHA-256 of the text they were validated
+    /// from: an unchanged file is not validated again (an edited one is, at once).
+    plans: Mutex<HashMap<std::path::PathBuf, (String, Plan)>>,
 }
 
 impl AppState {
@@ -167,6 +170,7 @@ impl AppState {
                 api,
                 reporters: Mutex::default(),
                 drivers: Mutex::default(),
+                plans: Mutex::default(),
             }),
         };
         // The default pipeline's structure only, so a misconfigured server fails at once and a
@@ -213,15 +217,27 @@ impl AppState {
     /// contracts like `offramp validate` does. The error is fit to show a requester.
     pub(crate) async fn load_pipeline(&self, name: &str) -> Result<Plan, String> {
         let path = self.pipeline_path(name)?;
-        let sandbox = self.inner.engine.sandbox();
-        pipeline::load_declared_checked(&path, &self.config().load, sandbox).await.map_err(|e| {
+        let refused = |e: pipeline::LoadError| {
             tracing::error!(target: "offramp::serve", pipeline = %path.display(), error = %e, "pipeline does not load");
             // The same located messages `offramp validate` prints (a pipeline holds no secrets).
             let located = crate::text::truncate(e.to_string().trim_end(), 2500);
             format!(
                 "pipeline `{name}` does not validate, so nothing was started; an operator must fix it (`offramp validate`):\n```\n{located}\n```"
             )
-        })
+        };
+        let text = pipeline::read(&path).map_err(refused)?;
+        let hash = pipeline::validate::sha256_hex(text.as_bytes());
+        if let Some((seen, plan)) = self.inner.plans.lock().ok().and_then(|m| m.get(&path).cloned())
+            && seen == hash
+        {
+            return Ok(plan);
+        }
+        let sandbox = self.inner.engine.sandbox();
+        let plan = pipeline::check_declared(text, &path, &self.config().load, sandbox).await.map_err(refused)?;
+        if let Ok(mut m) = self.inner.plans.lock() {
+            m.insert(path, (hash, plan.clone()));
+        }
+        Ok(plan)
     }
 
     /// The file of pipeline `name`, which must exist.
