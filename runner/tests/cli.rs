@@ -191,6 +191,15 @@ fn bad_inputs_and_bad_pipelines_exit_2() {
     let err = text(&out.stderr);
     assert!(err.contains("typo.yaml:72:15: okta has no action `deactivat` (did you mean `deactivate`?)"), "{err}");
     assert!(!cli.dir.path().join("cli.db").exists(), "an invalid pipeline touched the database");
+    // A file that is not UTF-8 is refused at its first bad byte, through the same reading `run` does.
+    let latin1 = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines/invalid/65-latin1.yaml");
+    let out = cli.run(&["validate", latin1.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("65-latin1.yaml:2:10: the file is not UTF-8: byte 0xE9"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

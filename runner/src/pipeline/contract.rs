@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::diag::Diagnostic;
-use super::expr::Shape;
+use super::expr::{Analysis, Shape};
 use super::refs::Scope;
 use super::schema;
 use super::yaml::{self, Loc, Node, NodeKind};
@@ -167,14 +167,14 @@ pub trait ContractLoader {
 }
 
 /// The action a step's `with:` selects, with the diagnostics when it selects none.
-pub(crate) fn select<'c>(
-    contract: &'c Contract,
+pub(crate) fn select(
+    contract: &Contract,
     with: Option<&Node>,
     uses_loc: Loc,
     diags: &mut Vec<Diagnostic>,
-) -> Option<&'c ActionContract> {
+) -> Option<usize> {
     if !contract.named() {
-        return contract.actions.first();
+        return (!contract.actions.is_empty()).then_some(0);
     }
     let names: Vec<&str> = contract.actions.iter().map(|a| a.name.as_str()).collect();
     let action = with.and_then(|w| w.get("action"));
@@ -202,7 +202,7 @@ pub(crate) fn select<'c>(
             if s.contains("{{") || s.contains("{%") {
                 return None; // chosen at run time: nothing to check it against
             }
-            let found = contract.actions.iter().find(|a| a.name == *s);
+            let found = contract.actions.iter().position(|a| a.name == *s);
             if found.is_none() {
                 let hint = match yaml::closest(s, &names) {
                     Some(b) => format!("did you mean `{b}`?"),
@@ -234,13 +234,14 @@ pub(crate) fn check_with(
     with: Option<&Node>,
     at: Loc,
     scope: &Scope<'_>,
+    analyses: &HashMap<Loc, Analysis>,
     diags: &mut Vec<Diagnostic>,
 ) {
     let (Some(validator), Some(schema)) = (&action.validator, &action.input) else { return };
     let empty = Node { loc: at, kind: NodeKind::Map(vec![]) };
     let with = with.unwrap_or(&empty);
     let mut holes: HashMap<String, Placeholder> = HashMap::new();
-    let instance = instance(with, String::new(), scope, &mut holes);
+    let instance = instance(with, String::new(), scope, analyses, &mut holes);
     let what = if action.name.is_empty() { plugin.to_string() } else { format!("{plugin} `{}`", action.name) };
     for err in validator.iter_errors(&instance) {
         let pointer = err.instance_path().as_str().to_string();
@@ -272,17 +273,24 @@ pub(crate) fn check_with(
 }
 
 /// The JSON value of `with:` with templated strings replaced by placeholders of their type.
-fn instance(node: &Node, pointer: String, scope: &Scope<'_>, holes: &mut HashMap<String, Placeholder>) -> Value {
+fn instance(
+    node: &Node,
+    pointer: String,
+    scope: &Scope<'_>,
+    analyses: &HashMap<Loc, Analysis>,
+    holes: &mut HashMap<String, Placeholder>,
+) -> Value {
     match &node.kind {
         NodeKind::Str(s) if s.contains("{{") || s.contains("{%") => {
-            let Some(a) = super::expr::template(s).ok() else {
+            // Analysed once, by the reference checks (missing: it did not parse).
+            let Some(a) = analyses.get(&node.loc) else {
                 holes.insert(pointer, Placeholder::Any);
                 return Value::Null;
             };
-            match a.shape {
+            match &a.shape {
                 Shape::Text => Value::String(s.clone()),
-                Shape::Const(v) => v,
-                Shape::Ref(i) => match a.refs.get(i).and_then(|r| scope.types_of(r).map(|t| (r.dotted(), t))) {
+                Shape::Const(v) => v.clone(),
+                Shape::Ref(i) => match a.refs.get(*i).and_then(|r| scope.types_of(r).map(|t| (r.dotted(), t))) {
                     Some((source, types)) => {
                         let value = types
                             .iter()
@@ -304,7 +312,11 @@ fn instance(node: &Node, pointer: String, scope: &Scope<'_>, holes: &mut HashMap
             }
         }
         NodeKind::Seq(items) => Value::Array(
-            items.iter().enumerate().map(|(i, n)| instance(n, format!("{pointer}/{i}"), scope, holes)).collect(),
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, n)| instance(n, format!("{pointer}/{i}"), scope, analyses, holes))
+                .collect(),
         ),
         NodeKind::Map(entries) => Value::Object(
             entries
@@ -312,7 +324,7 @@ fn instance(node: &Node, pointer: String, scope: &Scope<'_>, holes: &mut HashMap
                 .map(|(k, v)| {
                     let key = k.to_json().as_str().map_or_else(|| k.to_json().to_string(), str::to_string);
                     let child = format!("{pointer}/{}", key.replace('~', "~0").replace('/', "~1"));
-                    (key, instance(v, child, scope, holes))
+                    (key, instance(v, child, scope, analyses, holes))
                 })
                 .collect(),
         ),
@@ -499,7 +511,8 @@ mod tests {
             source: &source,
         };
         let mut diags = Vec::new();
-        check_with(&contract.actions[0], "p", Some(node), Loc { line: 1, col: 1 }, &scope, &mut diags);
+        let analyses = scope.with(node, &mut diags);
+        check_with(&contract.actions[0], "p", Some(node), Loc { line: 1, col: 1 }, &scope, &analyses, &mut diags);
         diags.iter().map(|d| format!("{}:{}: {}", d.loc.line, d.loc.col, d.message)).collect()
     }
 

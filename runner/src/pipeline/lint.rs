@@ -14,7 +14,6 @@ pub fn decode(bytes: &[u8]) -> Result<&str, Diagnostic> {
         ));
     }
     let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let offset = bytes.len() - text.len();
     match std::str::from_utf8(text) {
         Ok(s) => {
             if let Some(nul) = s.find('\0') {
@@ -28,7 +27,6 @@ pub fn decode(bytes: &[u8]) -> Result<&str, Diagnostic> {
             let before = std::str::from_utf8(&text[..good]).unwrap_or_default();
             let loc = loc_of(before, good);
             let byte = text.get(good).copied().unwrap_or_default();
-            let _ = offset;
             let hint = if (0xA0..=0xFF).contains(&byte) {
                 // A lone Latin-1 letter (é = 0xE9) is the usual way a file ends up here.
                 let ch = char::from(byte);

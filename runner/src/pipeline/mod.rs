@@ -13,7 +13,7 @@ pub mod template;
 pub mod validate;
 pub mod yaml;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use contract::{ActionDecl, Contract, ContractBook, ContractLoader, Declared};
 pub use diag::Diagnostic;
@@ -77,14 +77,7 @@ fn only_declared(text: &str, opts: &LoadOptions) -> LoadOptions {
 /// [`load`], type-checked against the contracts the pipeline's plugins declare (loaded through
 /// `loader`, the sandbox): what `validate`, `run`, `serve` and the Slack confirmation use.
 pub async fn load_checked(path: &Path, opts: &LoadOptions, loader: &impl ContractLoader) -> Result<Plan, LoadError> {
-    let shown = path.display().to_string();
-    let text = read(path)?;
-    let opts = with_contracts(&text, path, opts, loader).await;
-    validate::validate(&text, path, &opts).map_err(|diagnostics| LoadError::Invalid {
-        path: shown,
-        source_text: text,
-        diagnostics,
-    })
+    check(read(path)?, path, opts, false, loader).await
 }
 
 /// [`load_declared`], type-checked like [`load_checked`].
@@ -103,8 +96,35 @@ pub async fn check_declared(
     opts: &LoadOptions,
     loader: &impl ContractLoader,
 ) -> Result<Plan, LoadError> {
-    let opts = with_contracts(&text, path, &only_declared(&text, opts), loader).await;
-    validate::validate(&text, path, &opts).map_err(|diagnostics| LoadError::Invalid {
+    check(text, path, opts, true, loader).await
+}
+
+/// Validates text read from `path` with its plugins' contracts, parsing the YAML once (the
+/// plugins it uses and, with `declared_only`, the vars it declares come from the same tree).
+async fn check(
+    text: String,
+    path: &Path,
+    opts: &LoadOptions,
+    declared_only: bool,
+    loader: &impl ContractLoader,
+) -> Result<Plan, LoadError> {
+    let parsed = yaml::parse(&text);
+    let opts = match &parsed {
+        Ok(root) => {
+            let mut opts = opts.clone();
+            if declared_only {
+                let declared: std::collections::BTreeSet<&str> = match root.get("vars").map(|v| &v.kind) {
+                    Some(yaml::NodeKind::Map(entries)) => entries.iter().filter_map(|(k, _)| k.as_str()).collect(),
+                    _ => Default::default(),
+                };
+                opts.vars.retain(|k, _| declared.contains(k.as_str()));
+            }
+            let plugins = validate::plugins_used(root, path, &opts);
+            with_contracts_of(plugins, &opts, loader).await
+        }
+        Err(_) => opts.clone(), // validation reports the syntax error, before vars matter
+    };
+    validate::validate_parsed(&text, path, &opts, parsed).map_err(|diagnostics| LoadError::Invalid {
         path: path.display().to_string(),
         source_text: text,
         diagnostics,
@@ -113,8 +133,15 @@ pub async fn check_declared(
 
 /// `opts` plus the contracts of every plugin file the pipeline text uses.
 pub async fn with_contracts(text: &str, file: &Path, opts: &LoadOptions, loader: &impl ContractLoader) -> LoadOptions {
+    match yaml::parse(text) {
+        Ok(root) => with_contracts_of(validate::plugins_used(&root, file, opts), opts, loader).await,
+        Err(_) => opts.clone(),
+    }
+}
+
+async fn with_contracts_of(plugins: Vec<PathBuf>, opts: &LoadOptions, loader: &impl ContractLoader) -> LoadOptions {
     let mut book = std::collections::HashMap::new();
-    for plugin in validate::plugins_used(text, file, opts) {
+    for plugin in plugins {
         if plugin.is_file() && !book.contains_key(&plugin) {
             let declared = loader.load_contract(&plugin).await;
             book.insert(plugin, declared);

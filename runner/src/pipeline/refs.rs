@@ -4,7 +4,9 @@
 //! name inside its string when the YAML spells the string verbatim on one line.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
+use super::contract::Contract;
 use super::diag::Diagnostic;
 use super::expr::{self, Analysis, Ref, Seg};
 use super::model::{InputSpec, InputType};
@@ -17,13 +19,21 @@ pub(crate) const RUN_FIELDS: &[&str] = &["id", "requested_by", "dry_run"];
 /// The fields of `steps.<id>`.
 pub(crate) const STEP_FIELDS: &[&str] = &["output", "status"];
 
-/// What one step's output is known to look like.
+/// What one step's output is known to look like: its plugin's contract and the action chosen.
 #[derive(Debug, Clone)]
 pub(crate) struct StepOutput {
     /// e.g. "okta `lookup`", for messages.
     pub what: String,
-    /// JSON Schema of the output (the whole document, for `$ref`s).
-    pub schema: serde_json::Value,
+    pub contract: Arc<Contract>,
+    pub action: usize,
+}
+
+impl StepOutput {
+    /// JSON Schema of the output (the whole document, for `$ref`s); `true` if undeclared.
+    fn schema(&self) -> &serde_json::Value {
+        static ANY: serde_json::Value = serde_json::Value::Bool(true);
+        self.contract.actions.get(self.action).and_then(|a| a.output.as_ref()).unwrap_or(&ANY)
+    }
 }
 
 /// The pipeline source, to place an error on the name inside a string.
@@ -78,7 +88,7 @@ pub(crate) struct Scope<'a> {
 
 impl Scope<'_> {
     /// Checks one template string of `field` (`with`, …); returns its analysis when it parses.
-    pub(crate) fn template(&self, node: &Node, s: &str, field: &str, diags: &mut Vec<Diagnostic>) -> Option<Analysis> {
+    fn template(&self, node: &Node, s: &str, field: &str, diags: &mut Vec<Diagnostic>) -> Option<Analysis> {
         match expr::template(s) {
             Ok(a) => {
                 self.report(&a, node.loc, s, 0, field, diags);
@@ -104,14 +114,23 @@ impl Scope<'_> {
         }
     }
 
-    /// Checks every string under a `with:` node.
-    pub(crate) fn with(&self, node: &Node, diags: &mut Vec<Diagnostic>) {
+    /// Checks every string under a `with:` node; returns each template's analysis by where it
+    /// is written (the type check of `with:` reads them).
+    pub(crate) fn with(&self, node: &Node, diags: &mut Vec<Diagnostic>) -> HashMap<Loc, Analysis> {
+        let mut out = HashMap::new();
+        self.with_into(node, diags, &mut out);
+        out
+    }
+
+    fn with_into(&self, node: &Node, diags: &mut Vec<Diagnostic>, out: &mut HashMap<Loc, Analysis>) {
         match &node.kind {
             NodeKind::Str(s) => {
-                self.template(node, s, "with", diags);
+                if let Some(a) = self.template(node, s, "with", diags) {
+                    out.insert(node.loc, a);
+                }
             }
-            NodeKind::Seq(items) => items.iter().for_each(|n| self.with(n, diags)),
-            NodeKind::Map(entries) => entries.iter().for_each(|(_, v)| self.with(v, diags)),
+            NodeKind::Seq(items) => items.iter().for_each(|n| self.with_into(n, diags, out)),
+            NodeKind::Map(entries) => entries.iter().for_each(|(_, v)| self.with_into(v, diags, out)),
             _ => {}
         }
     }
@@ -172,7 +191,7 @@ impl Scope<'_> {
             }
             Some(Seg::Attr(f)) if f == "output" => {
                 let out = self.outputs.get(id)?;
-                match schema::lookup(&out.schema, &rest[1..]) {
+                match schema::lookup(out.schema(), &rest[1..]) {
                     Lookup::Missing { at, field: missing, known } => {
                         let path: String = rest[1..][..at].iter().map(seg_text).collect();
                         let known_refs: Vec<&str> = known.iter().map(String::as_str).collect();
@@ -223,8 +242,8 @@ impl Scope<'_> {
             ("steps", Some(_), Some("status")) if r.path.len() == 2 => one("string"),
             ("steps", Some(id), Some("output")) => {
                 let out = self.outputs.get(id)?;
-                match schema::lookup(&out.schema, &r.path[2..]) {
-                    Lookup::Found(s) => schema::types(&out.schema, s),
+                match schema::lookup(out.schema(), &r.path[2..]) {
+                    Lookup::Found(s) => schema::types(out.schema(), s),
                     _ => None,
                 }
             }

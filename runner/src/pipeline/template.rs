@@ -109,12 +109,19 @@ pub(crate) fn is_test(name: &str) -> bool {
 
 /// Whether minijinja has a global function of that name.
 pub(crate) fn is_function(name: &str) -> bool {
-    environment().globals().any(|(n, _)| n == name)
+    lookup_env().globals().any(|(n, _)| n == name)
+}
+
+/// One environment for every lookup (validation asks for each filter, test and function a
+/// pipeline uses).
+fn lookup_env() -> &'static Environment<'static> {
+    static ENV: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(environment)
 }
 
 /// minijinja's own `is filter` / `is test` tests: the truth, whatever its version ships.
 fn lookup(kind: &str, name: &str) -> bool {
-    let env = environment();
+    let env = lookup_env();
     let Ok(expr) = env.compile_expression_owned(format!("name is {kind}")) else { return false };
     expr.eval(minijinja::context! { name => name }).is_ok_and(|v| v.is_true())
 }

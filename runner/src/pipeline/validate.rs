@@ -2,13 +2,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::IgnoredAny;
 use serde_json::json;
 
 use super::access::{check_credential, grant, origin, within_cap};
-use super::contract::{self, ActionContract, ContractBook, Declared};
+use super::contract::{self, Contract, ContractBook, Declared};
 use super::diag::Diagnostic;
 use super::model::{self, InputSpec, InputType, OnFailure, Pipeline, PipelineDoc, Step};
 pub use super::origin::{Grant, Origin};
@@ -96,6 +97,16 @@ pub struct Plan {
 
 /// Validates pipeline text. `file` is only used to resolve relative plugin paths.
 pub fn validate(text: &str, file: &Path, opts: &LoadOptions) -> Result<Plan, Vec<Diagnostic>> {
+    validate_parsed(text, file, opts, yaml::parse(text))
+}
+
+/// [`validate`] of text already parsed (`parsed` is `yaml::parse(text)`'s answer).
+pub(crate) fn validate_parsed(
+    text: &str,
+    file: &Path,
+    opts: &LoadOptions,
+    parsed: Result<Node, Diagnostic>,
+) -> Result<Plan, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     // Indentation YAML does not see as indentation: the structure below it is wrong, so its
     // errors would only mislead.
@@ -103,10 +114,7 @@ pub fn validate(text: &str, file: &Path, opts: &LoadOptions) -> Result<Plan, Vec
     if !spaces.is_empty() {
         return Err(spaces);
     }
-    let root = match yaml::parse(text) {
-        Ok(root) => root,
-        Err(d) => return Err(vec![d]),
-    };
+    let root = parsed.map_err(|d| vec![d])?;
     if !matches!(root.kind, NodeKind::Map(_)) {
         return Err(vec![Diagnostic::new(root.loc, "a pipeline is a mapping that starts with `version: 1`")]);
     }
@@ -321,8 +329,8 @@ pub fn coerce_input(kind: InputType, value: &serde_json::Value) -> Result<serde_
     }
 }
 
-/// A step's plugin name and the action of its contract its `with:` selects.
-type Chosen = (String, ActionContract);
+/// A step's plugin contract and the action (its index) its `with:` selects.
+type Chosen = (Arc<Contract>, usize);
 
 /// What every step is checked against.
 struct Doc<'a> {
@@ -352,15 +360,15 @@ fn check_steps(
                 None
             }
             Some(Declared::Contract(c)) => {
-                contract::select(c, node.get("with"), step.uses.loc, diags).map(|a| (c.plugin.clone(), a.clone()))
+                contract::select(c, node.get("with"), step.uses.loc, diags).map(|i| (c.clone(), i))
             }
             Some(Declared::Nothing) | None => None,
         };
-        if let Some((name, a)) = &action
-            && let Some(schema) = &a.output
+        if let Some((c, i)) = &action
+            && let Some(a) = c.actions.get(*i).filter(|a| a.output.is_some())
         {
-            let what = if a.name.is_empty() { name.clone() } else { format!("{name} `{}`", a.name) };
-            outputs.insert(step.id.value.clone(), StepOutput { what, schema: schema.clone() });
+            let what = if a.name.is_empty() { c.plugin.clone() } else { format!("{} `{}`", c.plugin, a.name) };
+            outputs.insert(step.id.value.clone(), StepOutput { what, contract: c.clone(), action: *i });
         }
         chosen.insert(step.id.as_str(), (plugin, action));
     }
@@ -418,19 +426,20 @@ fn check_steps(
         let scope = Scope { step: id, inputs, vars, deps: &deps, all: &seen, outputs: &outputs, source };
 
         // with: walk the raw nodes so each template error points at its own string.
+        let mut analyses = HashMap::new();
         if let Some(with) = node.get("with") {
             if !matches!(with.kind, NodeKind::Map(_)) {
                 diags.push(Diagnostic::new(with.loc, "`with` must be a mapping of the plugin's inputs"));
             }
-            scope.with(with, diags);
+            analyses = scope.with(with, diags);
         }
         if let Some(cond) = &step.condition {
             scope.condition(cond.loc, cond, diags);
         }
         let (plugin, action) = chosen.remove(id).unwrap_or_default();
-        if let Some((name, action)) = &action {
+        if let Some((c, a)) = action.as_ref().and_then(|(c, i)| Some((c, c.actions.get(*i)?))) {
             let at = key_loc(node, "with").unwrap_or(step.uses.loc);
-            contract::check_with(action, name, node.get("with"), at, &scope, diags);
+            contract::check_with(a, &c.plugin, node.get("with"), at, &scope, &analyses, diags);
         }
 
         let timeout = parse_spanned(step.timeout.as_ref(), model::DEFAULT_TIMEOUT, model::parse_duration, diags);
@@ -603,8 +612,7 @@ fn plugin_path(name: &str, file: &Path, opts: &LoadOptions) -> Option<PathBuf> {
 
 /// The plugin files a pipeline's steps name (whatever else is wrong with it), so their
 /// contracts can be loaded before validation.
-pub(crate) fn plugins_used(text: &str, file: &Path, opts: &LoadOptions) -> Vec<PathBuf> {
-    let Ok(root) = yaml::parse(text) else { return vec![] };
+pub(crate) fn plugins_used(root: &Node, file: &Path, opts: &LoadOptions) -> Vec<PathBuf> {
     let Some(NodeKind::Seq(steps)) = root.get("steps").map(|n| &n.kind) else { return vec![] };
     steps.iter().filter_map(|s| s.get("uses")?.as_str()).filter_map(|n| plugin_path(n, file, opts)).collect()
 }

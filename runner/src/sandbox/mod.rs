@@ -340,7 +340,7 @@ impl Sandbox {
     pub(crate) async fn run_attempt(&self, plugin: &Plugin, spec: AttemptSpec) -> AttemptReport {
         // What the output must look like (asked before taking an instance slot: asking takes one).
         let contract = self.parsed_contract(plugin).await;
-        let action = contract.as_ref().and_then(|c| c.action_for(&spec.input).map(|a| (c.plugin.clone(), a.clone())));
+        let action = contract.as_deref().and_then(|c| c.action_for(&spec.input).map(|a| (c.plugin.as_str(), a)));
         // Wait for an instance slot first (the semaphore is never closed, so this cannot fail).
         let _turn = self.admission.acquire().await.ok();
         spec.gate.start_clock(spec.timeout);
@@ -376,8 +376,8 @@ impl Sandbox {
             },
             Ok(Ok(Ok(out))) => match serde_json::from_str::<serde_json::Value>(&redactor.text(&out.output)) {
                 // Later steps were validated against the declared output: hold the plugin to it.
-                Ok(output) if let Some(Err(why)) = action.as_ref().map(|(_, a)| a.check_output(&output)) => {
-                    let (plugin, a) = action.as_ref().map(|(p, a)| (p.as_str(), a.name.as_str())).unwrap_or_default();
+                Ok(output) if let Some(Err(why)) = action.map(|(_, a)| a.check_output(&output)) => {
+                    let (plugin, a) = action.map(|(p, a)| (p, a.name.as_str())).unwrap_or_default();
                     let what = if a.is_empty() { plugin.to_string() } else { format!("{plugin} `{a}`") };
                     AttemptResult::Failed {
                         kind: FailureKind::Permanent,
