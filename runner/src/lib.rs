@@ -6,11 +6,11 @@
 //! [`pipeline`] is the YAML model and its validation.
 
 pub mod cli;
+mod digest;
 pub mod engine;
 pub mod http;
 pub mod mock;
 pub mod pipeline;
-pub mod report;
 pub mod sandbox;
 pub mod secrets;
 pub mod slack;

@@ -3,6 +3,7 @@
 mod demo;
 mod out;
 mod plugin;
+mod report;
 mod scaffold;
 mod serve;
 
@@ -20,7 +21,6 @@ use clap::{Args, Parser, Subcommand};
 use crate::engine::{Decision, DecisionOutcome, Engine, EngineConfig, StartRequest};
 use crate::http::NetworkPolicy;
 use crate::pipeline::{self, LoadOptions};
-use crate::report;
 use crate::sandbox::Sandbox;
 use crate::secrets::SecretSource;
 use crate::store::{self, RunStatus, StepStatus};

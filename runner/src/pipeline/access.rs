@@ -5,8 +5,8 @@
 use super::diag::Diagnostic;
 use super::model::{AllowEntry, Credential};
 use super::origin::{Grant, Origin};
+use super::plan::CredentialPlan;
 use super::template;
-use super::validate::CredentialPlan;
 use super::yaml::{Loc, Spanned};
 
 pub(super) fn origin(

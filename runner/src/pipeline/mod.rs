@@ -7,6 +7,7 @@ pub(crate) mod expr;
 pub mod lint;
 pub mod model;
 pub mod origin;
+pub mod plan;
 pub(crate) mod refs;
 pub(crate) mod schema;
 pub mod template;
@@ -18,7 +19,9 @@ use std::path::{Path, PathBuf};
 pub use contract::{ActionDecl, Contract, ContractBook, ContractLoader, Declared};
 pub use diag::Diagnostic;
 pub use model::{InputType, OnFailure, Pipeline};
-pub use validate::{CredentialPlan, Grant, LoadOptions, Origin, Plan, RetryPlan, StepPlan, coerce_input};
+pub use origin::{Grant, Origin};
+pub use plan::{CredentialPlan, Plan, RetryPlan, StepPlan, coerce_input};
+pub use validate::LoadOptions;
 
 /// A pipeline file that failed to load: every problem, ready to print.
 #[derive(Debug, thiserror::Error)]

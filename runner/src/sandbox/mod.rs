@@ -229,7 +229,7 @@ impl Sandbox {
         let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let shown = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| SandboxError::Read { path: shown.clone(), source })?;
-        let digest = crate::pipeline::validate::sha256_hex(&bytes);
+        let digest = crate::digest::sha256_hex(&bytes);
         let component = self.compile_cached(&bytes, &digest, &shown)?;
         let pre = self
             .linker

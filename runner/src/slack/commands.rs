@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 
 use super::command::{self, SlashCommand};
 use super::{AppError, AppState, blocks, ephemeral};
-use crate::engine::{self, EngineError};
+use crate::engine::{EngineError, NewRequest, Person, RequestRefused};
 use crate::pipeline::{InputType, Plan};
-use crate::store::{Event, RequestStatus, RunRequest, StoreError};
+use crate::store::StoreError;
 
 /// The slash command's form, with the fields Slack always sends (others are ignored).
 #[derive(Debug, serde::Deserialize)]
@@ -283,35 +283,14 @@ async fn request(
     if inputs.insert(field.to_string(), subject.to_string()).is_some() {
         return Err(Refusal::Tell(format!("`{field}` is the person being offboarded; give it once, first")));
     }
-    let subject = match engine::preview(&plan, &inputs) {
-        Ok(s) => s,
-        Err(EngineError::Inputs(errors)) => return Err(Refusal::Tell(errors.join("; "))),
+    let new = NewRequest { pipeline: name.clone(), inputs, channel_id: Some(form.channel_id.clone()) };
+    let req = match state.engine().request_run(&plan, new, Person { via: "slack", id: &form.user_id }).await {
+        Ok(req) => req,
+        Err(RequestRefused::Engine(EngineError::Inputs(errors))) => return Err(Refusal::Tell(errors.join("; "))),
+        Err(RequestRefused::Store(e)) => return Err(Refusal::Store(e)),
         Err(e) => return Err(Refusal::Tell(e.to_string())),
     };
-    let req = RunRequest {
-        id: uuid::Uuid::new_v4().to_string(),
-        pipeline: name.clone(),
-        pipeline_hash: plan.content_hash.clone(),
-        inputs: inputs.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
-        subject: subject.clone(),
-        requested_by: form.user_id.clone(),
-        channel_id: Some(form.channel_id.clone()),
-        approvals_needed: plan.approval.approvers,
-        allow_self: plan.approval.allow_self,
-        status: RequestStatus::Pending,
-        decided_by: None,
-        run_id: None,
-        message_channel: None,
-        message_ts: None,
-        created_at: crate::store::now(),
-        decided_at: None,
-    };
-    let event = Event::new(
-        &format!("slack:{}", form.user_id),
-        "run_requested",
-        json!({ "request": req.id, "pipeline": name, "subject": subject }),
-    );
-    state.store().create_request(&req, event).await.map_err(Refusal::Store)?;
+    let subject = &req.subject;
     if req.approvals_needed == 0 {
         let (text, blocks) = blocks::request_message(&req, &plan, &[], false);
         return Ok(json!({ "response_type": "ephemeral", "text": text, "blocks": blocks }));

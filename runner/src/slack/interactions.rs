@@ -1,10 +1,11 @@
 //! `POST /slack/interactions`: button clicks. This is where a click becomes an engine
-//! decision: Start → [`Engine::start_for_request`](crate::engine::Engine::start_for_request), Retry /
-//! Skip / Abort → [`Engine::decide`](crate::engine::Engine::decide), the same entry point as
-//! `offramp resume`. The click is acknowledged at once; its effect and any answer follow
-//! (through the store, the run message and the `response_url`).
-
-use std::collections::BTreeMap;
+//! decision: Start → [`Engine::approve_request`](crate::engine::Engine::approve_request) then
+//! [`Engine::start_request`](crate::engine::Engine::start_request), Cancel →
+//! [`Engine::cancel_request`](crate::engine::Engine::cancel_request) (the rules of a request
+//! live there), Retry / Skip / Abort → [`Engine::decide`](crate::engine::Engine::decide), the
+//! same entry point as `offramp resume`. The click is acknowledged at once; its effect and any
+//! answer follow (through the store, the run message and the `response_url`). What is Slack's
+//! is only how each outcome is said and shown.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -15,8 +16,8 @@ use serde_json::{Value, json};
 
 use super::blocks::{self, DecisionRef, mention};
 use super::{AppError, AppState, ephemeral};
-use crate::engine::{Decision, DecisionOutcome, EngineError, StartRequest};
-use crate::store::{Event, RequestStatus, RunRequest, StoreError};
+use crate::engine::{Approval, Decision, DecisionOutcome, EngineError, Person, RequestRefused};
+use crate::store::{RequestStatus, RunRequest, StoreError};
 
 #[derive(Debug, Deserialize)]
 struct Form {
@@ -155,61 +156,43 @@ fn closed_text(req: &RunRequest) -> String {
     }
 }
 
-async fn load_request(state: &AppState, id: &str) -> Result<RunRequest, String> {
-    match state.store().request(id).await {
-        Ok(r) => Ok(r),
-        Err(StoreError::NoRequest(_)) => Err("offramp has no record of this request.".into()),
-        Err(e) => Err(store_trouble(e)),
+/// How a refused Start or Cancel is said.
+fn refusal_text(refused: RequestRefused) -> String {
+    match refused {
+        RequestRefused::Unknown => "offramp has no record of this request.".into(),
+        RequestRefused::Closed(req) => closed_text(&req),
+        RequestRefused::OnlyRequester { requested_by } => {
+            format!("Only {} can start this request.", mention(&requested_by))
+        }
+        RequestRefused::OwnRequest { needed } => format!(
+            "You asked for this run, so your Start does not count: {needed} other approver{} must press it.",
+            if needed == 1 { "" } else { "s" }
+        ),
+        RequestRefused::AlreadyApproved => "You have already approved this request.".into(),
+        RequestRefused::PipelineChanged { pipeline } => format!(
+            "Pipeline `{pipeline}` changed since this request was made, so it was not started. Run the command again to see the new steps."
+        ),
+        RequestRefused::Engine(EngineError::Inputs(errors)) => {
+            format!("The run could not start: {}", errors.join("; "))
+        }
+        RequestRefused::Engine(e) => store_trouble(e),
+        RequestRefused::Store(e) => store_trouble(e),
     }
 }
 
+fn slack(user: &str) -> Person<'_> {
+    Person { via: "slack", id: user }
+}
+
 async fn start(state: &AppState, user: &str, request_id: &str, reply_to: &Option<String>) -> Result<(), String> {
-    let req = load_request(state, request_id).await?;
-    if req.status != RequestStatus::Pending {
-        return Err(closed_text(&req));
-    }
-    if req.approvals_needed == 0 {
-        if user != req.requested_by {
-            return Err(format!("Only {} can start this request.", mention(&req.requested_by)));
+    match state.engine().approve_request(request_id, slack(user)).await.map_err(refusal_text)? {
+        (req, Approval::Start) => launch(state, &req, user, reply_to).await,
+        (req, Approval::Waiting { count, needed }) => {
+            // Not enough yet: show the approvals so far on the channel post.
+            refresh_request_message(state, &req).await;
+            Err(format!("Approved ({count} of {needed}). The run starts when enough approvers have pressed Start."))
         }
-        return launch(state, &req, user, reply_to).await;
     }
-    if user == req.requested_by && !req.allow_self {
-        return Err(format!(
-            "You asked for this run, so your Start does not count: {} other approver{} must press it.",
-            req.approvals_needed,
-            if req.approvals_needed == 1 { "" } else { "s" }
-        ));
-    }
-    let count = match state.store().approve_request(&req.id, user).await {
-        Ok(Some(n)) => n,
-        Ok(None) => {
-            let now = load_request(state, request_id).await?;
-            return Err(if now.status == RequestStatus::Pending {
-                "You have already approved this request.".into()
-            } else {
-                closed_text(&now)
-            });
-        }
-        Err(e) => return Err(store_trouble(e)),
-    };
-    let _ = state
-        .store()
-        .append_event(
-            None,
-            None,
-            Event::new(&format!("slack:{user}"), "request_approved", json!({ "request": req.id, "approvals": count })),
-        )
-        .await;
-    if count >= req.approvals_needed {
-        return launch(state, &req, user, reply_to).await;
-    }
-    // Not enough yet: show the approvals so far on the channel post.
-    refresh_request_message(state, &req).await;
-    Err(format!(
-        "Approved ({count} of {}). The run starts when enough approvers have pressed Start.",
-        req.approvals_needed
-    ))
 }
 
 /// Re-renders the channel post of a two-person request (approvals so far), unless it has
@@ -229,33 +212,12 @@ async fn refresh_request_message(state: &AppState, req: &RunRequest) {
     }
 }
 
-/// Starts the run of an approved request. Marking the request started and creating the run
-/// are one transaction, so two racing clicks start one run and a failure leaves the request
-/// pending.
+/// Starts the run of an approved request ([`Engine::start_request`](crate::engine::Engine::start_request):
+/// of two racing clicks one starts it), then drives it and closes the request's messages.
 async fn launch(state: &AppState, req: &RunRequest, user: &str, reply_to: &Option<String>) -> Result<(), String> {
     let plan = state.load_pipeline(&req.pipeline).await?;
-    let actor = format!("slack:{user}");
-    if plan.content_hash != req.pipeline_hash {
-        let event = Event::new("offramp", "request_stale", json!({ "request": req.id }));
-        let _ = state.store().cancel_request(&req.id, "offramp", event).await;
-        return Err(format!(
-            "Pipeline `{}` changed since this request was made, so it was not started. Run the command again to see the new steps.",
-            req.pipeline
-        ));
-    }
-    let inputs: BTreeMap<String, String> =
-        req.inputs.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect();
-    let start = StartRequest { inputs, requested_by: format!("slack:{}", req.requested_by), dry_run: false };
-    let run_id = match state.engine().start_for_request(&plan, start, &req.id, &actor).await {
-        Ok(Some(id)) => id,
-        Ok(None) => return Err(closed_text(&load_request(state, &req.id).await?)),
-        Err(EngineError::Inputs(errors)) => return Err(format!("The run could not start: {}", errors.join("; "))),
-        Err(e) => return Err(store_trouble(e)),
-    };
-    let _ = state
-        .store()
-        .append_event(Some(&run_id), None, Event::new(&actor, "run_approved", json!({ "request": req.id })))
-        .await;
+    let run_id = state.engine().start_request(&plan, req, slack(user)).await.map_err(refusal_text)?;
+    let actor = slack(user).actor();
     state.spawn_run(&run_id, Some(req.id.clone()));
     let text = format!(
         "Started run `{run_id}`: `{}` for {} (approved by {}). Follow it in <#{}>.",
@@ -282,14 +244,8 @@ async fn launch(state: &AppState, req: &RunRequest, user: &str, reply_to: &Optio
 }
 
 async fn cancel(state: &AppState, user: &str, request_id: &str, reply_to: &Option<String>) -> Result<(), String> {
-    let req = load_request(state, request_id).await?;
-    let actor = format!("slack:{user}");
-    let event = Event::new(&actor, "request_cancelled", json!({ "request": req.id }));
-    match state.store().cancel_request(&req.id, &actor, event).await {
-        Ok(true) => {}
-        Ok(false) => return Err(closed_text(&load_request(state, request_id).await?)),
-        Err(e) => return Err(store_trouble(e)),
-    }
+    let req = state.engine().cancel_request(request_id, slack(user)).await.map_err(refusal_text)?;
+    let actor = slack(user).actor();
     let text = format!("Cancelled by {}: nothing was run for {}.", mention(&actor), req.subject);
     state.respond_later(
         reply_to.clone(),

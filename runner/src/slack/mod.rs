@@ -226,7 +226,7 @@ impl AppState {
             )
         };
         let text = pipeline::read(&path).map_err(refused)?;
-        let hash = pipeline::validate::sha256_hex(text.as_bytes());
+        let hash = crate::digest::sha256_hex(text.as_bytes());
         if let Some((seen, plan)) = self.inner.plans.lock().ok().and_then(|m| m.get(&path).cloned())
             && seen == hash
         {

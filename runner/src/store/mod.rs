@@ -3,8 +3,10 @@
 //! SQLite is the default (`sqlite://offramp.db`, WAL); `postgres://…` selects [`PgStore`].
 //! The engine and the Slack front door only see the trait.
 
+mod db;
 mod front;
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::fmt;
@@ -15,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use front::{Approver, RequestStatus, RunMessage, RunRequest};
 pub use postgres::PgStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 /// Store failures. Callers match on `NotFound`; the rest are reported.

@@ -1,0 +1,216 @@
+//! One step, attempt by attempt: claiming it, rendering its inputs, running its plugin in the
+//! sandbox through the HTTP gate, retrying transient failures, and recording the outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Engine, EngineError, ProgressEvent, audit, idempotency_key};
+use crate::http::{Gate, Injection};
+use crate::pipeline::{StepPlan, template};
+use crate::sandbox::{AttemptReport, AttemptResult, AttemptSpec, FailureKind};
+use crate::store::{Event, RunRecord, StepChange, StepStatus};
+
+impl Engine {
+    /// Runs a step's attempts (retrying transient failures) and records the outcome.
+    pub(super) async fn run_step(
+        &self,
+        run: &RunRecord,
+        step: &StepPlan,
+        mut attempts: u32,
+        ctx: minijinja::Value,
+    ) -> Result<String, EngineError> {
+        let input = match template::render_json(&step.with, &ctx) {
+            Ok(v) => v,
+            Err(e) => {
+                return self
+                    .finish_failed(
+                        &run.id,
+                        step,
+                        attempts,
+                        Failure::early(FailureKind::Permanent, &format!("cannot render `with`: {e}")),
+                    )
+                    .await;
+            }
+        };
+        // Loading may compile the component (seconds): off the async workers.
+        let (sandbox, path) = (self.sandbox.clone(), step.plugin.clone());
+        let loaded = tokio::task::spawn_blocking(move || sandbox.plugin(&path))
+            .await
+            .map_err(|e| EngineError::Setup(format!("loading the plugin failed: {e}")))?;
+        let plugin = match loaded {
+            Ok(p) => p,
+            Err(e) => {
+                return self
+                    .finish_failed(&run.id, step, attempts, Failure::early(FailureKind::Permanent, &e.to_string()))
+                    .await;
+            }
+        };
+        let mut injections = Vec::new();
+        for rule in &step.credentials {
+            match self.secrets.get(&rule.secret) {
+                Ok(value) => injections.push(Injection { rule: rule.clone(), value }),
+                // A missing secret will not appear by retrying: a person must set it.
+                Err(e) => {
+                    return self
+                        .finish_failed(&run.id, step, attempts, Failure::early(FailureKind::NeedsHuman, &e.to_string()))
+                        .await;
+                }
+            }
+        }
+        let key = idempotency_key(&run.id, &step.id);
+        let first_of_this_drive = attempts + 1;
+        loop {
+            attempts += 1;
+            // Write-ahead: the attempt number is recorded before the plugin runs.
+            self.step_change(
+                &run.id,
+                &step.id,
+                &[StepStatus::Running],
+                None,
+                StepChange { attempts: Some(attempts), ..Default::default() },
+                Event::new("engine", "attempt_started", json!({ "attempt": attempts })),
+            )
+            .await?;
+            let mut gate = Gate::new(
+                &self.client,
+                step.allow.clone(),
+                injections.clone(),
+                run.dry_run,
+                tokio::time::Instant::now() + step.timeout,
+            );
+            if !run.dry_run {
+                let recorder = audit::StepRecorder::new(
+                    self.store.clone(),
+                    self.config.store_patience,
+                    &run.id,
+                    &step.id,
+                    attempts,
+                );
+                gate = gate.with_recorder(Arc::new(recorder));
+            }
+            let report: AttemptReport = self
+                .sandbox
+                .run_attempt(
+                    &plugin,
+                    AttemptSpec {
+                        input: input.clone(),
+                        run_id: run.id.clone(),
+                        step_id: step.id.clone(),
+                        attempt: attempts,
+                        idempotency_key: key.clone(),
+                        dry_run: run.dry_run,
+                        timeout: step.timeout,
+                        memory_bytes: step.memory_bytes,
+                        gate: Arc::new(gate),
+                    },
+                )
+                .await;
+            // The record keeps what earlier attempts sent that may have changed something
+            // (written ahead to the event log), then this attempt's requests.
+            let earlier = audit::earlier_attempts(self.store.as_ref(), &run.id, &step.id, attempts).await;
+            let mut records = earlier.clone();
+            records.extend(
+                report.requests.into_iter().map(|r| crate::http::RequestRecord { attempt: Some(attempts), ..r }),
+            );
+            let requests = audit::bound_requests(records);
+            let log = audit::bound_log(report.log, self.sandbox.limits());
+            match report.result {
+                AttemptResult::Done { output, changed } => {
+                    // A re-run that finds the work done, after an earlier attempt sent the
+                    // change: changed (by that attempt), not unchanged.
+                    let note = if changed { None } else { audit::changed_by_note(&earlier, attempts) };
+                    let to = if changed || note.is_some() { StepStatus::Succeeded } else { StepStatus::Unchanged };
+                    let stored = self
+                        .step_change(
+                            &run.id,
+                            &step.id,
+                            &[StepStatus::Running],
+                            None,
+                            StepChange {
+                                status: Some(to),
+                                attempts: Some(attempts),
+                                output: Some(output),
+                                error: Some(None),
+                                note: Some(note.clone()),
+                                log: Some(log),
+                                requests: Some(requests),
+                                finished: true,
+                                ..Default::default()
+                            },
+                            Event::new(
+                                "engine",
+                                "step_finished",
+                                json!({ "status": to.as_str(), "attempts": attempts, "note": note }),
+                            ),
+                        )
+                        .await;
+                    if let Err(e) = stored {
+                        return self.unstorable(&run.id, step, attempts, e).await;
+                    }
+                    self.progress.emit(ProgressEvent::Step {
+                        run_id: run.id.clone(),
+                        step_id: step.id.clone(),
+                        status: to,
+                        attempt: attempts,
+                        detail: note,
+                    });
+                    return Ok(step.id.clone());
+                }
+                AttemptResult::Failed { kind, message, retry_after } => {
+                    let budget_left = attempts < first_of_this_drive - 1 + step.retry.attempts;
+                    if kind == FailureKind::Transient && budget_left {
+                        let wait = step
+                            .retry
+                            .delay_before(attempts + 1)
+                            .max(retry_after.unwrap_or_default())
+                            .min(Duration::from_secs(15 * 60));
+                        let stored = self
+                            .step_change(
+                                &run.id,
+                                &step.id,
+                                &[StepStatus::Running],
+                                None,
+                                StepChange { error: Some(Some(message.clone())), log: Some(log), requests: Some(requests), ..Default::default() },
+                                Event::new("engine", "attempt_failed", json!({ "attempt": attempts, "error": message, "retry_in_ms": wait.as_millis() as u64 })),
+                            )
+                            .await;
+                        if let Err(e) = stored {
+                            return self.unstorable(&run.id, step, attempts, e).await;
+                        }
+                        self.progress.emit(ProgressEvent::Retrying {
+                            run_id: run.id.clone(),
+                            step_id: step.id.clone(),
+                            attempt: attempts,
+                            error: message,
+                            wait,
+                        });
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    let failure = Failure { kind, message, log, requests };
+                    return match self.finish_failed(&run.id, step, attempts, failure).await {
+                        Err(e) => self.unstorable(&run.id, step, attempts, e).await,
+                        ok => ok,
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Why a step failed for good, with what its last attempt left behind.
+pub(super) struct Failure {
+    pub(super) kind: FailureKind,
+    pub(super) message: String,
+    pub(super) log: Vec<String>,
+    pub(super) requests: Value,
+}
+
+impl Failure {
+    /// A failure before the plugin ran (bad template, missing plugin or secret).
+    pub(super) fn early(kind: FailureKind, message: &str) -> Self {
+        Failure { kind, message: message.to_string(), log: vec![], requests: json!([]) }
+    }
+}
