@@ -274,7 +274,7 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     outln!(
         "\nSlack API calls: {channel_writes} (chat.postMessage / chat.update), at most one a second to the channel."
     );
-    super::print_run(store.as_ref(), &run_id, false, false).await?;
+    super::runs::print_run(store.as_ref(), &run_id, false, false).await?;
 
     report_services(&mock.state, &tokens);
     let status = store.run(&run_id).await?.status;

@@ -10,7 +10,7 @@ use super::{Engine, EngineError, ProgressEvent, audit, idempotency_key};
 use crate::http::{Gate, Injection};
 use crate::pipeline::{StepPlan, template};
 use crate::sandbox::{AttemptReport, AttemptResult, AttemptSpec, FailureKind};
-use crate::store::{Event, RunRecord, StepChange, StepStatus};
+use crate::store::{Event, EventKind, RunRecord, StepChange, StepStatus};
 
 impl Engine {
     /// Runs a step's attempts (retrying transient failures) and records the outcome.
@@ -70,7 +70,7 @@ impl Engine {
                 &[StepStatus::Running],
                 None,
                 StepChange { attempts: Some(attempts), ..Default::default() },
-                Event::new("engine", "attempt_started", json!({ "attempt": attempts })),
+                Event::new("engine", EventKind::AttemptStarted, json!({ "attempt": attempts })),
             )
             .await?;
             let mut gate = Gate::new(
@@ -141,7 +141,7 @@ impl Engine {
                             },
                             Event::new(
                                 "engine",
-                                "step_finished",
+                                EventKind::StepFinished,
                                 json!({ "status": to.as_str(), "attempts": attempts, "note": note }),
                             ),
                         )
@@ -173,7 +173,7 @@ impl Engine {
                                 &[StepStatus::Running],
                                 None,
                                 StepChange { error: Some(Some(message.clone())), log: Some(log), requests: Some(requests), ..Default::default() },
-                                Event::new("engine", "attempt_failed", json!({ "attempt": attempts, "error": message, "retry_in_ms": wait.as_millis() as u64 })),
+                                Event::new("engine", EventKind::AttemptFailed, json!({ "attempt": attempts, "error": message, "retry_in_ms": wait.as_millis() as u64 })),
                             )
                             .await;
                         if let Err(e) = stored {

@@ -14,7 +14,7 @@ use super::{Engine, EngineError, Failure};
 use crate::http::{Recorder, RequestRecord};
 use crate::pipeline::StepPlan;
 use crate::sandbox::FailureKind;
-use crate::store::{Event, EventRecord, Store};
+use crate::store::{Event, EventKind, EventRecord, Store};
 
 /// Writes one attempt's mutating requests to the event log. Like every engine write, it waits
 /// out a database that cannot be reached (within the attempt's own time): a request is held
@@ -56,14 +56,14 @@ impl Recorder for StepRecorder {
         let detail = json!({
             "attempt": self.attempt, "seq": seq, "method": rec.method, "url": rec.url, "credential": rec.credential,
         });
-        let event = Event::new("engine", "request_sent", detail);
+        let event = Event::new("engine", EventKind::RequestSent, detail);
         self.append(event).await.map_err(|e| e.to_string())?;
         Ok(seq)
     }
 
     async fn answered(&self, seq: u32, rec: &RequestRecord) {
         let detail = json!({ "attempt": self.attempt, "seq": seq, "outcome": rec.outcome });
-        let event = Event::new("engine", "request_answered", detail);
+        let event = Event::new("engine", EventKind::RequestAnswered, detail);
         if let Err(e) = self.append(event).await {
             // The request went out; only its answer is missing from the record ("no answer").
             tracing::warn!(target: "offramp::engine", run = %self.run_id, step = %self.step_id, error = %e, "cannot record a request's answer");
@@ -98,14 +98,14 @@ fn earlier_mutations(events: &[EventRecord], step_id: &str, attempt: u32) -> Vec
     let of_step = |e: &&EventRecord| e.step_id.as_deref() == Some(step_id);
     let num = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
     let mut out = Vec::new();
-    for sent in events.iter().filter(of_step).filter(|e| e.kind == "request_sent") {
+    for sent in events.iter().filter(of_step).filter(|e| e.kind == EventKind::RequestSent) {
         let Some(a) = num(&sent.detail["attempt"]) else { continue };
         if a >= attempt {
             continue;
         }
         let seq = num(&sent.detail["seq"]);
         let answer = events.iter().filter(of_step).find(|e| {
-            e.kind == "request_answered" && num(&e.detail["attempt"]) == Some(a) && num(&e.detail["seq"]) == seq
+            e.kind == EventKind::RequestAnswered && num(&e.detail["attempt"]) == Some(a) && num(&e.detail["seq"]) == seq
         });
         out.push(RequestRecord {
             method: sent.detail["method"].as_str().unwrap_or("?").to_string(),

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{Engine, EngineError, ProgressEvent};
-use crate::store::{Event, Guard, RunStatus, StepChange, StepStatus};
+use crate::store::{Event, EventKind, Guard, Resolution, RunStatus, StepChange, StepStatus};
 
 /// What a person decided about a paused step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -54,8 +54,11 @@ impl Engine {
             return Err(EngineError::Decision(format!("run {run_id} has no step `{step_id}`")));
         };
         let pause = pause.unwrap_or(step.pauses);
-        let event =
-            Event::new(actor, "decision", json!({ "decision": decision, "attempt": step.attempts, "pause": pause }));
+        let event = Event::new(
+            actor,
+            EventKind::Decision,
+            json!({ "decision": decision, "attempt": step.attempts, "pause": pause }),
+        );
         let change = match decision {
             Decision::Retry => StepChange {
                 status: Some(StepStatus::Pending),
@@ -65,14 +68,14 @@ impl Engine {
             },
             Decision::Skip => StepChange {
                 status: Some(StepStatus::Skipped),
-                resolution: Some(Some("decision".into())),
+                resolution: Some(Some(Resolution::Decision)),
                 error: Some(Some(format!("skipped by {actor} after: {}", step.error.clone().unwrap_or_default()))),
                 finished: true,
                 ..Default::default()
             },
             Decision::Abort => StepChange {
                 status: Some(StepStatus::Failed),
-                resolution: Some(Some("abort".into())),
+                resolution: Some(Some(Resolution::Abort)),
                 error: Some(Some(format!("aborted by {actor} after: {}", step.error.clone().unwrap_or_default()))),
                 finished: true,
                 ..Default::default()
@@ -85,8 +88,10 @@ impl Engine {
         if !applied {
             let events = self.store.events(run_id).await?;
             // Who answered this pause (or, for a click on a pause long gone, the latest one).
-            let decisions: Vec<_> =
-                events.iter().filter(|e| e.kind == "decision" && e.step_id.as_deref() == Some(step_id)).collect();
+            let decisions: Vec<_> = events
+                .iter()
+                .filter(|e| e.kind == EventKind::Decision && e.step_id.as_deref() == Some(step_id))
+                .collect();
             let by = decisions
                 .iter()
                 .rev()
@@ -110,7 +115,7 @@ impl Engine {
         });
         if decision == Decision::Abort {
             for s in steps.iter().filter(|s| s.status == StepStatus::Pending) {
-                self.skip(run_id, &s.step_id, "the run was aborted", "abort", false).await?;
+                self.skip(run_id, &s.step_id, "the run was aborted", Resolution::Abort, false).await?;
             }
         }
         // The run goes back to running unless other steps are still paused (then it waits for them).
@@ -123,7 +128,11 @@ impl Engine {
                     &[RunStatus::Paused],
                     to,
                     None,
-                    Event::new(actor, if to == RunStatus::Aborted { "run_aborted" } else { "run_resumed" }, json!({})),
+                    Event::new(
+                        actor,
+                        if to == RunStatus::Aborted { EventKind::RunAborted } else { EventKind::RunResumed },
+                        json!({}),
+                    ),
                 )
                 .await?;
             self.progress.emit(ProgressEvent::RunStatus { run_id: run_id.to_string(), status: to });

@@ -10,7 +10,9 @@ use super::inputs::context;
 use super::{Engine, EngineError, Failure, ProgressEvent};
 use crate::pipeline::{OnFailure, Plan, StepPlan, template};
 use crate::sandbox::FailureKind;
-use crate::store::{Event, Guard, RunRecord, RunStatus, StepChange, StepRecord, StepStatus, now_ms};
+use crate::store::{
+    Event, EventKind, Guard, Resolution, RunRecord, RunStatus, StepChange, StepRecord, StepStatus, now_ms,
+};
 use tokio::task::JoinSet;
 
 impl Engine {
@@ -59,7 +61,7 @@ impl Engine {
                 run_id,
                 &[RunStatus::Pending, RunStatus::Paused],
                 RunStatus::Running,
-                Event::new("engine", "run_started", json!({ "from": run.status.as_str() })),
+                Event::new("engine", EventKind::RunStarted, json!({ "from": run.status.as_str() })),
             )
             .await?;
             self.progress.emit(ProgressEvent::RunStatus { run_id: run_id.to_string(), status: RunStatus::Running });
@@ -76,7 +78,7 @@ impl Engine {
             let pausing = steps.iter().any(|s| s.status == StepStatus::Paused);
             aborting = steps.iter().any(|s| {
                 s.status == StepStatus::Failed
-                    && (s.resolution.as_deref() == Some("abort")
+                    && (s.resolution == Some(Resolution::Abort)
                         || on_failure.get(s.step_id.as_str()) == Some(&OnFailure::Abort))
             });
             // Skips and failures found in this pass can unblock (or skip) later steps: look again.
@@ -100,7 +102,7 @@ impl Engine {
                 match self.readiness(step, &status) {
                     Ready::Wait => continue,
                     Ready::Skip(reason) => {
-                        self.skip(run_id, &step.id, &reason, "dependency", true).await?;
+                        self.skip(run_id, &step.id, &reason, Resolution::Dependency, true).await?;
                         settled_some = true;
                         continue;
                     }
@@ -112,7 +114,7 @@ impl Engine {
                         Ok(true) => {}
                         Ok(false) => {
                             let reason = format!("condition `{cond}` was false");
-                            self.skip(run_id, &step.id, &reason, "condition", true).await?;
+                            self.skip(run_id, &step.id, &reason, Resolution::Condition, true).await?;
                             settled_some = true;
                             continue;
                         }
@@ -131,7 +133,7 @@ impl Engine {
                         &[StepStatus::Pending, StepStatus::Running],
                         Some(Guard::Attempt(rec.attempts)),
                         StepChange { status: Some(StepStatus::Running), started: true, ..Default::default() },
-                        Event::new("engine", "step_started", json!({ "attempt": rec.attempts + 1 })),
+                        Event::new("engine", EventKind::StepStarted, json!({ "attempt": rec.attempts + 1 })),
                     )
                     .await?;
                 if !claimed {
@@ -178,7 +180,7 @@ impl Engine {
                     paused: true,
                     ..Default::default()
                 },
-                Event::new("engine", "step_outcome_unknown", json!({ "attempt": attempts })),
+                Event::new("engine", EventKind::StepOutcomeUnknown, json!({ "attempt": attempts })),
             )
             .await?;
         if changed {
@@ -200,7 +202,7 @@ impl Engine {
             RunStatus::Paused
         } else if aborting {
             for s in steps.iter().filter(|s| s.status == StepStatus::Pending) {
-                self.skip(run_id, &s.step_id, "the run was aborted", "abort", true).await?;
+                self.skip(run_id, &s.step_id, "the run was aborted", Resolution::Abort, true).await?;
             }
             RunStatus::Failed
         } else if steps.iter().any(|s| !s.status.is_finished()) {
@@ -215,9 +217,9 @@ impl Engine {
             "steps": steps.iter().map(|s| (s.step_id.clone(), s.status.as_str())).collect::<BTreeMap<_, _>>(),
         });
         let kind = match to {
-            RunStatus::Paused => "run_paused",
-            RunStatus::Succeeded => "run_succeeded",
-            _ => "run_failed",
+            RunStatus::Paused => EventKind::RunPaused,
+            RunStatus::Succeeded => EventKind::RunSucceeded,
+            _ => EventKind::RunFailed,
         };
         self.run_status(run_id, &[RunStatus::Running], to, Event::new("engine", kind, summary)).await?;
         self.progress.emit(ProgressEvent::RunStatus { run_id: run_id.to_string(), status: to });
@@ -232,7 +234,7 @@ impl Engine {
             match rec.status {
                 StepStatus::Succeeded | StepStatus::Unchanged => {}
                 // A person chose to skip it: carry on as if it were done.
-                StepStatus::Skipped if rec.resolution.as_deref() == Some("decision") => {}
+                StepStatus::Skipped if rec.resolution == Some(Resolution::Decision) => {}
                 StepStatus::Skipped => return Ready::Skip(format!("needs `{need}`, which was skipped")),
                 StepStatus::Failed => return Ready::Skip(format!("needs `{need}`, which failed")),
                 StepStatus::Pending | StepStatus::Running | StepStatus::Paused => return Ready::Wait,
@@ -248,15 +250,15 @@ impl Engine {
         run_id: &str,
         step_id: &str,
         reason: &str,
-        resolution: &str,
+        resolution: Resolution,
         leased: bool,
     ) -> Result<(), EngineError> {
         let fence = leased.then_some(self.config.owner.as_str());
-        let event = Event::new("engine", "step_skipped", json!({ "reason": reason }));
+        let event = Event::new("engine", EventKind::StepSkipped, json!({ "reason": reason }));
         let change = StepChange {
             status: Some(StepStatus::Skipped),
             error: Some(Some(reason.to_string())),
-            resolution: Some(Some(resolution.to_string())),
+            resolution: Some(Some(resolution)),
             finished: true,
             ..Default::default()
         };
@@ -307,7 +309,7 @@ impl Engine {
                 status: Some(to),
                 attempts: Some(attempts),
                 error: Some(Some(message.to_string())),
-                resolution: Some((!pause).then(|| "failure".to_string())),
+                resolution: Some((!pause).then_some(Resolution::Failure)),
                 log: Some(log),
                 requests: Some(requests),
                 finished: !pause,
@@ -316,7 +318,7 @@ impl Engine {
             },
             Event::new(
                 "engine",
-                if pause { "step_paused" } else { "step_failed" },
+                if pause { EventKind::StepPaused } else { EventKind::StepFailed },
                 json!({ "error": message, "kind": kind, "attempts": attempts }),
             ),
         )

@@ -23,7 +23,7 @@ use crate::pipeline::Plan;
 use crate::sandbox::Sandbox;
 use crate::secrets::SecretSource;
 use crate::store::{
-    Claimed, Event, Guard, Lease, NewRun, RunStatus, StepChange, StepStatus, Store, StoreError, now_ms,
+    Claimed, Event, EventKind, Guard, Lease, NewRun, RunStatus, StepChange, StepStatus, Store, StoreError, now_ms,
 };
 
 mod attempt;
@@ -242,7 +242,7 @@ impl Engine {
         let plan_json = serde_json::to_value(plan).map_err(|e| EngineError::Plan(e.to_string()))?;
         let event = Event::new(
             &req.requested_by,
-            "run_created",
+            EventKind::RunCreated,
             json!({ "pipeline": plan.name, "subject": subject, "dry_run": req.dry_run }),
         );
         let run = NewRun {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{Engine, EngineError, StartRequest, inputs};
 use crate::pipeline::Plan;
-use crate::store::{Event, RequestStatus, RunRequest, StoreError};
+use crate::store::{Event, EventKind, RequestStatus, RunRequest, StoreError};
 
 /// Who acts on a request: their id where they act (a Slack user id) and the front door, which
 /// together name them in the event log (`slack:U123`).
@@ -100,7 +100,7 @@ impl Engine {
         };
         let event = Event::new(
             &by.actor(),
-            "run_requested",
+            EventKind::RunRequested,
             json!({ "request": req.id, "pipeline": req.pipeline, "subject": req.subject }),
         );
         self.store().create_request(&req, event).await?;
@@ -143,7 +143,8 @@ impl Engine {
             self.pending_request(id).await?;
             return Err(RequestRefused::AlreadyApproved);
         };
-        let event = Event::new(&by.actor(), "request_approved", json!({ "request": req.id, "approvals": count }));
+        let event =
+            Event::new(&by.actor(), EventKind::RequestApproved, json!({ "request": req.id, "approvals": count }));
         if let Err(e) = self.store().append_event(None, None, event).await {
             tracing::warn!(target: "offramp::engine", error = %e, "cannot log an approval");
         }
@@ -157,7 +158,7 @@ impl Engine {
     /// the request was made cancels it instead: its approvers approved other steps.
     pub async fn start_request(&self, plan: &Plan, req: &RunRequest, by: Person<'_>) -> Result<String, RequestRefused> {
         if plan.content_hash != req.pipeline_hash {
-            let event = Event::new("offramp", "request_stale", json!({ "request": req.id }));
+            let event = Event::new("offramp", EventKind::RequestStale, json!({ "request": req.id }));
             if let Err(e) = self.store().cancel_request(&req.id, "offramp", event).await {
                 tracing::warn!(target: "offramp::engine", error = %e, "cannot cancel a stale request");
             }
@@ -174,7 +175,7 @@ impl Engine {
         let Some(run_id) = self.start_for_request(plan, start, &req.id, &actor).await? else {
             return Err(RequestRefused::Closed(Box::new(self.request(&req.id).await?)));
         };
-        let event = Event::new(&actor, "run_approved", json!({ "request": req.id }));
+        let event = Event::new(&actor, EventKind::RunApproved, json!({ "request": req.id }));
         if let Err(e) = self.store().append_event(Some(&run_id), None, event).await {
             tracing::warn!(target: "offramp::engine", error = %e, "cannot log a run's approval");
         }
@@ -185,7 +186,7 @@ impl Engine {
     pub async fn cancel_request(&self, id: &str, by: Person<'_>) -> Result<RunRequest, RequestRefused> {
         let req = self.request(id).await?;
         let actor = by.actor();
-        let event = Event::new(&actor, "request_cancelled", json!({ "request": req.id }));
+        let event = Event::new(&actor, EventKind::RequestCancelled, json!({ "request": req.id }));
         if !self.store().cancel_request(&req.id, &actor, event).await? {
             return Err(RequestRefused::Closed(Box::new(self.request(id).await?)));
         }

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::pipeline::Plan;
-use crate::store::{EventRecord, RunRecord, RunRequest, RunStatus, StepRecord, StepStatus};
+use crate::store::{EventKind, EventRecord, RunRecord, RunRequest, RunStatus, StepRecord, StepStatus};
 
 /// Action ids of the buttons.
 pub const START: &str = "start";
@@ -204,7 +204,7 @@ pub(crate) fn run_message(v: &RunView<'_>) -> (String, Value) {
             line.push_str(&format!(" · {} attempts", s.attempts));
         }
         if let Some(d) =
-            v.events.iter().rev().find(|e| e.kind == "decision" && e.step_id.as_deref() == Some(&s.step_id))
+            v.events.iter().rev().find(|e| e.kind == EventKind::Decision && e.step_id.as_deref() == Some(&s.step_id))
         {
             let what = d.detail.get("decision").and_then(Value::as_str).unwrap_or("decided");
             let verb = match what {

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::command::{self, SlashCommand};
+use super::command_text::{self, SlashCommand};
 use super::{AppError, AppState, blocks, ephemeral};
 use crate::engine::{EngineError, NewRequest, Person, RequestRefused};
 use crate::pipeline::{InputType, Plan};
@@ -71,7 +71,7 @@ fn parse_form(body: &[u8]) -> Result<SlashForm, String> {
 pub(super) fn parse_untrusted(body: &[u8]) -> Option<String> {
     let _ = is_ssl_check(body);
     let form = parse_form(body).ok()?;
-    Some(format!("{:?}", super::command::parse(&form.text)))
+    Some(format!("{:?}", super::command_text::parse(&form.text)))
 }
 
 fn is_ssl_check(body: &[u8]) -> bool {
@@ -200,7 +200,7 @@ async fn answer(state: &AppState, signature: &str, form: SlashForm) -> Value {
     if form.command != *cmd_name {
         return ephemeral(format!("This offramp answers `{cmd_name}`, not `{}`.", form.command));
     }
-    let parsed = match command::parse(&form.text) {
+    let parsed = match command_text::parse(&form.text) {
         Ok(c) => c,
         Err(problem) => return usage(state, Some(&problem)).await,
     };

@@ -10,7 +10,7 @@
 
 pub mod api;
 pub mod blocks;
-mod command;
+mod command_text;
 mod commands;
 mod form;
 mod interactions;
@@ -36,7 +36,7 @@ pub use api::{SlackApi, SlackApiConfig, SlackError};
 use crate::engine::Engine;
 use crate::pipeline::{self, LoadOptions, Plan};
 use crate::secrets::Secret;
-use crate::store::{Event, Store, StoreError};
+use crate::store::{Event, EventKind, Store, StoreError};
 
 /// Settings of `offramp serve`.
 #[derive(Clone)]
@@ -242,7 +242,7 @@ impl AppState {
 
     /// The file of pipeline `name`, which must exist.
     fn pipeline_path(&self, name: &str) -> Result<std::path::PathBuf, String> {
-        let name = command::pipeline_name(name)?;
+        let name = command_text::pipeline_name(name)?;
         let path = self.config().pipelines_dir.join(format!("{name}.yaml"));
         if !path.is_file() {
             return Err(format!("there is no pipeline `{name}` (known: {})", self.pipeline_names().join(", ")));
@@ -284,7 +284,7 @@ impl AppState {
 
     /// Logs a refused request (not on the approvers list) in the event log.
     pub(crate) async fn log_refusal(&self, user: &str, what: Value) {
-        let event = Event::new(&format!("slack:{user}"), "refused", what);
+        let event = Event::new(&format!("slack:{user}"), EventKind::Refused, what);
         if let Err(e) = self.store().append_event(None, None, event).await {
             tracing::error!(target: "offramp::serve", error = %e, "cannot record a refusal");
         }

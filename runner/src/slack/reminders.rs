@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::AppState;
-use crate::store::{self, Event, StepStatus};
+use crate::store::{self, Event, EventKind, StepStatus};
 
 /// How many reminders one pass sends at most (the rest go in the next pass).
 const BATCH: u32 = 50;
@@ -49,7 +49,7 @@ pub(crate) async fn send_due(state: &AppState) -> anyhow::Result<usize> {
                 sent += 1;
                 let event = Event::new(
                     "offramp",
-                    "pause_reminder",
+                    EventKind::PauseReminder,
                     json!({ "paused": paused, "waited_secs": waited.as_secs() }),
                 );
                 store.append_event(Some(&run.id), None, event).await?;

@@ -154,8 +154,9 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 type ErrorKey = (String, u32, &'static str);
 
 fn error_key(s: &StepRecord) -> Option<ErrorKey> {
-    (matches!(s.status, StepStatus::Failed | StepStatus::Paused) && s.resolution.as_deref() != Some("abort"))
-        .then(|| (s.step_id.clone(), s.pauses, s.status.as_str()))
+    (matches!(s.status, StepStatus::Failed | StepStatus::Paused)
+        && s.resolution != Some(crate::store::Resolution::Abort))
+    .then(|| (s.step_id.clone(), s.pauses, s.status.as_str()))
 }
 
 /// Posts or updates the message, posts new step errors, and the summary once the run is over.

@@ -5,17 +5,17 @@
 
 mod db;
 mod front;
+mod kinds;
 mod postgres;
 mod sql;
 mod sqlite;
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 pub use front::{Approver, RequestStatus, RunMessage, RunRequest};
+pub use kinds::{EventKind, Resolution};
 pub use postgres::PgStore;
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
@@ -96,17 +96,21 @@ macro_rules! text_enum {
                 match self { $(Self::$v => $s),* }
             }
         }
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(self.as_str()) }
         }
-        impl FromStr for $t {
-            type Err = StoreError;
-            fn from_str(s: &str) -> Result<Self, StoreError> {
-                match s { $($s => Ok(Self::$v),)* other => Err(StoreError::Corrupt(format!("unknown status `{other}`"))) }
+        impl std::str::FromStr for $t {
+            type Err = $crate::store::StoreError;
+            fn from_str(s: &str) -> Result<Self, $crate::store::StoreError> {
+                match s {
+                    $($s => Ok(Self::$v),)*
+                    other => Err($crate::store::StoreError::Corrupt(format!("unknown {} `{other}`", stringify!($t)))),
+                }
             }
         }
     };
 }
+pub(crate) use text_enum;
 
 text_enum!(RunStatus { Pending => "pending", Running => "running", Paused => "paused", Succeeded => "succeeded", Failed => "failed", Aborted => "aborted" });
 text_enum!(StepStatus { Pending => "pending", Running => "running", Succeeded => "succeeded", Unchanged => "unchanged", Failed => "failed", Skipped => "skipped", Paused => "paused" });
@@ -187,7 +191,7 @@ pub struct StepRecord {
     pub idempotency_key: String,
     pub output: Option<serde_json::Value>,
     pub error: Option<String>,
-    pub resolution: Option<String>,
+    pub resolution: Option<Resolution>,
     /// What offramp adds to the plugin's own account: e.g. "changed by attempt 1, which was
     /// interrupted" when a re-run found the change already made.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -207,7 +211,7 @@ pub struct EventRecord {
     pub step_id: Option<String>,
     pub at: String,
     pub actor: String,
-    pub kind: String,
+    pub kind: EventKind,
     pub detail: serde_json::Value,
 }
 
@@ -215,13 +219,13 @@ pub struct EventRecord {
 #[derive(Debug, Clone)]
 pub struct Event {
     pub actor: String,
-    pub kind: String,
+    pub kind: EventKind,
     pub detail: serde_json::Value,
 }
 
 impl Event {
-    pub fn new(actor: &str, kind: &str, detail: serde_json::Value) -> Self {
-        Event { actor: actor.to_string(), kind: kind.to_string(), detail }
+    pub fn new(actor: &str, kind: impl Into<EventKind>, detail: serde_json::Value) -> Self {
+        Event { actor: actor.to_string(), kind: kind.into(), detail }
     }
 }
 
@@ -233,7 +237,7 @@ pub struct StepChange {
     pub output: Option<serde_json::Value>,
     /// `Some(None)` clears the error.
     pub error: Option<Option<String>>,
-    pub resolution: Option<Option<String>>,
+    pub resolution: Option<Option<Resolution>>,
     /// `Some(None)` clears the note.
     pub note: Option<Option<String>>,
     pub log: Option<Vec<String>>,

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::db::{Db, query};
 use super::sql::{SqlStore, insert_event};
-use super::{Claimed, Event, ORPHAN_STATUS_SQL, StoreError, now};
+use super::{Claimed, Event, EventKind, ORPHAN_STATUS_SQL, StoreError, now};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -84,7 +84,7 @@ pub(super) async fn claim_orphans(
     let mut claimed = Vec::with_capacity(rows.len());
     for row in rows {
         let (run_id, previous_owner): (String, Option<String>) = (row.get("run_id")?, row.get("previous_owner")?);
-        let event = Event::new(owner, "run_claimed", serde_json::json!({ "previous_owner": previous_owner }));
+        let event = Event::new(owner, EventKind::RunClaimed, serde_json::json!({ "previous_owner": previous_owner }));
         tx.execute(insert_event(Some(&run_id), None, &at, &event)).await?;
         claimed.push(Claimed { run_id, previous_owner });
     }

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::db::{Db, Query, Row, Tx, query};
 use super::{
-    Approver, Claimed, Event, EventRecord, Guard, Lease, NewRun, RequestStatus, RunMessage, RunRecord, RunRequest,
-    RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError, now,
+    Approver, Claimed, Event, EventKind, EventRecord, Guard, Lease, NewRun, RequestStatus, Resolution, RunMessage,
+    RunRecord, RunRequest, RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError, now,
 };
 
 /// The results table in a SQL database: [`super::SqliteStore`] or [`super::PgStore`]. `D` (sqlx's
@@ -66,7 +66,7 @@ fn step_from_row(row: &Row) -> Result<StepRecord, StoreError> {
         idempotency_key: row.get("idempotency_key")?,
         output: row.json("output")?,
         error: row.get("error")?,
-        resolution: row.get("resolution")?,
+        resolution: row.get::<Option<String>>("resolution")?.map(|r| Resolution::from_str(&r)).transpose()?,
         note: row.get("note")?,
         log: row.json("log")?.and_then(|l| serde_json::from_value(l).ok()).unwrap_or_default(),
         requests: row.json("requests")?.unwrap_or(Value::Array(vec![])),
@@ -83,7 +83,7 @@ fn event_from_row(row: &Row) -> Result<EventRecord, StoreError> {
         step_id: row.get("step_id")?,
         at: row.get("at")?,
         actor: row.get("actor")?,
-        kind: row.get("kind")?,
+        kind: EventKind::from(row.get::<String>("kind")?),
         detail: row.json("detail")?.unwrap_or_default(),
     })
 }
@@ -138,7 +138,7 @@ pub(super) fn insert_event<'a>(
         .bind(step_id)
         .bind(at)
         .bind(&event.actor)
-        .bind(&event.kind)
+        .bind(event.kind.as_str())
         .bind(&event.detail)
 }
 
@@ -351,7 +351,7 @@ impl<D: sqlx::Database> Store for SqlStore<D> {
             sets.push(format!("error = {}", q.arg(e)));
         }
         if let Some(r) = &change.resolution {
-            sets.push(format!("resolution = {}", q.arg(r)));
+            sets.push(format!("resolution = {}", q.arg(r.map(Resolution::as_str))));
         }
         if let Some(n) = &change.note {
             sets.push(format!("note = {}", q.arg(n)));
@@ -409,7 +409,7 @@ impl<D: sqlx::Database> Store for SqlStore<D> {
         let q = query("INSERT INTO approvers (user_id, added_by, added_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING");
         let added = tx.execute(q.bind(user_id).bind(added_by).bind(&at)).await? == 1;
         if added {
-            let event = Event::new(added_by, "approver_added", serde_json::json!({ "user": user_id }));
+            let event = Event::new(added_by, EventKind::ApproverAdded, serde_json::json!({ "user": user_id }));
             tx.execute(insert_event(None, None, &at, &event)).await?;
         }
         tx.commit().await?;
@@ -421,7 +421,7 @@ impl<D: sqlx::Database> Store for SqlStore<D> {
         let mut tx = self.db.begin().await?;
         let removed = tx.execute(query("DELETE FROM approvers WHERE user_id = $1").bind(user_id)).await? == 1;
         if removed {
-            let event = Event::new(removed_by, "approver_removed", serde_json::json!({ "user": user_id }));
+            let event = Event::new(removed_by, EventKind::ApproverRemoved, serde_json::json!({ "user": user_id }));
             tx.execute(insert_event(None, None, &at, &event)).await?;
         }
         tx.commit().await?;

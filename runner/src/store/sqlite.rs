@@ -10,7 +10,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use super::db::{Db, query};
 use super::sql::{SqlStore, insert_event};
-use super::{Claimed, Event, ORPHAN_STATUS_SQL, StoreError, now};
+use super::{Claimed, Event, EventKind, ORPHAN_STATUS_SQL, StoreError, now};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -68,7 +68,8 @@ pub(super) async fn claim_orphans(
         ));
         let won = tx.execute(q.bind(owner).bind(until_ms).bind(&run_id).bind(now_ms)).await? == 1;
         if won {
-            let event = Event::new(owner, "run_claimed", serde_json::json!({ "previous_owner": previous_owner }));
+            let event =
+                Event::new(owner, EventKind::RunClaimed, serde_json::json!({ "previous_owner": previous_owner }));
             tx.execute(insert_event(Some(&run_id), None, &at, &event)).await?;
             tx.commit().await?;
             claimed.push(Claimed { run_id, previous_owner });
