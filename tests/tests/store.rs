@@ -150,7 +150,7 @@ async fn runs_steps_and_events_round_trip() {
         let run = store.run("r1").await.unwrap();
         assert_eq!(run.status, RunStatus::Succeeded);
         assert!(run.finished_at.is_some(), "{kind}: finishing stamps finished_at");
-        let kinds: Vec<String> = store.events("r1").await.unwrap().into_iter().map(|e| e.kind).collect();
+        let kinds: Vec<String> = store.events("r1").await.unwrap().into_iter().map(|e| e.kind.to_string()).collect();
         assert_eq!(kinds, ["run_created", "run_started", "run_succeeded"], "{kind}: a refused change logs nothing");
         store.append_event(None, None, ev("loose")).await.unwrap();
         let recent = store.recent_events(2).await.unwrap();

@@ -128,3 +128,38 @@ impl PartialEq<&str> for EventKind {
         self.as_str() == *other
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    #[test]
+    fn each_kind_reads_back_as_itself_and_unknown_ones_are_kept() {
+        let known = [EventKind::RunRequested, EventKind::Decision, EventKind::StepOutcomeUnknown, EventKind::Refused];
+        for kind in known {
+            assert_eq!(EventKind::from(kind.as_str()), kind);
+            assert_eq!(EventKind::from(kind.as_str().to_string()), kind);
+            assert_eq!(serde_json::to_value(&kind).unwrap(), serde_json::json!(kind.as_str()));
+        }
+        let newer = EventKind::from("run_teleported");
+        assert_eq!(newer, EventKind::Other("run_teleported".into()));
+        assert_eq!(newer, "run_teleported");
+    }
+
+    #[test]
+    fn resolutions_round_trip_and_an_unknown_one_is_corrupt() {
+        for r in [
+            Resolution::Failure,
+            Resolution::Decision,
+            Resolution::Abort,
+            Resolution::Condition,
+            Resolution::Dependency,
+        ] {
+            assert_eq!(Resolution::from_str(r.as_str()).unwrap(), r);
+            assert_eq!(serde_json::to_value(r).unwrap(), serde_json::json!(r.as_str()));
+        }
+        assert!(Resolution::from_str("vibes").is_err());
+    }
+}
