@@ -8,7 +8,6 @@
 pub mod cli;
 pub mod engine;
 pub mod http;
-pub mod mock;
 pub mod pipeline;
 pub mod report;
 pub mod sandbox;

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 
 use offramp::engine::{Engine, EngineConfig, StartRequest};
 use offramp::http::NetworkPolicy;
-use offramp::mock::{MockServer, MockState};
 use offramp::pipeline::LoadOptions;
 use offramp::secrets::SecretSource;
 use offramp::store::{RunStatus, SqliteStore, StepRecord, StepStatus};
+use offramp_mock::{MockServer, MockState};
 
 use common::TOKEN;
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Harness, TOKEN};
-use offramp::mock::Fault;
 use offramp::store::{RunStatus, StepStatus};
+use offramp_mock::Fault;
 use serde_json::json;
 
 const VARS: &str = "vars: { okta_url: http://placeholder }\n";

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use offramp::engine::{Engine, EngineConfig};
-use offramp::mock::MockServer;
 use offramp::secrets::SecretSource;
 use offramp::store::{
     Event, Guard, Lease, NewRun, PgStore, RequestStatus, RunMessage, RunRequest, RunStatus, SqliteStore, StepChange,
     StepStatus, Store, StoreError,
 };
+use offramp_mock::MockServer;
 use serde_json::json;
 
 const PG_ENV: &str = "OFFRAMP_TEST_DATABASE_URL";

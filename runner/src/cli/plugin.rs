@@ -99,8 +99,8 @@ pub(super) async fn mock(listen: std::net::SocketAddr, seed: &str) -> Result<Exi
              (it injects faults and redirects anywhere on request)"
         );
     }
-    let tokens = crate::mock::MockTokens::from_seed(seed);
-    let server = crate::mock::MockServer::listen(listen, crate::mock::MockState::sample(&tokens))
+    let tokens = offramp_mock::MockTokens::from_seed(seed);
+    let server = offramp_mock::MockServer::listen(listen, offramp_mock::MockState::sample(&tokens))
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     outln!("mock SaaS on {} (made-up data: alice@example.com is active everywhere)", server.url());
