@@ -1,5 +1,5 @@
-//! Routes only the adversarial tests use: a redirect to anywhere the caller names, and an
-//! oversized answer.
+//! Routes only the adversarial tests use (cargo feature `hostile`, which nothing that ships
+//! enables): a redirect to anywhere the caller names, and an oversized answer.
 
 use axum::Router;
 use axum::extract::Query;

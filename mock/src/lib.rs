@@ -9,7 +9,8 @@
 //! (Slack SCIM and Web API; `/slack/hooks/...` for response_url), `/orgs/...` (GitHub),
 //! `/v2/users/...` (Zoom), `/users/.../manage/...` (Atlassian). Plus `/__echo/...` (returns
 //! the request it got, like httpbin's `/anything`), `/__mock/requests` (the log),
-//! `/__mock/faults` (POST a [`Fault`]), `/__mock/redirect?to=URL` (a 302).
+//! `/__mock/faults` (POST a [`Fault`]). With the cargo feature `hostile` (the adversarial tests
+//! only), also `/__mock/redirect?to=URL` (a 302 anywhere) and `/__mock/big` (8 MiB).
 //!
 //! Each vendor checks its own credential (see [`MockTokens`]), so a token sent to the wrong
 //! vendor is refused the way the real API would refuse it. Each vendor's router holds only its
@@ -20,6 +21,7 @@ pub mod atlassian;
 pub mod github;
 pub mod google;
 pub mod graph;
+#[cfg(feature = "hostile")]
 mod hostile;
 pub mod okta;
 pub mod slack;
@@ -260,8 +262,9 @@ pub fn app(state: MockState) -> Router {
         .merge(atlassian::router(state.atlassian.clone()))
         .route("/__echo", any(echo))
         .route("/__echo/{*rest}", any(echo))
-        .merge(own)
-        .merge(hostile::router());
+        .merge(own);
+    #[cfg(feature = "hostile")]
+    let app = app.merge(hostile::router());
     app.layer(middleware::from_fn_with_state(state, log_and_inject))
 }
 

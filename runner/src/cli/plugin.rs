@@ -96,7 +96,7 @@ pub(super) async fn mock(listen: std::net::SocketAddr, seed: &str) -> Result<Exi
     if !listen.ip().is_loopback() {
         bail!(
             "the mock is for trying plugins on this machine: listen on a loopback address (127.0.0.1), not {listen} \
-             (it injects faults and redirects anywhere on request)"
+             (anyone who reaches it can read its request log and inject faults)"
         );
     }
     let tokens = offramp_mock::MockTokens::from_seed(seed);
