@@ -92,6 +92,7 @@ pub(super) async fn dispatch(g: &Global, cmd: PluginCommand) -> Result<ExitCode>
     }
 }
 
+#[cfg(feature = "mock")]
 pub(super) async fn mock(listen: std::net::SocketAddr, seed: &str) -> Result<ExitCode> {
     if !listen.ip().is_loopback() {
         bail!(
