@@ -18,3 +18,9 @@ mod text;
 
 /// Where `cargo build` put the bundled plugins (set by build.rs).
 pub const BUILTIN_PLUGINS_DIR: &str = env!("OFFRAMP_BUILTIN_PLUGINS_DIR");
+
+/// For tests and benches: a plugins directory holding every bundled plugin and every test-only
+/// plugin (`testkit`, `adversary`, `legacy`, `liar`, built from `plugins/tests/`) — links made
+/// by build.rs. The binary never searches it.
+#[doc(hidden)]
+pub const TEST_PLUGINS_DIR: &str = env!("OFFRAMP_TEST_PLUGINS_DIR");

@@ -25,7 +25,8 @@ impl Cli {
             .args(args)
             .env("DATABASE_URL", format!("sqlite://{}", self.dir.path().join("cli.db").display()))
             .env("OFFRAMP_CACHE_DIR", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("offramp-component-cache"))
-            .env_remove("OFFRAMP_PLUGINS_DIR")
+            // The bundled plugins and the test ones (`testkit`).
+            .env("OFFRAMP_PLUGINS_DIR", offramp::TEST_PLUGINS_DIR)
             // The mock SaaS is on loopback, which plugins reach only with the operator's word.
             .env("OFFRAMP_ALLOW_PRIVATE", "127.0.0.1")
             .current_dir(self.dir.path())
@@ -507,7 +508,7 @@ fn crashed_run(cli: &Cli, db: &str) -> String {
     rt.block_on(async {
         let store: std::sync::Arc<dyn Store> = offramp::store::open(db).await.unwrap();
         let opts = offramp::pipeline::LoadOptions {
-            plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
+            plugins_dir: PathBuf::from(offramp::TEST_PLUGINS_DIR),
             vars: Default::default(),
             allow_cap: None,
             contracts: Default::default(),

@@ -445,7 +445,7 @@ async fn a_result_the_database_refuses_fails_the_step_and_the_run_ends() {
     )
     .unwrap();
     let opts = offramp::pipeline::LoadOptions {
-        plugins_dir: std::path::PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
+        plugins_dir: std::path::PathBuf::from(offramp::TEST_PLUGINS_DIR),
         ..Default::default()
     };
     let plan = offramp::pipeline::load(&path, &opts).unwrap();

@@ -85,7 +85,7 @@ impl Harness {
             vars.insert("atlassian_org".to_string(), offramp_mock::atlassian::SAMPLE_ORG_ID.to_string());
         }
         vars.extend(overrides);
-        let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), vars, ..Default::default() };
+        let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::TEST_PLUGINS_DIR), vars, ..Default::default() };
         match pipeline::load(&path, &opts) {
             Ok(plan) => plan,
             Err(e) => panic!("pipeline should be valid:\n{e}"),
