@@ -1,7 +1,8 @@
 //! A mock SaaS on loopback for offramp's tests and demo: a router per vendor that copies the
 //! real API's shapes (status codes, error bodies, rate-limit headers), a request log, and
-//! failure injection. Its own crate, so the `offramp` binary links it only through its `mock`
-//! cargo feature (`offramp demo`, `offramp mock`) and the library not at all.
+//! failure injection. Its own crate, not a module of offramp's library: offramp links it only
+//! through its `mock` cargo feature (`offramp demo`, `offramp mock`); the tests take it as a
+//! dev-dependency.
 //!
 //! Every vendor keeps its real path layout, so a plugin's base URL is the only thing a test
 //! changes: `/api/v1/...` (Okta), `/admin/directory/v1/...` and `/admin/datatransfer/v1/...`
