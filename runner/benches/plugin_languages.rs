@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use offramp::mock::{MockServer, MockState, MockTokens};
 use offramp::pipeline::{CredentialPlan, Grant, Origin};
 use offramp::sandbox::{AttemptResult, Invoke, Sandbox};
 use offramp::secrets::Secret;
+use offramp_mock::{MockServer, MockState, MockTokens};
 
 fn plugin(name: &str) -> PathBuf {
     PathBuf::from(offramp::BUILTIN_PLUGINS_DIR).join(format!("{name}.wasm"))

@@ -42,7 +42,7 @@ async fn bench(name: &str, store: Arc<dyn Store>, sandbox: Arc<Sandbox>, dir: &s
     let path = dir.join("recovery.yaml");
     std::fs::write(&path, PIPELINE)?;
     let opts = LoadOptions {
-        plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
+        plugins_dir: PathBuf::from(offramp::TEST_PLUGINS_DIR),
         vars: Default::default(),
         allow_cap: None,
         contracts: Default::default(),

@@ -21,12 +21,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use offramp::engine::{Engine, EngineConfig};
-use offramp::mock::MockServer;
 use offramp::pipeline::LoadOptions;
 use offramp::sandbox::Sandbox;
 use offramp::secrets::{Secret, SecretSource};
 use offramp::slack::{self, AppState, ServeConfig, SlackApiConfig};
 use offramp::store::{SqliteStore, Store};
+use offramp_mock::MockServer;
 
 const SECRET: &str = "bench-signing-secret";
 

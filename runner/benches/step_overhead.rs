@@ -14,7 +14,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use offramp::sandbox::{AttemptResult, Invoke, Sandbox};
 
 fn testkit() -> PathBuf {
-    PathBuf::from(offramp::BUILTIN_PLUGINS_DIR).join("testkit.wasm")
+    PathBuf::from(offramp::TEST_PLUGINS_DIR).join("testkit.wasm")
 }
 
 fn bench(c: &mut Criterion) {

@@ -9,7 +9,6 @@ pub mod cli;
 mod digest;
 pub mod engine;
 pub mod http;
-pub mod mock;
 pub mod pipeline;
 pub mod sandbox;
 pub mod secrets;
@@ -19,3 +18,9 @@ mod text;
 
 /// Where `cargo build` put the bundled plugins (set by build.rs).
 pub const BUILTIN_PLUGINS_DIR: &str = env!("OFFRAMP_BUILTIN_PLUGINS_DIR");
+
+/// For tests and benches: a plugins directory holding every bundled plugin and every test-only
+/// plugin (`testkit`, `adversary`, `legacy`, `liar`, built from `plugins/tests/`) — links made
+/// by build.rs. The binary never searches it.
+#[doc(hidden)]
+pub const TEST_PLUGINS_DIR: &str = env!("OFFRAMP_TEST_PLUGINS_DIR");

@@ -25,7 +25,8 @@ impl Cli {
             .args(args)
             .env("DATABASE_URL", format!("sqlite://{}", self.dir.path().join("cli.db").display()))
             .env("OFFRAMP_CACHE_DIR", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("offramp-component-cache"))
-            .env_remove("OFFRAMP_PLUGINS_DIR")
+            // The bundled plugins and the test ones (`testkit`).
+            .env("OFFRAMP_PLUGINS_DIR", offramp::TEST_PLUGINS_DIR)
             // The mock SaaS is on loopback, which plugins reach only with the operator's word.
             .env("OFFRAMP_ALLOW_PRIVATE", "127.0.0.1")
             .current_dir(self.dir.path())
@@ -262,7 +263,7 @@ fn plugin_inspect_prints_describe() {
 fn plugin_run_tries_a_plugin_against_a_mock_with_an_injected_credential() {
     let cli = Cli::new();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let mock = rt.block_on(offramp::mock::MockServer::start("cli-okta-token")).unwrap();
+    let mock = rt.block_on(offramp_mock::MockServer::start("cli-okta-token")).unwrap();
     let okta = PathBuf::from(offramp::BUILTIN_PLUGINS_DIR).join("okta.wasm");
     let input = format!(r#"{{"action":"lookup","org_url":"{}","user":"alice@example.com"}}"#, mock.url());
     let secrets = cli.dir.path().join("secrets.env");
@@ -507,7 +508,7 @@ fn crashed_run(cli: &Cli, db: &str) -> String {
     rt.block_on(async {
         let store: std::sync::Arc<dyn Store> = offramp::store::open(db).await.unwrap();
         let opts = offramp::pipeline::LoadOptions {
-            plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
+            plugins_dir: PathBuf::from(offramp::TEST_PLUGINS_DIR),
             vars: Default::default(),
             allow_cap: None,
             contracts: Default::default(),
@@ -588,7 +589,7 @@ fn build_in(dir: &std::path::Path, program: &str, args: &[&str], env: &[(&str, S
 fn plugin_new_scaffolds_build_and_run_as_generated_in_rust_python_and_js() {
     let cli = Cli::new();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let mock = rt.block_on(offramp::mock::MockServer::start("scaffold-token")).unwrap();
+    let mock = rt.block_on(offramp_mock::MockServer::start("scaffold-token")).unwrap();
     let tools = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tools");
     let shared_target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scaffold-target");
     let path = format!("{}:{}", tools.join("node/node_modules/.bin").display(), std::env::var("PATH").unwrap());

@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use offramp::mock::MockServer;
 use offramp::store::{RunStatus, StepStatus, Store};
+use offramp_mock::MockServer;
 
 const STEPS: [&str; 6] = ["find", "suspend", "sessions", "tokens", "groups", "deactivate"];
 /// The lease the child processes use: after a kill, the next process waits this long.

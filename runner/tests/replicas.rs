@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use offramp::engine::{Engine, EngineConfig, StartRequest};
-use offramp::mock::MockServer;
 use offramp::pipeline::LoadOptions;
 use offramp::store::{PgStore, RunStatus, StepStatus, Store};
+use offramp_mock::MockServer;
 
 const RUNS: usize = 6;
 const STEPS: [&str; 4] = ["find", "suspend", "groups", "deactivate"];

@@ -1,4 +1,4 @@
-//! The adversarial suite: the hostile plugin (plugins/adversary) tries every way out of the
+//! The adversarial suite: the hostile plugin (plugins/tests/adversary) tries every way out of the
 //! sandbox in one run; each attempt must end as a failed step with a clear reason, nothing may
 //! reach the internal service or leak the credential, and the same process must then run a
 //! normal pipeline.
@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 
 use offramp::engine::{Engine, EngineConfig, StartRequest};
 use offramp::http::NetworkPolicy;
-use offramp::mock::{MockServer, MockState};
 use offramp::pipeline::LoadOptions;
 use offramp::secrets::SecretSource;
 use offramp::store::{RunStatus, SqliteStore, StepRecord, StepStatus};
+use offramp_mock::{MockServer, MockState};
 
 use common::TOKEN;
 
@@ -59,7 +59,7 @@ async fn hostile(
 ) -> (offramp::pipeline::Plan, Engine) {
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, yaml).unwrap();
-    let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), ..Default::default() };
+    let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::TEST_PLUGINS_DIR), ..Default::default() };
     let plan = offramp::pipeline::load(&path, &opts).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let db = format!("sqlite://{}", dir.join("offramp.db").display());
     let store = Arc::new(SqliteStore::open(&db).await.unwrap());
@@ -134,7 +134,7 @@ async fn every_escape_attempt_fails_with_a_clear_reason_and_the_host_carries_on(
     }
     yaml += &step("sockets", &format!("{{ attack: sockets, addr: \"127.0.0.1:{port}\" }}"), &[], "");
     let (plan, engine) = hostile(dir.path(), "hostile", &yaml, ("OKTA_API_TOKEN", TOKEN)).await;
-    let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), ..Default::default() };
+    let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::TEST_PLUGINS_DIR), ..Default::default() };
     let request = || StartRequest { inputs: Default::default(), requested_by: "test".into(), dry_run: false };
     let run = engine.start(&plan, request()).await.unwrap();
     let status = engine.drive(&run).await.unwrap();
@@ -389,6 +389,7 @@ async fn memory_bombs_are_bounded_and_the_run_finishes() {
         let child = std::process::Command::new(offramp_bin())
             .args(["run", dir.path().join(format!("{name}.yaml")).to_str().unwrap(), "--json"])
             .args(["--database-url", &db, "--max-parallel", "1", "--allow-private", "127.0.0.2"])
+            .env("OFFRAMP_PLUGINS_DIR", offramp::TEST_PLUGINS_DIR)
             .env("OFFRAMP_CACHE_DIR", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("offramp-component-cache"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -399,7 +400,7 @@ async fn memory_bombs_are_bounded_and_the_run_finishes() {
     };
     // Compiled components come from the shared cache, so neither run measures a compilation.
     for plugin in ["adversary", "testkit"] {
-        let wasm = PathBuf::from(offramp::BUILTIN_PLUGINS_DIR).join(format!("{plugin}.wasm"));
+        let wasm = PathBuf::from(offramp::TEST_PLUGINS_DIR).join(format!("{plugin}.wasm"));
         let warm = std::process::Command::new(offramp_bin())
             .args(["plugin", "inspect", wasm.to_str().unwrap()])
             .env("OFFRAMP_CACHE_DIR", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("offramp-component-cache"))

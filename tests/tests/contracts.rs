@@ -13,7 +13,7 @@ use offramp::sandbox::{AttemptResult, FailureKind, Invoke, Sandbox};
 use serde_json::json;
 
 fn plugins() -> PathBuf {
-    PathBuf::from(offramp::BUILTIN_PLUGINS_DIR)
+    PathBuf::from(offramp::TEST_PLUGINS_DIR)
 }
 
 /// One sandbox for the file's tests (compiling the Python and JavaScript components once).

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Harness, TOKEN};
-use offramp::mock::Fault;
 use offramp::store::{RunStatus, StepStatus};
+use offramp_mock::Fault;
 use serde_json::json;
 
 const VARS: &str = "vars: { okta_url: http://placeholder }\n";
@@ -499,7 +499,7 @@ name: wasi-http
 #[tokio::test]
 async fn compiled_plugins_are_cached_on_disk_for_the_next_process() {
     let cache = tempfile::tempdir().unwrap();
-    let path = std::path::PathBuf::from(offramp::BUILTIN_PLUGINS_DIR).join("testkit.wasm");
+    let path = std::path::PathBuf::from(offramp::TEST_PLUGINS_DIR).join("testkit.wasm");
     let first = offramp::sandbox::Sandbox::new(Some(cache.path().to_path_buf())).unwrap();
     first.load(&path).unwrap();
     let files: Vec<_> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().path()).collect();
@@ -863,7 +863,7 @@ async fn a_burst_bigger_than_the_pool_waits_its_turn_instead_of_failing() {
     let cache = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("offramp-component-cache");
     let sandbox = Arc::new(offramp::sandbox::Sandbox::with_limits(Some(cache), limits).unwrap());
     let plugin =
-        Arc::new(sandbox.load(&std::path::PathBuf::from(offramp::BUILTIN_PLUGINS_DIR).join("testkit.wasm")).unwrap());
+        Arc::new(sandbox.load(&std::path::PathBuf::from(offramp::TEST_PLUGINS_DIR).join("testkit.wasm")).unwrap());
     let client = offramp::http::GateClient::new(Default::default()).unwrap();
     let mut tasks = Vec::new();
     for i in 0..16 {
@@ -893,7 +893,7 @@ async fn a_burst_bigger_than_the_pool_waits_its_turn_instead_of_failing() {
 async fn a_plugin_needing_more_than_the_per_plugin_caps_is_refused_with_the_reason() {
     let limits = offramp::sandbox::SandboxLimits { max_core_instances: 1, ..Default::default() };
     let sandbox = offramp::sandbox::Sandbox::with_limits(None, limits).unwrap();
-    let path = std::path::PathBuf::from(offramp::BUILTIN_PLUGINS_DIR).join("testkit.wasm");
+    let path = std::path::PathBuf::from(offramp::TEST_PLUGINS_DIR).join("testkit.wasm");
     let err = sandbox.load(&path).err().expect("refused").to_string();
     assert!(err.contains("needs more than the sandbox allows"), "{err}");
     assert!(err.contains("exceeds the configured maximum of 1"), "{err}");

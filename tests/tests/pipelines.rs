@@ -7,8 +7,8 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 
 use common::{Harness, tokens};
-use offramp::mock::{LoggedRequest, MockServer, Vendor};
 use offramp::store::{RunStatus, StepRecord, StepStatus};
+use offramp_mock::{LoggedRequest, MockServer, Vendor};
 
 fn read(name: &str) -> String {
     std::fs::read_to_string(format!("{}/../pipelines/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -61,7 +61,7 @@ async fn offboarding_runs_across_every_mocked_service_in_a_safe_order() {
     let h = Harness::new().await;
     // Each lookup is slow: if the four ran one after the other their windows could not overlap.
     for path in ["/api/v1/users/", "/admin/directory/v1/users/", "/v1.0/users/", "/scim/v2/Users"] {
-        h.mock.state.inject(offramp::mock::Fault {
+        h.mock.state.inject(offramp_mock::Fault {
             method: Some("GET".into()),
             path_contains: path.into(),
             status: 0,

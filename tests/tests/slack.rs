@@ -14,11 +14,11 @@ use axum::http::{Request, StatusCode};
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
 use offramp::engine::{Engine, EngineConfig};
-use offramp::mock::Fault;
 use offramp::pipeline::LoadOptions;
 use offramp::secrets::{Secret, SecretSource};
 use offramp::slack::{self, AppState, ServeConfig, SlackApiConfig};
 use offramp::store::{RunStatus, SqliteStore, Store};
+use offramp_mock::Fault;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -235,8 +235,8 @@ impl Slack {
     async fn wait_message(
         &self,
         what: &str,
-        pred: impl Fn(&offramp::mock::slack::Message) -> bool,
-    ) -> offramp::mock::slack::Message {
+        pred: impl Fn(&offramp_mock::slack::Message) -> bool,
+    ) -> offramp_mock::slack::Message {
         let ws = self.h.mock.state.slack.clone();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -250,7 +250,7 @@ impl Slack {
 
     /// A run of the default pipeline started by ADMIN, paused at `deactivate` (a 403 once), and
     /// its channel message showing the Retry button.
-    async fn paused_run(&self) -> (String, offramp::mock::slack::Message) {
+    async fn paused_run(&self) -> (String, offramp_mock::slack::Message) {
         deactivate_fails_once(self);
         let request = self.request(ADMIN).await;
         self.click(ADMIN, "start", &request).await;

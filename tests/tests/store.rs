@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use offramp::engine::{Engine, EngineConfig};
-use offramp::mock::MockServer;
 use offramp::secrets::SecretSource;
 use offramp::store::{
     Event, Guard, Lease, NewRun, PgStore, RequestStatus, RunMessage, RunRequest, RunStatus, SqliteStore, StepChange,
     StepStatus, Store, StoreError,
 };
+use offramp_mock::MockServer;
 use serde_json::json;
 
 const PG_ENV: &str = "OFFRAMP_TEST_DATABASE_URL";
@@ -445,7 +445,7 @@ async fn a_result_the_database_refuses_fails_the_step_and_the_run_ends() {
     )
     .unwrap();
     let opts = offramp::pipeline::LoadOptions {
-        plugins_dir: std::path::PathBuf::from(offramp::BUILTIN_PLUGINS_DIR),
+        plugins_dir: std::path::PathBuf::from(offramp::TEST_PLUGINS_DIR),
         ..Default::default()
     };
     let plan = offramp::pipeline::load(&path, &opts).unwrap();

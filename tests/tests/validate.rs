@@ -27,7 +27,7 @@ fn root() -> PathBuf {
 }
 
 fn opts() -> LoadOptions {
-    LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), ..Default::default() }
+    LoadOptions { plugins_dir: PathBuf::from(offramp::TEST_PLUGINS_DIR), ..Default::default() }
 }
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
@@ -62,7 +62,7 @@ async fn invalid_pipelines_give_their_golden_errors() {
     let dir = root().join("pipelines/invalid");
     let files = yaml_files(&dir);
     assert!(files.len() >= 20, "the corpus has {} files", files.len());
-    let plugins = offramp::BUILTIN_PLUGINS_DIR;
+    let plugins = offramp::TEST_PLUGINS_DIR;
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut mismatches = Vec::new();
     for file in files {

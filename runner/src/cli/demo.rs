@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use offramp_mock::{Fault, MockServer, MockState, MockTokens, Vendor};
 use serde_json::{Value, json};
 
 use crate::engine::{Engine, EngineConfig};
-use crate::mock::{Fault, MockServer, MockState, MockTokens, Vendor};
 use crate::pipeline::LoadOptions;
 use crate::sandbox::Sandbox;
 use crate::secrets::{Secret, SecretSource};
@@ -140,7 +140,7 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     let mut servers = Vec::new();
     let mut vars: std::collections::BTreeMap<String, String> = [
         ("github_org".to_string(), "acme".to_string()),
-        ("atlassian_org".to_string(), crate::mock::atlassian::SAMPLE_ORG_ID.to_string()),
+        ("atlassian_org".to_string(), offramp_mock::atlassian::SAMPLE_ORG_ID.to_string()),
     ]
     .into_iter()
     .collect();

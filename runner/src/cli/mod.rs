@@ -1,5 +1,6 @@
 //! The `offramp` command line.
 
+#[cfg(feature = "mock")]
 mod demo;
 mod out;
 mod plugin;
@@ -112,6 +113,7 @@ enum Command {
     Plugin(plugin::PluginCommand),
     /// The whole Slack conversation (command, Start, a paused step, Retry) against the real
     /// server routes, a mock Slack and a mock Okta, with no credentials.
+    #[cfg(feature = "mock")]
     Demo {
         /// Where `offboarding.yaml` is (default: pipelines/ of this checkout).
         #[arg(long)]
@@ -120,6 +122,7 @@ enum Command {
     /// Serve the mock SaaS that the tests and the demo use (Okta, Google Workspace, Microsoft
     /// Graph, Slack, GitHub, Zoom, Atlassian, at their real paths, plus `/__echo`) on loopback,
     /// to try a plugin with `offramp plugin run` without a real account. Runs until Ctrl-C.
+    #[cfg(feature = "mock")]
     Mock {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:8900")]
@@ -245,9 +248,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Resume(args) => runs::resume(&g, args).await,
         Command::Recover { json } => runs::recover(&g, json).await,
         Command::Plugin(cmd) => plugin::dispatch(&g, cmd).await,
+        #[cfg(feature = "mock")]
         Command::Mock { listen, token_seed } => plugin::mock(listen, &token_seed).await,
         Command::Serve(args) => serve::serve(&g, args).await,
         Command::Approvers(cmd) => serve::approvers(&g, cmd).await,
+        #[cfg(feature = "mock")]
         Command::Demo { pipelines_dir } => {
             demo::run(pipelines_dir, g.cache_dir.clone().or_else(Sandbox::default_cache_dir)).await
         }

@@ -92,15 +92,16 @@ pub(super) async fn dispatch(g: &Global, cmd: PluginCommand) -> Result<ExitCode>
     }
 }
 
+#[cfg(feature = "mock")]
 pub(super) async fn mock(listen: std::net::SocketAddr, seed: &str) -> Result<ExitCode> {
     if !listen.ip().is_loopback() {
         bail!(
             "the mock is for trying plugins on this machine: listen on a loopback address (127.0.0.1), not {listen} \
-             (it injects faults and redirects anywhere on request)"
+             (anyone who reaches it can read its request log and inject faults)"
         );
     }
-    let tokens = crate::mock::MockTokens::from_seed(seed);
-    let server = crate::mock::MockServer::listen(listen, crate::mock::MockState::sample(&tokens))
+    let tokens = offramp_mock::MockTokens::from_seed(seed);
+    let server = offramp_mock::MockServer::listen(listen, offramp_mock::MockState::sample(&tokens))
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     outln!("mock SaaS on {} (made-up data: alice@example.com is active everywhere)", server.url());

@@ -6,9 +6,9 @@
 use std::time::{Duration, Instant};
 
 use offramp::engine::StartRequest;
-use offramp::mock::Fault;
-use offramp::mock::atlassian::SAMPLE_ORG_ID;
 use offramp::store::{RunStatus, StepStatus};
+use offramp_mock::Fault;
+use offramp_mock::atlassian::SAMPLE_ORG_ID;
 
 use crate::common::{Harness, tokens};
 

@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 
 use offramp::engine::StartRequest;
-use offramp::mock::Fault;
-use offramp::mock::google::{CALENDAR_APP_ID, DRIVE_APP_ID};
 use offramp::store::{RunStatus, StepStatus};
+use offramp_mock::Fault;
+use offramp_mock::google::{CALENDAR_APP_ID, DRIVE_APP_ID};
 use serde_json::json;
 
 use crate::common::{Harness, tokens};

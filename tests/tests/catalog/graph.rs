@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use offramp::mock::Fault;
 use offramp::store::{RunStatus, StepStatus};
+use offramp_mock::Fault;
 use serde_json::json;
 
 use crate::common::{Harness, tokens};

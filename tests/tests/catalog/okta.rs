@@ -1,8 +1,8 @@
 //! The Okta plugin's completion: OAuth grants and refresh tokens, app assignments, and the
 //! asynchronous deactivation.
 
-use offramp::mock::Fault;
 use offramp::store::{RunStatus, StepStatus};
+use offramp_mock::Fault;
 use serde_json::json;
 
 use crate::common::{Harness, TOKEN};

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use offramp::mock::{Fault, LoggedRequest};
 use offramp::store::{RunStatus, StepStatus};
+use offramp_mock::{Fault, LoggedRequest};
 
 use crate::common::{Harness, tokens};
 

@@ -6,17 +6,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use offramp::engine::{Engine, EngineConfig, StartRequest};
-use offramp::mock::MockServer;
 use offramp::pipeline::{self, LoadOptions, Plan};
 use offramp::sandbox::Sandbox;
 use offramp::secrets::SecretSource;
 use offramp::store::{RunStatus, SqliteStore, StepRecord, Store};
+use offramp_mock::MockServer;
 
 pub const TOKEN: &str = "okta-test-token-5f2c9a";
 
 /// Every mock vendor's credential (Okta's is [`TOKEN`]).
-pub fn tokens() -> offramp::mock::MockTokens {
-    offramp::mock::MockTokens::from_seed(TOKEN)
+pub fn tokens() -> offramp_mock::MockTokens {
+    offramp_mock::MockTokens::from_seed(TOKEN)
 }
 
 /// Pipeline vars that point a vendor's plugin at the mock (each vendor keeps its real paths).
@@ -82,10 +82,10 @@ impl Harness {
             vars.insert("github_org".to_string(), "acme".to_string());
         }
         if yaml.contains("atlassian_org") {
-            vars.insert("atlassian_org".to_string(), offramp::mock::atlassian::SAMPLE_ORG_ID.to_string());
+            vars.insert("atlassian_org".to_string(), offramp_mock::atlassian::SAMPLE_ORG_ID.to_string());
         }
         vars.extend(overrides);
-        let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::BUILTIN_PLUGINS_DIR), vars, ..Default::default() };
+        let opts = LoadOptions { plugins_dir: PathBuf::from(offramp::TEST_PLUGINS_DIR), vars, ..Default::default() };
         match pipeline::load(&path, &opts) {
             Ok(plan) => plan,
             Err(e) => panic!("pipeline should be valid:\n{e}"),

@@ -27,8 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::{Map, Value, json};
 
-use super::MockState;
-
 /// Graph's default page size for `memberOf`, and the largest `$top` it accepts.
 const DEFAULT_PAGE: usize = 100;
 const MAX_TOP: usize = 999;
@@ -223,13 +221,14 @@ fn find_mut<'a>(data: &'a mut Data, key: &str) -> Option<&'a mut User> {
     data.users.get_mut(&id)
 }
 
-pub(crate) fn router() -> Router<MockState> {
+pub(crate) fn router(state: Tenant) -> Router {
     Router::new()
         .route("/v1.0/users/{id}", get(get_user).patch(patch_user))
         .route("/v1.0/users/{id}/revokeSignInSessions", post(revoke_sessions))
         .route("/v1.0/users/{id}/memberOf", get(member_of))
         .route("/v1.0/groups/{gid}/members/{uid}/$ref", delete(remove_member_ref))
         .route("/v1.0/groups/{gid}/members/{uid}", delete(remove_member_without_ref))
+        .with_state(state)
 }
 
 const JSON_TYPE: &str =
@@ -363,8 +362,8 @@ fn no_content(req: &HeaderMap) -> Response {
 }
 
 /// `None` when the bearer token is right; otherwise Graph's 401.
-fn unauthorized(state: &MockState, headers: &HeaderMap) -> Option<Response> {
-    let expected = state.graph.data.lock().map(|d| d.token.clone()).unwrap_or_default();
+fn unauthorized(state: &Tenant, headers: &HeaderMap) -> Option<Response> {
+    let expected = state.data.lock().map(|d| d.token.clone()).unwrap_or_default();
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
     let token = given.strip_prefix("Bearer ").or_else(|| given.strip_prefix("bearer ")).unwrap_or("");
     if token.is_empty() {
@@ -437,13 +436,13 @@ fn odata_param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str
 }
 
 async fn get_user(
-    State(state): State<MockState>,
+    State(state): State<Tenant>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     guard!(state, headers);
-    let Some(u) = state.graph.user(&id) else { return not_found(&id, &headers) };
+    let Some(u) = state.user(&id) else { return not_found(&id, &headers) };
     let props = user_properties(&u);
     let selected: Vec<String> = match odata_param(&q, "select") {
         Some(sel) => sel.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
@@ -471,17 +470,12 @@ async fn get_user(
     ok_json(StatusCode::OK, Value::Object(body), &headers)
 }
 
-async fn patch_user(
-    State(state): State<MockState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn patch_user(State(state): State<Tenant>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     guard!(state, headers);
     let Ok(Value::Object(changes)) = serde_json::from_slice::<Value>(&body) else {
         return bad_request("Empty Payload. JSON content expected.", &headers);
     };
-    let Ok(mut data) = state.graph.data.lock() else { return error_response(StatusCode::INTERNAL_SERVER_ERROR) };
+    let Ok(mut data) = state.data.lock() else { return error_response(StatusCode::INTERNAL_SERVER_ERROR) };
     let Some(user) = find_mut(&mut data, &id) else { return not_found(&id, &headers) };
     // Validate everything before changing anything: Graph applies a PATCH whole or not at all.
     for (k, v) in &changes {
@@ -503,9 +497,9 @@ async fn patch_user(
     no_content(&headers)
 }
 
-async fn revoke_sessions(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn revoke_sessions(State(state): State<Tenant>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     guard!(state, headers);
-    let Ok(mut data) = state.graph.data.lock() else { return error_response(StatusCode::INTERNAL_SERVER_ERROR) };
+    let Ok(mut data) = state.data.lock() else { return error_response(StatusCode::INTERNAL_SERVER_ERROR) };
     let Some(user) = find_mut(&mut data, &id) else { return not_found(&id, &headers) };
     user.sessions_revoked += 1;
     user.sign_in_sessions_valid_from = now_graph_date() + "Z";
@@ -573,7 +567,7 @@ fn parse_skiptoken(s: &str) -> Option<usize> {
 }
 
 async fn member_of(
-    State(state): State<MockState>,
+    State(state): State<Tenant>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -605,7 +599,7 @@ async fn member_of(
             }
         },
     };
-    let Ok(data) = state.graph.data.lock() else { return error_response(StatusCode::INTERNAL_SERVER_ERROR) };
+    let Ok(data) = state.data.lock() else { return error_response(StatusCode::INTERNAL_SERVER_ERROR) };
     let Some(user) = find(&data, &id) else { return not_found(&id, &headers) };
     let page = top.min(data.max_page);
     let all: Vec<&DirectoryObject> = user.member_of.iter().filter_map(|g| data.objects.get(g)).collect();
@@ -634,12 +628,12 @@ async fn member_of(
 }
 
 async fn remove_member_ref(
-    State(state): State<MockState>,
+    State(state): State<Tenant>,
     headers: HeaderMap,
     Path((gid, uid)): Path<(String, String)>,
 ) -> Response {
     guard!(state, headers);
-    let Ok(mut data) = state.graph.data.lock() else { return error_response(StatusCode::INTERNAL_SERVER_ERROR) };
+    let Ok(mut data) = state.data.lock() else { return error_response(StatusCode::INTERNAL_SERVER_ERROR) };
     let group = match data.objects.get(&gid) {
         Some(o) if matches!(o.kind, ObjectKind::Group { .. }) => o.clone(),
         _ => return not_found(&gid, &headers),
@@ -664,7 +658,7 @@ async fn remove_member_ref(
 /// Without `/$ref` this addresses the member object itself: real Graph would delete the user
 /// (given the rights) or answer 403. The mock never deletes anyone.
 async fn remove_member_without_ref(
-    State(state): State<MockState>,
+    State(state): State<Tenant>,
     headers: HeaderMap,
     Path((_gid, _uid)): Path<(String, String)>,
 ) -> Response {

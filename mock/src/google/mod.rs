@@ -28,8 +28,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
 
-use super::MockState;
-
 /// How many groups `groups.list` answers at most per page, unless [`Workspace::set_group_page_size`].
 pub const DEFAULT_GROUP_PAGE: usize = 3;
 
@@ -278,7 +276,7 @@ fn find_group<'a>(data: &'a Data, key: &str) -> Option<&'a Group> {
     data.groups.get(key).or_else(|| data.groups.values().find(|g| g.email.eq_ignore_ascii_case(key)))
 }
 
-pub(crate) fn router() -> Router<MockState> {
+pub(crate) fn router(state: Workspace) -> Router {
     Router::new()
         .route("/admin/directory/v1/users/{user_key}", get(get_user).put(update_user).patch(update_user))
         .route("/admin/directory/v1/users/{user_key}/signOut", post(sign_out))
@@ -290,6 +288,7 @@ pub(crate) fn router() -> Router<MockState> {
         .route("/admin/datatransfer/v1/applications/{application_id}", get(get_application))
         .route("/admin/datatransfer/v1/transfers", get(list_transfers).post(insert_transfer))
         .route("/admin/datatransfer/v1/transfers/{transfer_id}", get(get_transfer))
+        .with_state(state)
 }
 
 /// An injected failure in Google's error shape: 403 is the rate limit Google sends most
@@ -395,8 +394,8 @@ fn ok(body: Value) -> Response {
 }
 
 /// `None` when the request carries the workspace's token; otherwise the 401 to answer.
-fn check_auth(state: &MockState, headers: &HeaderMap) -> Option<Response> {
-    let expected = state.google.data.lock().map(|d| format!("Bearer {}", d.token)).unwrap_or_default();
+fn check_auth(state: &Workspace, headers: &HeaderMap) -> Option<Response> {
+    let expected = state.data.lock().map(|d| format!("Bearer {}", d.token)).unwrap_or_default();
     match headers.get("authorization").and_then(|v| v.to_str().ok()) {
         None => Some(unauthenticated(false)),
         Some(v) if expected.len() > "Bearer ".len() && v == expected => None,
@@ -413,8 +412,8 @@ macro_rules! guard {
 }
 
 /// Runs `f` on the locked data, or answers 500 if the lock is poisoned.
-fn with_data(state: &MockState, f: impl FnOnce(&mut Data) -> Response) -> Response {
-    match state.google.data.lock() {
+fn with_data(state: &Workspace, f: impl FnOnce(&mut Data) -> Response) -> Response {
+    match state.data.lock() {
         Ok(mut data) => f(&mut data),
         Err(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR),
     }
@@ -422,7 +421,8 @@ fn with_data(state: &MockState, f: impl FnOnce(&mut Data) -> Response) -> Respon
 
 /// A weak ETag in Google's style, derived from the content.
 fn etag(v: &Value) -> String {
-    let digest = crate::digest::sha256_hex(v.to_string().as_bytes());
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(v.to_string().as_bytes()));
     format!("\"{}\"", &digest[..27])
 }
 
@@ -496,7 +496,7 @@ fn group_json(g: &Group) -> Value {
     }))
 }
 
-async fn get_user(State(state): State<MockState>, headers: HeaderMap, Path(key): Path<String>) -> Response {
+async fn get_user(State(state): State<Workspace>, headers: HeaderMap, Path(key): Path<String>) -> Response {
     guard!(state, headers);
     with_data(&state, |data| match find_user(data, &key) {
         Some(u) => ok(user_json(u)),
@@ -507,7 +507,7 @@ async fn get_user(State(state): State<MockState>, headers: HeaderMap, Path(key):
 /// `users.update` (PUT) and `users.patch` (PATCH); both apply only the fields sent. The mock
 /// understands `suspended`.
 async fn update_user(
-    State(state): State<MockState>,
+    State(state): State<Workspace>,
     headers: HeaderMap,
     Path(key): Path<String>,
     body: Bytes,
@@ -532,7 +532,7 @@ async fn update_user(
     })
 }
 
-async fn sign_out(State(state): State<MockState>, headers: HeaderMap, Path(key): Path<String>) -> Response {
+async fn sign_out(State(state): State<Workspace>, headers: HeaderMap, Path(key): Path<String>) -> Response {
     guard!(state, headers);
     with_data(&state, |data| {
         let Some(id) = find_user_id(data, &key) else { return not_found("userKey") };
@@ -543,7 +543,7 @@ async fn sign_out(State(state): State<MockState>, headers: HeaderMap, Path(key):
     })
 }
 
-async fn list_tokens(State(state): State<MockState>, headers: HeaderMap, Path(key): Path<String>) -> Response {
+async fn list_tokens(State(state): State<Workspace>, headers: HeaderMap, Path(key): Path<String>) -> Response {
     guard!(state, headers);
     with_data(&state, |data| {
         let Some(u) = find_user(data, &key) else { return not_found("userKey") };
@@ -556,7 +556,7 @@ async fn list_tokens(State(state): State<MockState>, headers: HeaderMap, Path(ke
 }
 
 async fn get_token(
-    State(state): State<MockState>,
+    State(state): State<Workspace>,
     headers: HeaderMap,
     Path((key, client_id)): Path<(String, String)>,
 ) -> Response {
@@ -571,7 +571,7 @@ async fn get_token(
 }
 
 async fn delete_token(
-    State(state): State<MockState>,
+    State(state): State<Workspace>,
     headers: HeaderMap,
     Path((key, client_id)): Path<(String, String)>,
 ) -> Response {
@@ -620,7 +620,7 @@ fn paging(q: &HashMap<String, String>, default: usize, max: usize) -> Result<(us
 
 /// `groups.list?userKey=...`: the groups a user is a direct member of, sorted by email.
 async fn list_groups(
-    State(state): State<MockState>,
+    State(state): State<Workspace>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -653,7 +653,7 @@ async fn list_groups(
 }
 
 async fn remove_member(
-    State(state): State<MockState>,
+    State(state): State<Workspace>,
     headers: HeaderMap,
     Path((group_key, member_key)): Path<(String, String)>,
 ) -> Response {

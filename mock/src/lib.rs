@@ -1,6 +1,8 @@
-//! A mock SaaS on loopback for tests and the demo: a router per vendor that copies the real
-//! API's shapes (status codes, error bodies, rate-limit headers), a request log, and
-//! failure injection.
+//! A mock SaaS on loopback for offramp's tests and demo: a router per vendor that copies the
+//! real API's shapes (status codes, error bodies, rate-limit headers), a request log, and
+//! failure injection. Its own crate, not a module of offramp's library: offramp links it only
+//! through its `mock` cargo feature (`offramp demo`, `offramp mock`); the tests take it as a
+//! dev-dependency.
 //!
 //! Every vendor keeps its real path layout, so a plugin's base URL is the only thing a test
 //! changes: `/api/v1/...` (Okta), `/admin/directory/v1/...` and `/admin/datatransfer/v1/...`
@@ -8,15 +10,20 @@
 //! (Slack SCIM and Web API; `/slack/hooks/...` for response_url), `/orgs/...` (GitHub),
 //! `/v2/users/...` (Zoom), `/users/.../manage/...` (Atlassian). Plus `/__echo/...` (returns
 //! the request it got, like httpbin's `/anything`), `/__mock/requests` (the log),
-//! `/__mock/faults` (POST a [`Fault`]), `/__mock/redirect?to=URL` (a 302).
+//! `/__mock/faults` (POST a [`Fault`]). With the cargo feature `hostile` (the adversarial tests
+//! only), also `/__mock/redirect?to=URL` (a 302 anywhere) and `/__mock/big` (8 MiB).
 //!
 //! Each vendor checks its own credential (see [`MockTokens`]), so a token sent to the wrong
-//! vendor is refused the way the real API would refuse it.
+//! vendor is refused the way the real API would refuse it. Each vendor's router holds only its
+//! own state (`okta::Directory`, `slack::Workspace`, ...); [`MockState`] bundles them with the
+//! request log and the faults, which the server-wide layer keeps.
 
 pub mod atlassian;
 pub mod github;
 pub mod google;
 pub mod graph;
+#[cfg(feature = "hostile")]
+mod hostile;
 pub mod okta;
 pub mod slack;
 pub mod zoom;
@@ -27,11 +34,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -238,25 +245,28 @@ impl Drop for MockServer {
     }
 }
 
-/// The mock's router.
+/// The mock's router: each vendor's router with its own state, the mock's own routes, and the
+/// layer that logs every request and injects faults.
 pub fn app(state: MockState) -> Router {
-    Router::new()
-        .nest("/api/v1", okta::router())
-        .nest("/slack", slack::router())
-        .merge(slack::scim_router())
-        .merge(google::router())
-        .merge(graph::router())
-        .merge(github::router())
-        .merge(zoom::router())
-        .merge(atlassian::router())
+    let own = Router::new()
+        .route("/__mock/requests", get(requests))
+        .route("/__mock/faults", post(add_fault))
+        .with_state(state.clone());
+    let app = Router::new()
+        .nest("/api/v1", okta::router(state.okta.clone()))
+        .nest("/slack", slack::router(state.slack.clone()))
+        .merge(slack::scim_router(state.slack.clone()))
+        .merge(google::router(state.google.clone()))
+        .merge(graph::router(state.graph.clone()))
+        .merge(github::router(state.github.clone()))
+        .merge(zoom::router(state.zoom.clone()))
+        .merge(atlassian::router(state.atlassian.clone()))
         .route("/__echo", any(echo))
         .route("/__echo/{*rest}", any(echo))
-        .route("/__mock/requests", get(requests))
-        .route("/__mock/faults", axum::routing::post(add_fault))
-        .route("/__mock/redirect", get(redirect))
-        .route("/__mock/big", get(big))
-        .layer(middleware::from_fn_with_state(state.clone(), log_and_inject))
-        .with_state(state)
+        .merge(own);
+    #[cfg(feature = "hostile")]
+    let app = app.merge(hostile::router());
+    app.layer(middleware::from_fn_with_state(state, log_and_inject))
 }
 
 async fn log_and_inject(State(state): State<MockState>, req: Request, next: Next) -> Response {
@@ -413,18 +423,4 @@ async fn requests(State(state): State<MockState>) -> impl IntoResponse {
 async fn add_fault(State(state): State<MockState>, axum::Json(fault): axum::Json<Fault>) -> impl IntoResponse {
     state.inject(fault);
     StatusCode::NO_CONTENT
-}
-
-#[derive(Deserialize)]
-struct RedirectTo {
-    to: String,
-}
-
-async fn redirect(Query(q): Query<RedirectTo>) -> impl IntoResponse {
-    (StatusCode::FOUND, [("location", q.to)])
-}
-
-/// 8 MiB of bytes, for response-size caps.
-async fn big() -> impl IntoResponse {
-    vec![b'x'; 8 * 1024 * 1024]
 }

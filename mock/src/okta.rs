@@ -21,8 +21,6 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::MockState;
-
 /// A user in the mock directory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {
@@ -162,7 +160,7 @@ fn find<'a>(data: &'a Data, key: &str) -> Option<&'a User> {
     })
 }
 
-pub(crate) fn router() -> Router<MockState> {
+pub(crate) fn router(state: Directory) -> Router {
     Router::new()
         .route("/users/{id}", get(get_user))
         .route("/users/{id}/lifecycle/suspend", post(suspend))
@@ -175,6 +173,7 @@ pub(crate) fn router() -> Router<MockState> {
         .route("/users/{id}/clients/{client}/tokens", delete(revoke_client_tokens))
         .route("/users/{id}/appLinks", get(app_links))
         .route("/apps/{app}/users/{id}", delete(unassign_app))
+        .with_state(state)
 }
 
 fn error_id() -> String {
@@ -224,8 +223,8 @@ fn ok(status: StatusCode, body: Option<Value>) -> Response {
     resp
 }
 
-fn authorized(state: &MockState, headers: &HeaderMap) -> bool {
-    let expected = state.okta.data.lock().map(|d| format!("SSWS {}", d.token)).unwrap_or_default();
+fn authorized(state: &Directory, headers: &HeaderMap) -> bool {
+    let expected = state.data.lock().map(|d| format!("SSWS {}", d.token)).unwrap_or_default();
     headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| !expected.is_empty() && v == expected)
 }
 
@@ -263,7 +262,7 @@ macro_rules! guard {
     };
 }
 
-async fn get_user(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn get_user(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     guard!(state, headers);
     with_user(&state, &id, |u, _| {
         // An asynchronous deactivation completes after a few reads.
@@ -284,8 +283,8 @@ struct SendEmail {
     _send_email: Option<bool>,
 }
 
-fn with_user(state: &MockState, id: &str, f: impl FnOnce(&mut User, &BTreeMap<String, Group>) -> Response) -> Response {
-    let Ok(mut data) = state.okta.data.lock() else {
+fn with_user(state: &Directory, id: &str, f: impl FnOnce(&mut User, &BTreeMap<String, Group>) -> Response) -> Response {
+    let Ok(mut data) = state.data.lock() else {
         return error_response(StatusCode::INTERNAL_SERVER_ERROR);
     };
     let Some(key) = find(&data, id).map(|u| u.id.clone()) else { return not_found(id) };
@@ -296,7 +295,7 @@ fn with_user(state: &MockState, id: &str, f: impl FnOnce(&mut User, &BTreeMap<St
     }
 }
 
-async fn suspend(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn suspend(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     guard!(state, headers);
     with_user(&state, &id, |u, _| {
         if u.status != "ACTIVE" {
@@ -313,7 +312,7 @@ async fn suspend(State(state): State<MockState>, headers: HeaderMap, Path(id): P
 }
 
 async fn deactivate(
-    State(state): State<MockState>,
+    State(state): State<Directory>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(_q): Query<SendEmail>,
@@ -321,7 +320,7 @@ async fn deactivate(
     guard!(state, headers);
     let respond_async =
         headers.get("prefer").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("respond-async"));
-    let reads = state.okta.data.lock().map(|d| d.deprovision_reads).unwrap_or(2);
+    let reads = state.data.lock().map(|d| d.deprovision_reads).unwrap_or(2);
     with_user(&state, &id, |u, _| {
         if u.transitioning_to.is_some() {
             return okta_error(
@@ -351,7 +350,7 @@ async fn deactivate(
     })
 }
 
-async fn clear_sessions(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn clear_sessions(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     guard!(state, headers);
     with_user(&state, &id, |u, _| {
         u.sessions = 0;
@@ -359,7 +358,7 @@ async fn clear_sessions(State(state): State<MockState>, headers: HeaderMap, Path
     })
 }
 
-async fn user_groups(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn user_groups(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     guard!(state, headers);
     with_user(&state, &id, |u, groups| {
         let list: Vec<Value> = u
@@ -383,7 +382,7 @@ async fn user_groups(State(state): State<MockState>, headers: HeaderMap, Path(id
 }
 
 async fn remove_from_group(
-    State(state): State<MockState>,
+    State(state): State<Directory>,
     headers: HeaderMap,
     Path((gid, uid)): Path<(String, String)>,
 ) -> Response {
@@ -408,7 +407,7 @@ async fn remove_from_group(
     })
 }
 
-async fn list_grants(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn list_grants(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     guard!(state, headers);
     with_user(&state, &id, |u, _| {
         let list: Vec<Value> = u
@@ -427,7 +426,7 @@ async fn list_grants(State(state): State<MockState>, headers: HeaderMap, Path(id
     })
 }
 
-async fn revoke_grants(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn revoke_grants(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     guard!(state, headers);
     with_user(&state, &id, |u, _| {
         u.grants.clear();
@@ -435,7 +434,7 @@ async fn revoke_grants(State(state): State<MockState>, headers: HeaderMap, Path(
     })
 }
 
-async fn list_clients(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn list_clients(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     guard!(state, headers);
     with_user(&state, &id, |u, _| {
         let mut clients: Vec<&str> = u.refresh_tokens.iter().map(|(_, c)| c.as_str()).collect();
@@ -449,7 +448,7 @@ async fn list_clients(State(state): State<MockState>, headers: HeaderMap, Path(i
 }
 
 async fn revoke_client_tokens(
-    State(state): State<MockState>,
+    State(state): State<Directory>,
     headers: HeaderMap,
     Path((id, client)): Path<(String, String)>,
 ) -> Response {
@@ -460,7 +459,7 @@ async fn revoke_client_tokens(
     })
 }
 
-async fn app_links(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn app_links(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     guard!(state, headers);
     with_user(&state, &id, |u, _| {
         let list: Vec<Value> = u
@@ -481,7 +480,7 @@ async fn app_links(State(state): State<MockState>, headers: HeaderMap, Path(id):
 }
 
 async fn unassign_app(
-    State(state): State<MockState>,
+    State(state): State<Directory>,
     headers: HeaderMap,
     Path((app, id)): Path<(String, String)>,
     Query(_q): Query<SendEmail>,

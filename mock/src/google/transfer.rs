@@ -31,14 +31,14 @@ fn application_json(id: &str, name: &str, params: &[TransferParam]) -> Value {
     with_etag(v)
 }
 
-pub(super) async fn list_applications(State(state): State<MockState>, headers: HeaderMap) -> Response {
+pub(super) async fn list_applications(State(state): State<Workspace>, headers: HeaderMap) -> Response {
     guard!(state, headers);
     let apps: Vec<Value> = applications().iter().map(|(id, name, p)| application_json(id, name, p)).collect();
     ok(with_etag(json!({ "kind": "admin#datatransfer#applicationsList", "applications": apps })))
 }
 
 pub(super) async fn get_application(
-    State(state): State<MockState>,
+    State(state): State<Workspace>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
@@ -133,7 +133,7 @@ fn parse_transfer(data: &Data, body: &Value) -> Result<(String, String, Vec<AppT
     Ok((old, new, apps))
 }
 
-pub(super) async fn insert_transfer(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn insert_transfer(State(state): State<Workspace>, headers: HeaderMap, body: Bytes) -> Response {
     guard!(state, headers);
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
@@ -166,7 +166,7 @@ pub(super) async fn insert_transfer(State(state): State<MockState>, headers: Hea
 
 /// `transfers.get`: each fetch moves the transfer along; after `polls_to_settle` fetches it settles.
 pub(super) async fn get_transfer(
-    State(state): State<MockState>,
+    State(state): State<Workspace>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
@@ -186,7 +186,7 @@ pub(super) async fn get_transfer(
 
 /// `transfers.list`, filtered by `oldOwnerUserId`, `newOwnerUserId` and `status`, newest first.
 pub(super) async fn list_transfers(
-    State(state): State<MockState>,
+    State(state): State<Workspace>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {

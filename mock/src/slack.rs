@@ -29,8 +29,6 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::MockState;
-
 /// One call the mock received.
 #[derive(Debug, Clone, Serialize)]
 pub struct SlackCall {
@@ -118,8 +116,8 @@ impl Workspace {
 }
 
 /// The mock's Slack routes.
-pub fn router() -> Router<MockState> {
-    Router::new().route("/api/{method}", post(web_api)).route("/hooks/{*path}", post(response_url))
+pub fn router(state: Workspace) -> Router {
+    Router::new().route("/api/{method}", post(web_api)).route("/hooks/{*path}", post(response_url)).with_state(state)
 }
 
 /// What an injected failure looks like on Slack's API.
@@ -150,13 +148,7 @@ fn err(error: &str) -> Response {
     axum::Json(json!({ "ok": false, "error": error })).into_response()
 }
 
-async fn web_api(
-    State(state): State<MockState>,
-    Path(method): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let ws = &state.slack;
+async fn web_api(State(ws): State<Workspace>, Path(method): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let body = parse_body(&headers, &body);
     ws.record(&method, &body, None);
     let Ok(mut inner) = ws.inner.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
@@ -250,13 +242,13 @@ async fn web_api(
 }
 
 async fn response_url(
-    State(state): State<MockState>,
+    State(state): State<Workspace>,
     Path(path): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let body = parse_body(&headers, &body);
-    state.slack.record("response_url", &body, Some(path));
+    state.record("response_url", &body, Some(path));
     axum::Json(json!({ "ok": true })).into_response()
 }
 
@@ -365,11 +357,12 @@ const SCIM_LIST: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 
 /// `/scim/v2/...` (SCIM, real base `https://api.slack.com`) and `/api/{method}` (the Web API's
 /// `admin.*` methods, real base `https://slack.com`).
-pub(crate) fn scim_router() -> Router<MockState> {
+pub(crate) fn scim_router(state: Workspace) -> Router {
     Router::new()
         .route("/scim/v2/Users", get(scim_list_users))
         .route("/scim/v2/Users/{id}", get(scim_get_user).delete(scim_delete_user))
         .route("/api/{method}", post(admin_api))
+        .with_state(state)
 }
 
 /// An injected SCIM failure in Slack's SCIM error shape.
@@ -453,8 +446,8 @@ fn parse_filter(filter: &str) -> Option<(String, String)> {
     Some((attr, value[1..value.len() - 1].to_string()))
 }
 
-async fn scim_list_users(State(state): State<MockState>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
-    let Ok(inner) = state.slack.inner.lock() else { return scim_error_response(StatusCode::INTERNAL_SERVER_ERROR) };
+async fn scim_list_users(State(state): State<Workspace>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    let Ok(inner) = state.inner.lock() else { return scim_error_response(StatusCode::INTERNAL_SERVER_ERROR) };
     if let Some(resp) = scim_refusal(&inner, &headers) {
         return resp;
     }
@@ -491,8 +484,8 @@ async fn scim_list_users(State(state): State<MockState>, headers: HeaderMap, Que
     .into_response()
 }
 
-async fn scim_get_user(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let Ok(inner) = state.slack.inner.lock() else { return scim_error_response(StatusCode::INTERNAL_SERVER_ERROR) };
+async fn scim_get_user(State(state): State<Workspace>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let Ok(inner) = state.inner.lock() else { return scim_error_response(StatusCode::INTERNAL_SERVER_ERROR) };
     if let Some(resp) = scim_refusal(&inner, &headers) {
         return resp;
     }
@@ -505,8 +498,8 @@ async fn scim_get_user(State(state): State<MockState>, headers: HeaderMap, Path(
 /// Slack's DELETE deactivates (the user stays, with `active: false`) and signs the user out.
 /// Deleting an already deactivated user answers 204 again here: Slack documents DELETE only as
 /// "sets a Slack user to deactivated", so the mock treats it as idempotent.
-async fn scim_delete_user(State(state): State<MockState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let Ok(mut inner) = state.slack.inner.lock() else {
+async fn scim_delete_user(State(state): State<Workspace>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let Ok(mut inner) = state.inner.lock() else {
         return scim_error_response(StatusCode::INTERNAL_SERVER_ERROR);
     };
     if let Some(resp) = scim_refusal(&inner, &headers) {
@@ -525,13 +518,13 @@ async fn scim_delete_user(State(state): State<MockState>, headers: HeaderMap, Pa
 /// `POST /api/{method}`: the Web API's `admin.*` methods, which take the org admin's user
 /// token (header or `token` parameter) and answer HTTP 200 `{"ok": ...}`.
 async fn admin_api(
-    State(state): State<MockState>,
+    State(state): State<Workspace>,
     Path(method): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let body = parse_body(&headers, &body);
-    let Ok(mut inner) = state.slack.inner.lock() else { return error_response(StatusCode::INTERNAL_SERVER_ERROR) };
+    let Ok(mut inner) = state.inner.lock() else { return error_response(StatusCode::INTERNAL_SERVER_ERROR) };
     let token =
         bearer(&headers).map(str::to_string).or_else(|| body.get("token").and_then(Value::as_str).map(str::to_string));
     match token {

@@ -23,8 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use serde_json::{Value, json};
 
-use super::MockState;
-
 /// A user in the mock Zoom account.
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {
@@ -88,8 +86,11 @@ fn find<'a>(data: &'a Data, key: &str) -> Option<&'a User> {
     data.users.get(key).or_else(|| data.users.values().find(|u| u.email.eq_ignore_ascii_case(key)))
 }
 
-pub(crate) fn router() -> Router<MockState> {
-    Router::new().route("/v2/users/{user_id}", get(get_user)).route("/v2/users/{user_id}/status", put(update_status))
+pub(crate) fn router(state: Account) -> Router {
+    Router::new()
+        .route("/v2/users/{user_id}", get(get_user))
+        .route("/v2/users/{user_id}/status", put(update_status))
+        .with_state(state)
 }
 
 /// A Zoom error response with its usual body and headers (what fault injection answers).
@@ -135,8 +136,8 @@ fn ok(status: StatusCode, body: Option<Value>) -> Response {
     resp
 }
 
-fn authorized(state: &MockState, headers: &HeaderMap) -> bool {
-    let expected = state.zoom.data.lock().map(|d| format!("Bearer {}", d.token)).unwrap_or_default();
+fn authorized(state: &Account, headers: &HeaderMap) -> bool {
+    let expected = state.data.lock().map(|d| format!("Bearer {}", d.token)).unwrap_or_default();
     headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.len() > 7 && v == expected)
 }
 
@@ -183,16 +184,16 @@ fn user_json(u: &User) -> Value {
     })
 }
 
-async fn get_user(State(state): State<MockState>, headers: HeaderMap, Path(user_id): Path<String>) -> Response {
+async fn get_user(State(state): State<Account>, headers: HeaderMap, Path(user_id): Path<String>) -> Response {
     guard!(state, headers);
-    match state.zoom.user(&user_id) {
+    match state.user(&user_id) {
         Some(u) => ok(StatusCode::OK, Some(user_json(&u))),
         None => not_found(&user_id),
     }
 }
 
 async fn update_status(
-    State(state): State<MockState>,
+    State(state): State<Account>,
     headers: HeaderMap,
     Path(user_id): Path<String>,
     body: Bytes,
@@ -206,7 +207,7 @@ async fn update_status(
         Some("activate") => "active",
         _ => return zoom_error(StatusCode::BAD_REQUEST, 300, "Validation Failed."),
     };
-    let Ok(mut data) = state.zoom.data.lock() else {
+    let Ok(mut data) = state.data.lock() else {
         return error_response(StatusCode::INTERNAL_SERVER_ERROR);
     };
     let Some(key) = find(&data, &user_id).map(|u| u.id.clone()) else { return not_found(&user_id) };

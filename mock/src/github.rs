@@ -19,8 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::MockState;
-
 /// The hourly request budget of a token, as GitHub grants a user or app token.
 const LIMIT: u32 = 5000;
 
@@ -99,10 +97,11 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-pub(crate) fn router() -> Router<MockState> {
+pub(crate) fn router(state: Org) -> Router {
     Router::new()
         .route("/orgs/{org}", get(get_org))
         .route("/orgs/{org}/memberships/{username}", get(get_membership).delete(remove_membership))
+        .with_state(state)
 }
 
 /// The rate-limit headers GitHub puts on every answer.
@@ -163,8 +162,8 @@ pub(crate) fn error_response(status: StatusCode) -> Response {
 }
 
 /// Counts the request against the budget and answers with the headers that say so.
-fn answer(state: &MockState, status: StatusCode, body: Option<Value>) -> Response {
-    let (remaining, used, reset) = match state.github.data.lock() {
+fn answer(state: &Org, status: StatusCode, body: Option<Value>) -> Response {
+    let (remaining, used, reset) = match state.data.lock() {
         Ok(mut d) => {
             if now() >= d.reset {
                 d.used = 0;
@@ -184,8 +183,8 @@ fn answer(state: &MockState, status: StatusCode, body: Option<Value>) -> Respons
 }
 
 /// `None` when the token is right; otherwise GitHub's 401.
-fn unauthorized(state: &MockState, headers: &HeaderMap) -> Option<Response> {
-    let expected = state.github.data.lock().map(|d| d.token.clone()).unwrap_or_default();
+fn unauthorized(state: &Org, headers: &HeaderMap) -> Option<Response> {
+    let expected = state.data.lock().map(|d| d.token.clone()).unwrap_or_default();
     let given = headers.get("authorization").and_then(|v| v.to_str().ok());
     let Some(given) = given else {
         let body = error_body(StatusCode::UNAUTHORIZED, "Requires authentication", "https://docs.github.com/rest");
@@ -246,20 +245,20 @@ fn user_json(m: &Member, base: &str) -> Value {
     })
 }
 
-fn org_not_found(state: &MockState) -> Response {
+fn org_not_found(state: &Org) -> Response {
     let body =
         error_body(StatusCode::NOT_FOUND, "Not Found", "https://docs.github.com/rest/orgs/orgs#get-an-organization");
     answer(state, StatusCode::NOT_FOUND, Some(body))
 }
 
-fn membership_not_found(state: &MockState, docs: &str) -> Response {
+fn membership_not_found(state: &Org, docs: &str) -> Response {
     answer(state, StatusCode::NOT_FOUND, Some(error_body(StatusCode::NOT_FOUND, "Not Found", docs)))
 }
 
-async fn get_org(State(state): State<MockState>, headers: HeaderMap, Path(org): Path<String>) -> Response {
+async fn get_org(State(state): State<Org>, headers: HeaderMap, Path(org): Path<String>) -> Response {
     guard!(state, headers);
     // The lock is released before answering: `answer` takes it again to count the request.
-    let body = match state.github.data.lock() {
+    let body = match state.data.lock() {
         Ok(d) => d.login.eq_ignore_ascii_case(&org).then(|| org_json(&d, &base(&headers))),
         Err(_) => return error_response(StatusCode::INTERNAL_SERVER_ERROR),
     };
@@ -270,14 +269,14 @@ async fn get_org(State(state): State<MockState>, headers: HeaderMap, Path(org): 
 }
 
 async fn get_membership(
-    State(state): State<MockState>,
+    State(state): State<Org>,
     headers: HeaderMap,
     Path((org, username)): Path<(String, String)>,
 ) -> Response {
     guard!(state, headers);
     const DOCS: &str = "https://docs.github.com/rest/orgs/members#get-organization-membership-for-a-user";
     let body = {
-        let Ok(d) = state.github.data.lock() else { return error_response(StatusCode::INTERNAL_SERVER_ERROR) };
+        let Ok(d) = state.data.lock() else { return error_response(StatusCode::INTERNAL_SERVER_ERROR) };
         let member = d.members.get(&username.to_lowercase()).filter(|_| d.login.eq_ignore_ascii_case(&org));
         member.map(|m| {
             let base = base(&headers);
@@ -298,14 +297,14 @@ async fn get_membership(
 }
 
 async fn remove_membership(
-    State(state): State<MockState>,
+    State(state): State<Org>,
     headers: HeaderMap,
     Path((org, username)): Path<(String, String)>,
 ) -> Response {
     guard!(state, headers);
     const DOCS: &str = "https://docs.github.com/rest/orgs/members#remove-organization-membership-for-a-user";
     let removed = {
-        let Ok(mut d) = state.github.data.lock() else { return error_response(StatusCode::INTERNAL_SERVER_ERROR) };
+        let Ok(mut d) = state.data.lock() else { return error_response(StatusCode::INTERNAL_SERVER_ERROR) };
         d.login.eq_ignore_ascii_case(&org) && d.members.remove(&username.to_lowercase()).is_some()
     };
     if removed { answer(&state, StatusCode::NO_CONTENT, None) } else { membership_not_found(&state, DOCS) }

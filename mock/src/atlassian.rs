@@ -32,8 +32,6 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::MockState;
-
 /// The organization id of the sample data.
 pub const SAMPLE_ORG_ID: &str = "0a9b8c7d-6e5f-4a3b-9c1d-0e9f8a7b6c5d";
 
@@ -107,12 +105,13 @@ impl Directory {
     }
 }
 
-pub(crate) fn router() -> Router<MockState> {
+pub(crate) fn router(state: Directory) -> Router {
     Router::new()
         .route("/users/{account_id}/manage/profile", get(profile))
         .route("/users/{account_id}/manage/lifecycle/disable", post(disable))
         .route("/users/{account_id}/manage/lifecycle/enable", post(enable))
         .route("/admin/v1/orgs/{org_id}/users", get(org_users))
+        .with_state(state)
 }
 
 /// An Atlassian error response with its usual body and headers (what fault injection answers).
@@ -155,8 +154,8 @@ fn ok(status: StatusCode, body: Option<Value>) -> Response {
     resp
 }
 
-fn authorized(state: &MockState, headers: &HeaderMap) -> bool {
-    let expected = state.atlassian.data.lock().map(|d| format!("Bearer {}", d.token)).unwrap_or_default();
+fn authorized(state: &Directory, headers: &HeaderMap) -> bool {
+    let expected = state.data.lock().map(|d| format!("Bearer {}", d.token)).unwrap_or_default();
     headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.len() > 7 && v == expected)
 }
 
@@ -173,8 +172,8 @@ fn picture(u: &User) -> String {
 }
 
 /// Runs `f` on a managed account; unknown ids are 404, unmanaged ones 403 `forbidden.targetUnverified`.
-fn with_managed(state: &MockState, account_id: &str, f: impl FnOnce(&mut User) -> Response) -> Response {
-    let Ok(mut data) = state.atlassian.data.lock() else {
+fn with_managed(state: &Directory, account_id: &str, f: impl FnOnce(&mut User) -> Response) -> Response {
+    let Ok(mut data) = state.data.lock() else {
         return error_response(StatusCode::INTERNAL_SERVER_ERROR);
     };
     match data.users.get_mut(account_id) {
@@ -184,7 +183,7 @@ fn with_managed(state: &MockState, account_id: &str, f: impl FnOnce(&mut User) -
     }
 }
 
-async fn profile(State(state): State<MockState>, headers: HeaderMap, Path(account_id): Path<String>) -> Response {
+async fn profile(State(state): State<Directory>, headers: HeaderMap, Path(account_id): Path<String>) -> Response {
     guard!(state, headers);
     with_managed(&state, &account_id, |u| {
         let nickname = u.name.split_whitespace().next().unwrap_or_default().to_string();
@@ -207,7 +206,7 @@ async fn profile(State(state): State<MockState>, headers: HeaderMap, Path(accoun
 }
 
 async fn disable(
-    State(state): State<MockState>,
+    State(state): State<Directory>,
     headers: HeaderMap,
     Path(account_id): Path<String>,
     body: Bytes,
@@ -240,7 +239,7 @@ fn bad_request(message: &str) -> Response {
     atlassian_error(StatusCode::BAD_REQUEST, json!([{ "code": "BAD_REQUEST", "message": message }]))
 }
 
-async fn enable(State(state): State<MockState>, headers: HeaderMap, Path(account_id): Path<String>) -> Response {
+async fn enable(State(state): State<Directory>, headers: HeaderMap, Path(account_id): Path<String>) -> Response {
     guard!(state, headers);
     with_managed(&state, &account_id, |u| {
         if u.account_status == "inactive" {
@@ -258,13 +257,13 @@ struct Cursor {
 }
 
 async fn org_users(
-    State(state): State<MockState>,
+    State(state): State<Directory>,
     headers: HeaderMap,
     Path(org_id): Path<String>,
     Query(q): Query<Cursor>,
 ) -> Response {
     guard!(state, headers);
-    let Ok(data) = state.atlassian.data.lock() else {
+    let Ok(data) = state.data.lock() else {
         return error_response(StatusCode::INTERNAL_SERVER_ERROR);
     };
     if org_id != data.org_id {
