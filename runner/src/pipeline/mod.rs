@@ -165,7 +165,8 @@ pub fn fuzz(data: &[u8]) {
         }
     };
     let opts = LoadOptions {
-        plugins_dir: std::path::PathBuf::from(crate::BUILTIN_PLUGINS_DIR),
+        // The bundled plugins and the test ones (`testkit`…), as the golden corpus uses them.
+        plugins_dir: std::path::PathBuf::from(crate::TEST_PLUGINS_DIR),
         contracts: fuzz_contracts(),
         ..Default::default()
     };
@@ -183,7 +184,7 @@ fn fuzz_contracts() -> ContractBook {
     use serde_json::json;
     static BOOK: std::sync::OnceLock<ContractBook> = std::sync::OnceLock::new();
     BOOK.get_or_init(|| {
-        let dir = Path::new(crate::BUILTIN_PLUGINS_DIR);
+        let dir = Path::new(crate::TEST_PLUGINS_DIR);
         let input = |action: &str| {
             json!({ "type": "object", "additionalProperties": false, "required": ["action", "org_url", "user"],
                 "properties": { "action": { "const": action }, "org_url": { "type": "string" },
