@@ -107,7 +107,8 @@ impl From<String> for EventKind {
 
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, not `write_str`: tables align kinds with `{:<16}`.
+        f.pad(self.as_str())
     }
 }
 
@@ -143,6 +144,9 @@ mod tests {
             assert_eq!(EventKind::from(kind.as_str().to_string()), kind);
             assert_eq!(serde_json::to_value(&kind).unwrap(), serde_json::json!(kind.as_str()));
         }
+        // Tables align kinds and statuses with width specifiers.
+        assert_eq!(format!("[{:<14}]", EventKind::RunCreated), "[run_created   ]");
+        assert_eq!(format!("[{:>7}]", Resolution::Abort), "[  abort]");
         let newer = EventKind::from("run_teleported");
         assert_eq!(newer, EventKind::Other("run_teleported".into()));
         assert_eq!(newer, "run_teleported");

@@ -97,7 +97,7 @@ macro_rules! text_enum {
             }
         }
         impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(self.as_str()) }
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.pad(self.as_str()) }
         }
         impl std::str::FromStr for $t {
             type Err = $crate::store::StoreError;

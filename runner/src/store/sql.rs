@@ -66,7 +66,7 @@ fn step_from_row(row: &Row) -> Result<StepRecord, StoreError> {
         idempotency_key: row.get("idempotency_key")?,
         output: row.json("output")?,
         error: row.get("error")?,
-        resolution: row.get::<Option<String>>("resolution")?.map(|r| Resolution::from_str(&r)).transpose()?,
+        resolution: resolution(row)?,
         note: row.get("note")?,
         log: row.json("log")?.and_then(|l| serde_json::from_value(l).ok()).unwrap_or_default(),
         requests: row.json("requests")?.unwrap_or(Value::Array(vec![])),
@@ -74,6 +74,19 @@ fn step_from_row(row: &Row) -> Result<StepRecord, StoreError> {
         finished_at: row.get("finished_at")?,
         updated_at: row.get("updated_at")?,
     })
+}
+
+/// A step's resolution. One this version does not know (written by a newer replica sharing the
+/// database) reads as none rather than making the run unreadable.
+fn resolution(row: &Row) -> Result<Option<Resolution>, StoreError> {
+    let Some(text) = row.get::<Option<String>>("resolution")? else { return Ok(None) };
+    match Resolution::from_str(&text) {
+        Ok(r) => Ok(Some(r)),
+        Err(e) => {
+            tracing::warn!(target: "offramp::store", error = %e, "unknown step resolution read as none");
+            Ok(None)
+        }
+    }
 }
 
 fn event_from_row(row: &Row) -> Result<EventRecord, StoreError> {
@@ -557,5 +570,36 @@ impl<D: sqlx::Database> Store for SqlStore<D> {
         let first = tx.execute(q.bind(signature).bind(now_secs)).await? == 1;
         tx.commit().await?;
         Ok(first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    #[tokio::test]
+    async fn a_resolution_this_version_does_not_know_leaves_the_run_readable() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let run = NewRun {
+            id: "r1".into(),
+            pipeline_name: "p".into(),
+            pipeline_hash: "h".into(),
+            plan: serde_json::json!({}),
+            subject: "alice@example.com".into(),
+            inputs: serde_json::json!({}),
+            requested_by: "test".into(),
+            dry_run: false,
+            steps: vec![("a".into(), "k".into()), ("b".into(), "k2".into())],
+            lease: Lease { owner: "test".into(), until_ms: 0 },
+        };
+        store.create_run(&run, Event::new("test", EventKind::RunCreated, serde_json::json!({}))).await.unwrap();
+        let skip = StepChange { resolution: Some(Some(Resolution::Condition)), ..Default::default() };
+        assert!(store.change_step("r1", "a", &[], None, None, skip, Event::new("t", "x", Value::Null)).await.unwrap());
+        // As a newer replica sharing the database might write it.
+        store.db.execute(query("UPDATE step_results SET resolution = 'teleported' WHERE step_id = 'b'")).await.unwrap();
+        let steps = store.steps("r1").await.unwrap();
+        assert_eq!(steps[0].resolution, Some(Resolution::Condition));
+        assert_eq!(steps[1].resolution, None);
     }
 }
