@@ -6,6 +6,7 @@
 //! [`pipeline`] is the YAML model and its validation.
 
 pub mod cli;
+pub mod credentials;
 mod digest;
 pub mod engine;
 pub mod http;

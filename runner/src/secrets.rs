@@ -92,14 +92,31 @@ impl SecretSource {
         SecretSource { fixed: values.into_iter().map(|(k, v)| (k, Secret::new(v))).collect(), ..Default::default() }
     }
 
-    /// Looks a secret up; missing or empty is an error (fail closed).
+    /// Looks a secret up; missing or empty is an error (fail closed). A secret may also be
+    /// kept in a file of its own, named by `NAME_FILE` (a multi-line PEM key or a JSON key
+    /// file, as Docker and systemd hand secrets over): `GOOGLE_KEY_FILE=/etc/offramp/google.json`.
     pub fn get(&self, name: &str) -> Result<Secret, SecretError> {
-        let found = self
-            .fixed
-            .get(name)
-            .or_else(|| self.file.get(name))
-            .cloned()
-            .or_else(|| self.use_env.then(|| std::env::var(name).ok().map(Secret::new)).flatten());
+        let lookup = |n: &str| {
+            self.fixed
+                .get(n)
+                .or_else(|| self.file.get(n))
+                .cloned()
+                .or_else(|| self.use_env.then(|| std::env::var(n).ok().map(Secret::new)).flatten())
+        };
+        let found = match lookup(name) {
+            Some(v) => Some(v),
+            None => match lookup(&format!("{name}_FILE")) {
+                Some(path) => {
+                    let path = path.expose().trim().to_string();
+                    let text = std::fs::read_to_string(&path).map_err(|e| SecretError::File {
+                        path: format!("{path} (from {name}_FILE)"),
+                        reason: e.to_string(),
+                    })?;
+                    Some(Secret::new(text.trim_end_matches(['\n', '\r'])))
+                }
+                None => None,
+            },
+        };
         match found {
             None => Err(SecretError::Missing(name.to_string())),
             Some(s) if s.expose().trim().is_empty() => Err(SecretError::Empty(name.to_string())),
@@ -309,6 +326,21 @@ mod tests {
         let plain = "{\"id\":\"00u1abcd\",\"status\":\"ACTIVE\"}";
         assert_eq!(r.text(plain), plain);
         assert!(!r.finds(plain.as_bytes()));
+    }
+
+    /// `NAME_FILE` names a file holding the secret (a multi-line key).
+    #[test]
+    fn a_secret_can_live_in_its_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        std::fs::write(&path, "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n").unwrap();
+        let src = SecretSource::fixed([
+            ("KEY_FILE".to_string(), path.display().to_string()),
+            ("GONE_FILE".to_string(), "/nonexistent/offramp-key".to_string()),
+        ]);
+        assert_eq!(src.get("KEY").unwrap().expose(), "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----");
+        let err = src.get("GONE").unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/offramp-key (from GONE_FILE)"), "{err}");
     }
 
     #[test]

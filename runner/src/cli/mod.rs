@@ -139,6 +139,19 @@ enum Command {
     /// Who may request runs and decide on paused steps in Slack.
     #[command(subcommand)]
     Approvers(serve::ApproversCommand),
+    /// The vendor credentials of the config file's `credentials:`.
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CredentialsCommand {
+    /// For each configured credential: get it (minting a token where it is minted) and make one
+    /// harmless read of its vendor's API with it. Exit 0 all ok, 1 if any failed.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -252,6 +265,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Mock { listen, token_seed } => plugin::mock(listen, &token_seed).await,
         Command::Serve(args) => serve::serve(&g, args).await,
         Command::Approvers(cmd) => serve::approvers(&g, cmd).await,
+        Command::Credentials(CredentialsCommand::Check { json }) => credentials_check(&g, json).await,
         #[cfg(feature = "mock")]
         Command::Demo { pipelines_dir } => {
             demo::run(pipelines_dir, g.cache_dir.clone().or_else(Sandbox::default_cache_dir)).await
@@ -328,6 +342,33 @@ async fn validate(g: &Global, files: &[PathBuf], vars: Vec<(String, String)>) ->
     Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INVALID) })
 }
 
+/// The process's credentials: the config file's `credentials:` over the secrets.
+fn credentials(g: &Global, client: &crate::http::GateClient) -> Result<crate::credentials::Credentials> {
+    crate::credentials::Credentials::new(secrets(g)?, &operator_config(g)?.credentials, client).map_err(|errors| {
+        let shown = g.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        anyhow::anyhow!("{shown}: {}", errors.join("; "))
+    })
+}
+
+async fn credentials_check(g: &Global, json: bool) -> Result<ExitCode> {
+    let client = crate::http::GateClient::new(network(g)?).context("setting up the HTTP client")?;
+    let creds = credentials(g, &client)?;
+    let reports = creds.check(&client).await;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
+    } else if reports.is_empty() {
+        outln!("no `credentials:` in the config file: every credential a pipeline names is a static secret");
+    } else {
+        for r in &reports {
+            match &r.outcome {
+                Ok(what) => outln!("ok    {} ({}): {what}", r.name, r.kind),
+                Err(why) => outln!("FAIL  {} ({}): {why}", r.name, r.kind),
+            }
+        }
+    }
+    Ok(if reports.iter().all(|r| r.ok()) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) })
+}
+
 fn secrets(g: &Global) -> Result<SecretSource> {
     match &g.secrets_file {
         Some(path) => Ok(SecretSource::from_file(path)?),
@@ -345,6 +386,7 @@ async fn engine_with(g: &Global, sandbox: Arc<Sandbox>) -> Result<Engine> {
         max_parallel_steps: usize::from(g.max_parallel),
         lease: g.lease,
         network: network(g)?,
+        credentials: operator_config(g)?.credentials.clone(),
         ..EngineConfig::default()
     };
     Ok(Engine::new(store, sandbox, secrets(g)?, config)?)

@@ -65,6 +65,8 @@ pub(super) struct ServeArgs {
 ///   allow_private: [hr.corp.internal]
 ///   limits: { max_requests: 100, max_request_bytes: 1MiB, max_response_bytes: 4MiB, request_timeout: 30s }
 /// sandbox: { max_instances: 32, max_output_bytes: 1MiB, max_log_lines: 1000 }
+/// credentials:
+///   OKTA_API_TOKEN: { kind: okta, org_url: https://acme.okta.com, client_id: 0oa1…, private_key: OKTA_KEY, scopes: [okta.users.manage] }
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +89,10 @@ pub(crate) struct FileConfig {
     /// Limits on every plugin instance (see [`crate::sandbox::SandboxConfig`]).
     #[serde(default)]
     pub(super) sandbox: crate::sandbox::SandboxConfig,
+    /// Where each vendor credential comes from: a static secret, or a token offramp mints
+    /// (see [`crate::credentials`]).
+    #[serde(default)]
+    pub(super) credentials: crate::credentials::CredentialsConfig,
 }
 
 pub(super) fn read_config(path: &Path) -> Result<FileConfig> {
@@ -162,6 +168,21 @@ pub(super) async fn serve(g: &Global, args: ServeArgs) -> Result<ExitCode> {
     };
     let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)));
     let engine = super::engine(g).await?;
+    // What `offramp credentials check` prints, in the log at start (a vendor that is down
+    // now does not stop the server: its steps retry or pause).
+    let checking = engine.clone();
+    tokio::spawn(async move {
+        for r in checking.credentials().check(checking.http_client()).await {
+            match &r.outcome {
+                Ok(what) => {
+                    tracing::info!(target: "offramp::credentials", credential = %r.name, kind = %r.kind, "ok: {what}")
+                }
+                Err(why) => {
+                    tracing::error!(target: "offramp::credentials", credential = %r.name, kind = %r.kind, "check failed: {why}")
+                }
+            }
+        }
+    });
     let state = AppState::new(config, engine).await?;
     let picked_up = state.recover().await?;
     if picked_up > 0 {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{Engine, EngineError, ProgressEvent, audit, idempotency_key};
+use crate::credentials::CredentialError;
 use crate::http::{Gate, Injection};
 use crate::pipeline::{StepPlan, template};
 use crate::sandbox::{AttemptReport, AttemptResult, AttemptSpec, FailureKind};
@@ -47,18 +48,6 @@ impl Engine {
                     .await;
             }
         };
-        let mut injections = Vec::new();
-        for rule in &step.credentials {
-            match self.secrets.get(&rule.secret) {
-                Ok(value) => injections.push(Injection { rule: rule.clone(), value }),
-                // A missing secret will not appear by retrying: a person must set it.
-                Err(e) => {
-                    return self
-                        .finish_failed(&run.id, step, attempts, Failure::early(FailureKind::NeedsHuman, &e.to_string()))
-                        .await;
-                }
-            }
-        }
         let key = idempotency_key(&run.id, &step.id);
         let first_of_this_drive = attempts + 1;
         loop {
@@ -73,40 +62,52 @@ impl Engine {
                 Event::new("engine", EventKind::AttemptStarted, json!({ "attempt": attempts })),
             )
             .await?;
-            let mut gate = Gate::new(
-                &self.client,
-                step.allow.clone(),
-                injections.clone(),
-                run.dry_run,
-                tokio::time::Instant::now() + step.timeout,
-            );
-            if !run.dry_run {
-                let recorder = audit::StepRecorder::new(
-                    self.store.clone(),
-                    self.config.store_patience,
-                    &run.id,
-                    &step.id,
-                    attempts,
-                );
-                gate = gate.with_recorder(Arc::new(recorder));
-            }
-            let report: AttemptReport = self
-                .sandbox
-                .run_attempt(
-                    &plugin,
-                    AttemptSpec {
-                        input: input.clone(),
-                        run_id: run.id.clone(),
-                        step_id: step.id.clone(),
-                        attempt: attempts,
-                        idempotency_key: key.clone(),
-                        dry_run: run.dry_run,
-                        timeout: step.timeout,
-                        memory_bytes: step.memory_bytes,
-                        gate: Arc::new(gate),
-                    },
-                )
-                .await;
+            let report = match self.injections(step).await {
+                Ok(injections) => {
+                    let mut gate = Gate::new(
+                        &self.client,
+                        step.allow.clone(),
+                        injections,
+                        run.dry_run,
+                        tokio::time::Instant::now() + step.timeout,
+                    );
+                    if !run.dry_run {
+                        let recorder = audit::StepRecorder::new(
+                            self.store.clone(),
+                            self.config.store_patience,
+                            &run.id,
+                            &step.id,
+                            attempts,
+                        );
+                        gate = gate.with_recorder(Arc::new(recorder));
+                    }
+                    let gate = Arc::new(gate);
+                    let mut report: AttemptReport = self
+                        .sandbox
+                        .run_attempt(
+                            &plugin,
+                            AttemptSpec {
+                                input: input.clone(),
+                                run_id: run.id.clone(),
+                                step_id: step.id.clone(),
+                                attempt: attempts,
+                                idempotency_key: key.clone(),
+                                dry_run: run.dry_run,
+                                timeout: step.timeout,
+                                memory_bytes: step.memory_bytes,
+                                gate: gate.clone(),
+                            },
+                        )
+                        .await;
+                    // A token that could not be refreshed mid-attempt: the token endpoint's own
+                    // error, not whatever the plugin made of the refused request.
+                    if let (AttemptResult::Failed { .. }, Some(e)) = (&report.result, gate.credential_failure()) {
+                        report.result = credential_failure(&e);
+                    }
+                    report
+                }
+                Err(e) => AttemptReport { result: credential_failure(&e), log: vec![], requests: vec![] },
+            };
             // The record keeps what earlier attempts sent that may have changed something
             // (written ahead to the event log), then this attempt's requests.
             let earlier = audit::earlier_attempts(self.store.as_ref(), &run.id, &step.id, attempts).await;
@@ -198,6 +199,25 @@ impl Engine {
             }
         }
     }
+}
+
+impl Engine {
+    /// What the step's `credentials:` inject this attempt: secrets, and tokens (cached, or
+    /// minted now).
+    async fn injections(&self, step: &StepPlan) -> Result<Vec<Injection>, CredentialError> {
+        let mut out = Vec::with_capacity(step.credentials.len());
+        for rule in &step.credentials {
+            out.push(self.credentials.injection(rule).await?);
+        }
+        Ok(out)
+    }
+}
+
+/// A credential that could not be had: retried when the token endpoint was unavailable; else
+/// a person must fix the configuration (a missing secret, a revoked key, a missing scope).
+fn credential_failure(e: &CredentialError) -> AttemptResult {
+    let kind = if e.is_transient() { FailureKind::Transient } else { FailureKind::NeedsHuman };
+    AttemptResult::Failed { kind, message: e.to_string(), retry_after: None }
 }
 
 /// Why a step failed for good, with what its last attempt left behind.

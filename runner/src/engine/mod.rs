@@ -18,6 +18,7 @@ pub use inputs::preview;
 use inputs::{check_inputs, pick_subject};
 pub use progress::{Progress, ProgressEvent};
 
+use crate::credentials::{Credentials, CredentialsConfig};
 use crate::http::{GateClient, NetworkPolicy};
 use crate::pipeline::Plan;
 use crate::sandbox::Sandbox;
@@ -82,6 +83,9 @@ pub struct EngineConfig {
     /// How long to keep retrying a database that cannot be reached before giving a run up
     /// (it stays in flight, and is picked up again once its lease runs out).
     pub store_patience: Duration,
+    /// The operator's `credentials:`: which credential names are minted, and how. Every other
+    /// name is a static secret.
+    pub credentials: CredentialsConfig,
 }
 
 impl Default for EngineConfig {
@@ -92,6 +96,7 @@ impl Default for EngineConfig {
             owner: lease::default_owner(),
             lease: Duration::from_secs(30),
             store_patience: Duration::from_secs(15 * 60),
+            credentials: CredentialsConfig::default(),
         }
     }
 }
@@ -110,7 +115,8 @@ pub struct StartRequest {
 pub struct Engine {
     store: Arc<dyn Store>,
     sandbox: Arc<Sandbox>,
-    secrets: SecretSource,
+    /// Every credential steps may have injected; minted tokens are shared by all runs.
+    credentials: Arc<Credentials>,
     client: GateClient,
     config: EngineConfig,
     progress: Progress,
@@ -127,19 +133,31 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         let client = GateClient::new(config.network.clone())
             .map_err(|e| EngineError::Setup(format!("cannot set up the HTTP client: {e}")))?;
+        let credentials = Credentials::new(secrets, &config.credentials, &client)
+            .map_err(|errors| EngineError::Setup(errors.join("; ")))?;
         let driving = Driving::default();
         let heartbeat =
             Heartbeat::start(store.clone(), config.owner.clone(), config.lease, driving.clone()).map(Arc::new);
         Ok(Engine {
             store,
             sandbox,
-            secrets,
+            credentials: Arc::new(credentials),
             client,
             config,
             progress: Progress::default(),
             driving,
             _heartbeat: heartbeat,
         })
+    }
+
+    /// The credentials this engine injects (minted tokens are cached here).
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// The HTTP client plugin traffic (and `credentials check`) goes through.
+    pub fn http_client(&self) -> &GateClient {
+        &self.client
     }
 
     /// Who this engine is in the runs' leases.

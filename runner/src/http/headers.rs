@@ -47,5 +47,5 @@ pub(super) fn is_negotiation_header(name: &HeaderName) -> bool {
 
 /// Headers that carry credentials; dropped from plugin requests to hosts we inject into.
 pub(super) fn is_credential_header(name: &HeaderName) -> bool {
-    matches!(name.as_str(), "authorization" | "proxy-authorization" | "cookie" | "x-api-key" | "api-key")
+    matches!(name.as_str(), "authorization" | "proxy-authorization" | "cookie" | "x-api-key" | "api-key" | "dpop")
 }

@@ -30,6 +30,7 @@ pub(crate) use record::Recorder;
 pub use record::RequestRecord;
 use record::{Journal, RECORD_SLACK, SHOWN_OUTCOME_CHARS, SHOWN_URL_CHARS, is_mutating};
 
+use crate::credentials::{CredentialError, Minter, Scheme, Token};
 use crate::pipeline::{CredentialPlan, Grant};
 use crate::secrets::{Redactor, Secret};
 use crate::text::truncate;
@@ -149,19 +150,114 @@ impl GateClient {
     pub fn policy(&self) -> &NetworkPolicy {
         &self.policy
     }
+
+    /// The client for a request the host itself makes (a token endpoint): the one whose
+    /// resolver lets a `host:port` entry of `network.allow_private` through on that port. An
+    /// address written as the host is checked here, as the gate checks a plugin's.
+    pub(crate) fn for_url(&self, url: &url::Url) -> Result<&reqwest::Client, String> {
+        let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+        let port = url.port_or_known_default().unwrap_or(0);
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            Some(url::Host::Domain(d)) => address::numeric_host(d),
+            None => None,
+        };
+        if let Some(ip) = literal
+            && let Some(why) = self.policy.check_address(&host, port, ip)
+        {
+            return Err(why);
+        }
+        Ok(match &self.ported {
+            Some(ported) if self.policy.private_port_ok(&host, port) => ported,
+            _ => &self.client,
+        })
+    }
 }
 
-/// A credential resolved for this step.
-#[derive(Clone, Debug)]
+/// A credential resolved for one step attempt: a static secret, or a minted token (replaced
+/// when the API refuses it).
 pub(crate) struct Injection {
     pub rule: CredentialPlan,
-    pub value: Secret,
+    current: Mutex<Current>,
+    minter: Option<Arc<Minter>>,
+}
+
+#[derive(Clone)]
+enum Current {
+    Fixed(Secret),
+    Minted(Token),
+}
+
+/// What goes on one request: the header, its value, and a DPoP proof.
+struct Presented {
+    name: HeaderName,
+    value: HeaderValue,
+    proof: Option<String>,
 }
 
 impl Injection {
-    /// The header value as sent: the rule's `format` with the secret in it.
-    fn header_value(&self) -> String {
-        self.rule.format.replace("{secret}", self.value.expose())
+    pub(crate) fn fixed(rule: CredentialPlan, value: Secret) -> Self {
+        Injection { rule, current: Mutex::new(Current::Fixed(value)), minter: None }
+    }
+
+    pub(crate) fn minted(rule: CredentialPlan, minter: Arc<Minter>, token: Token) -> Self {
+        Injection { rule, current: Mutex::new(Current::Minted(token)), minter: Some(minter) }
+    }
+
+    fn current(&self) -> Option<Current> {
+        self.current.lock().ok().map(|c| c.clone())
+    }
+
+    /// The header as sent: the rule's `format` with a static secret in it; a minted token as
+    /// OAuth presents it (`Authorization: Bearer …` or `DPoP …`).
+    fn header_of(&self, current: &Current) -> (String, String) {
+        match current {
+            Current::Fixed(value) => (self.rule.header.clone(), self.rule.format.replace("{secret}", value.expose())),
+            Current::Minted(t) => {
+                let scheme = match t.scheme {
+                    Scheme::Bearer => "Bearer",
+                    Scheme::Dpop => "DPoP",
+                };
+                ("Authorization".into(), format!("{scheme} {}", t.value.expose()))
+            }
+        }
+    }
+
+    /// The values to scrub: the secret or token, and the header value it was formatted into.
+    fn values(&self) -> Vec<String> {
+        let Some(current) = self.current() else { return Vec::new() };
+        let raw = match &current {
+            Current::Fixed(v) => v.expose().to_string(),
+            Current::Minted(t) => t.value.expose().to_string(),
+        };
+        vec![raw, self.header_of(&current).1]
+    }
+
+    fn present(&self, method: &str, url: &url::Url) -> Result<Presented, HttpFailure> {
+        let current = self.current().ok_or_else(|| HttpFailure::Invalid("credential state poisoned".into()))?;
+        let (name, value) = self.header_of(&current);
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| HttpFailure::Invalid("bad credential header".into()))?;
+        let mut value = HeaderValue::from_str(&value)
+            .map_err(|_| HttpFailure::Invalid("the secret cannot be used in a header".into()))?;
+        value.set_sensitive(true);
+        let proof = match (&self.minter, &current) {
+            (Some(m), Current::Minted(t)) => m.proof(t, method, url).map_err(HttpFailure::Invalid)?,
+            _ => None,
+        };
+        Ok(Presented { name, value, proof })
+    }
+
+    /// After a 401: a fresh token (the minter shares it with every other request).
+    async fn refresh(&self) -> Option<Result<(), CredentialError>> {
+        let minter = self.minter.as_ref()?;
+        let Some(Current::Minted(stale)) = self.current() else { return None };
+        Some(minter.refresh(&stale.value).await.map(|t| {
+            if let Ok(mut c) = self.current.lock() {
+                *c = Current::Minted(t);
+            }
+        }))
     }
 }
 
@@ -170,7 +266,12 @@ pub(crate) struct Gate {
     client: GateClient,
     allow: Vec<Grant>,
     injections: Vec<Injection>,
-    redactor: Redactor,
+    /// Scrubs every credential value this attempt has held (a refreshed token joins it).
+    redactor: std::sync::RwLock<Redactor>,
+    scrubbed: Mutex<Vec<String>>,
+    /// A token that could not be refreshed mid-attempt: the step fails with this, not with
+    /// whatever the plugin made of the refused request.
+    credential_failure: Mutex<Option<CredentialError>>,
     dry_run: bool,
     deadline: Mutex<Instant>,
     journal: Mutex<Journal>,
@@ -187,13 +288,15 @@ impl Gate {
         dry_run: bool,
         deadline: Instant,
     ) -> Self {
-        let values = injections.iter().flat_map(|i| [i.value.expose().to_string(), i.header_value()]);
-        let redactor = Redactor::with_values(values);
+        let values: Vec<String> = injections.iter().flat_map(Injection::values).collect();
+        let redactor = Redactor::with_values(values.clone());
         Gate {
             client: http.clone(),
             allow,
             injections,
-            redactor,
+            redactor: std::sync::RwLock::new(redactor),
+            scrubbed: Mutex::new(values),
+            credential_failure: Mutex::new(None),
             dry_run,
             deadline: Mutex::new(deadline),
             journal: Mutex::new(Journal::default()),
@@ -219,8 +322,24 @@ impl Gate {
         &self.client.policy.limits
     }
 
-    pub(crate) fn redactor(&self) -> &Redactor {
-        &self.redactor
+    /// Scrubs every credential this attempt has held so far.
+    pub(crate) fn redactor(&self) -> Redactor {
+        self.redactor.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// The credential that could not be had mid-attempt, if one could not.
+    pub(crate) fn credential_failure(&self) -> Option<CredentialError> {
+        self.credential_failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// A refreshed token: scrubbed from here on, with every earlier value.
+    fn scrub_also(&self, values: Vec<String>) {
+        let Ok(mut all) = self.scrubbed.lock() else { return };
+        all.extend(values);
+        let redactor = Redactor::with_values(all.clone());
+        if let Ok(mut r) = self.redactor.write() {
+            *r = redactor;
+        }
     }
 
     /// Requests made so far: the first [`HttpLimits::max_records`] in full, the rest counted
@@ -278,7 +397,7 @@ impl Gate {
         };
         let mut rec = RequestRecord {
             method: method.clone(),
-            url: self.redactor.text(&truncate(&shown, SHOWN_URL_CHARS)),
+            url: self.redactor().text(&truncate(&shown, SHOWN_URL_CHARS)),
             outcome: String::new(),
             credential: None,
             dry_run: false,
@@ -297,7 +416,7 @@ impl Gate {
         };
         rec.outcome = match &result {
             Ok(resp) => resp.status.to_string(),
-            Err(e) => truncate(&self.redactor.text(&e.to_string()), SHOWN_OUTCOME_CHARS),
+            Err(e) => truncate(&self.redactor().text(&e.to_string()), SHOWN_OUTCOME_CHARS),
         };
         if let (Some(ticket), Some(r)) = (written_ahead, &self.recorder) {
             r.answered(ticket, &rec).await;
@@ -372,9 +491,10 @@ impl Gate {
             .map_err(|_| HttpFailure::Invalid(format!("bad method `{method}`")))?;
         // A plugin never sees a credential, so a request carrying one (in any encoding the
         // redactor knows) is an attempt to move it somewhere: refused, whatever the host.
-        let carries = self.redactor.finds(req.url.as_bytes())
-            || req.headers.iter().any(|(n, v)| self.redactor.finds(n.as_bytes()) || self.redactor.finds(v.as_bytes()))
-            || req.body.as_deref().is_some_and(|b| self.redactor.finds(b));
+        let redactor = self.redactor();
+        let carries = redactor.finds(req.url.as_bytes())
+            || req.headers.iter().any(|(n, v)| redactor.finds(n.as_bytes()) || redactor.finds(v.as_bytes()))
+            || req.body.as_deref().is_some_and(|b| redactor.finds(b));
         if carries {
             return Err(HttpFailure::Denied(
                 "the request carries a credential the host injects (or an encoding of it); plugins never hold credentials, so it is not sent".into(),
@@ -398,7 +518,9 @@ impl Gate {
             // nor choose how the answer is encoded or sliced: the host owns content
             // negotiation there, so every byte that comes back is checked for the credential.
             if let Some(inj) = injection
-                && (name.as_str() == inj.rule.header || is_credential_header(&name) || is_negotiation_header(&name))
+                && (name.as_str().eq_ignore_ascii_case(&inj.rule.header)
+                    || is_credential_header(&name)
+                    || is_negotiation_header(&name))
             {
                 continue;
             }
@@ -406,15 +528,6 @@ impl Gate {
                 .map_err(|_| HttpFailure::Invalid(format!("bad value for header `{name}`")))?;
             headers.append(name, value);
         }
-        if let Some(inj) = injection {
-            let name = HeaderName::from_bytes(inj.rule.header.as_bytes())
-                .map_err(|_| HttpFailure::Invalid("bad credential header".into()))?;
-            let mut value = HeaderValue::from_str(&inj.header_value())
-                .map_err(|_| HttpFailure::Invalid("the secret cannot be used in a header".into()))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-
         let deadline = self.deadline.lock().map(|d| *d).unwrap_or_else(|_| Instant::now());
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
@@ -441,12 +554,75 @@ impl Gate {
             Some(ported) if policy.private_port_ok(&host, port) => ported,
             _ => &self.client.client,
         };
-        let mut builder = client.request(method_v, url).headers(headers).timeout(timeout);
-        if let Some(body) = req.body {
-            builder = builder.body(body);
-        }
+        let body = req.body.map(bytes::Bytes::from);
         let send = async {
-            let mut resp = builder.send().await.map_err(transport)?;
+            // A minted token the API refuses (401) is refreshed once and the request sent
+            // again; a DPoP nonce the API asks for is used once. Other answers go back as they are.
+            let (mut refreshed, mut nonce_used) = (false, false);
+            let (mut resp, proof) = loop {
+                let mut headers = headers.clone();
+                let mut proof = None;
+                if let Some(inj) = injection {
+                    let p = inj.present(method, &url)?;
+                    headers.insert(p.name, p.value);
+                    if let Some(text) = p.proof {
+                        let mut v =
+                            HeaderValue::from_str(&text).map_err(|_| HttpFailure::Invalid("bad DPoP proof".into()))?;
+                        v.set_sensitive(true);
+                        headers.insert(HeaderName::from_static("dpop"), v);
+                        proof = Some(text);
+                    }
+                }
+                let mut builder = client.request(method_v.clone(), url.clone()).headers(headers).timeout(timeout);
+                if let Some(body) = &body {
+                    builder = builder.body(body.clone());
+                }
+                let resp = builder.send().await.map_err(transport)?;
+                let minted = injection.filter(|i| i.minter.is_some());
+                if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+                    break (resp, proof);
+                }
+                let Some(inj) = minted else { break (resp, proof) };
+                let asks_nonce = resp
+                    .headers()
+                    .get_all(reqwest::header::WWW_AUTHENTICATE)
+                    .iter()
+                    .any(|v| v.to_str().is_ok_and(|v| v.contains("use_dpop_nonce")));
+                if let (true, false, Some(nonce), Some(m)) = (
+                    asks_nonce,
+                    nonce_used,
+                    resp.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()),
+                    &inj.minter,
+                ) {
+                    m.set_api_nonce(nonce);
+                    nonce_used = true;
+                    continue;
+                }
+                if refreshed {
+                    break (resp, proof);
+                }
+                refreshed = true;
+                match inj.refresh().await {
+                    Some(Ok(())) => self.scrub_also(inj.values()),
+                    Some(Err(e)) => {
+                        let shown = e.to_string();
+                        if let Ok(mut f) = self.credential_failure.lock() {
+                            *f = Some(e);
+                        }
+                        return Err(HttpFailure::Denied(shown));
+                    }
+                    None => break (resp, proof),
+                }
+            };
+            // The proof went out with this request only: scrubbed from its answer too.
+            let redactor = match proof {
+                Some(p) => {
+                    let mut values = self.scrubbed.lock().map(|v| v.clone()).unwrap_or_default();
+                    values.push(p);
+                    Redactor::with_values(values)
+                }
+                None => self.redactor(),
+            };
             let status = resp.status().as_u16();
             if resp.headers().len() > limits.max_headers as usize {
                 return Err(HttpFailure::Transport(format!(
@@ -460,10 +636,10 @@ impl Gate {
             for (n, v) in resp.headers() {
                 header_bytes += (n.as_str().len() + v.len()) as u64;
                 // A header whose name carries the credential cannot be shown redacted: dropped.
-                if self.redactor.finds(n.as_str().as_bytes()) {
+                if redactor.finds(n.as_str().as_bytes()) {
                     continue;
                 }
-                headers.push((n.as_str().to_string(), self.redactor.text(&String::from_utf8_lossy(v.as_bytes()))));
+                headers.push((n.as_str().to_string(), redactor.text(&String::from_utf8_lossy(v.as_bytes()))));
             }
             if header_bytes > limits.max_header_bytes {
                 return Err(HttpFailure::Transport(format!(
@@ -500,7 +676,7 @@ impl Gate {
                 self.charge(chunk.len() as u64)?;
                 body.extend_from_slice(&chunk);
             }
-            let body = if self.redactor.is_empty() { body } else { self.redactor.bytes(&body) };
+            let body = if redactor.is_empty() { body } else { redactor.bytes(&body) };
             headers.retain(|(n, _)| n != "content-length" && n != "content-encoding");
             Ok(IncomingResponse { status, headers, body })
         };

@@ -318,7 +318,7 @@ impl Sandbox {
     /// credentials injected by the host.
     pub async fn invoke(&self, plugin: &Plugin, client: &GateClient, inv: Invoke) -> AttemptReport {
         let injections =
-            inv.credentials.into_iter().map(|(rule, value)| crate::http::Injection { rule, value }).collect();
+            inv.credentials.into_iter().map(|(rule, value)| crate::http::Injection::fixed(rule, value)).collect();
         let deadline = tokio::time::Instant::now() + inv.timeout;
         let gate = Arc::new(Gate::new(client, inv.allow, injections, inv.dry_run, deadline));
         let spec = AttemptSpec {
@@ -362,7 +362,7 @@ impl Sandbox {
         };
         // The epoch deadline stops a spinning guest; this stops one blocked in a host call.
         let outcome = tokio::time::timeout(spec.timeout + EPOCH_TICK * 5, call).await;
-        let redactor = gate.redactor().clone();
+        let redactor = gate.redactor();
         let result = match outcome {
             Err(_) => timeout_failure(spec.timeout),
             Ok(Ok(Ok(out))) if out.output.len() as u64 > self.limits.max_output_bytes => AttemptResult::Failed {
