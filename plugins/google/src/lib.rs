@@ -33,7 +33,8 @@
 //! ```
 //!
 //! The access token (scopes `admin.directory.user`, `admin.directory.user.security`,
-//! `admin.directory.group.member`, `admin.datatransfer`) is injected by the host; this plugin
+//! `admin.directory.group.readonly` to list groups, `admin.directory.group.member`,
+//! `admin.datatransfer`) is injected by the host; this plugin
 //! never sees it.
 //!
 //! Every action reads the current state first, so a rerun is `unchanged`: a suspended user
