@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use offramp_mock::oauth::{GitHubApp, GoogleServiceAccount, MicrosoftApp, OAuthConfig, OktaServiceApp, RsaKeyPair, ZoomApp};
 use offramp_mock::{Fault, MockServer, MockState, MockTokens, Vendor};
 use serde_json::{Value, json};
 
@@ -134,9 +135,109 @@ const VENDORS: &[(&str, &[&str])] = &[
     ("Atlassian", &["atlassian_url"]),
 ];
 
+/// The credentials offramp mints in the demo, as an operator would set them up: each vendor's
+/// token endpoint (on its mock) knows the public half of a key made for this demo run.
+struct Tenants {
+    oauth: OAuthConfig,
+    /// The keys and client secrets, as the secrets file would hold them.
+    secrets: Vec<(String, String)>,
+}
+
+const MINTED: &[&str] = &["OKTA_API_TOKEN", "GOOGLE_ACCESS_TOKEN", "GRAPH_ACCESS_TOKEN", "GITHUB_TOKEN", "ZOOM_ACCESS_TOKEN"];
+const DEMO_ADMIN: &str = "it-admin@example.com";
+const SA_EMAIL: &str = "offramp@acme-it.iam.gserviceaccount.com";
+const GRAPH_CLIENT: &str = "11111111-2222-3333-4444-555555555555";
+const GRAPH_SECRET: &str = "demo-graph-client-secret-not-a-real-secret";
+const ZOOM_SECRET: &str = "demo-zoom-client-secret-not-a-real-secret";
+const GOOGLE_SCOPES: &[&str] = &[
+    "https://www.googleapis.com/auth/admin.directory.user",
+    "https://www.googleapis.com/auth/admin.directory.user.security",
+    "https://www.googleapis.com/auth/admin.directory.group.readonly",
+    "https://www.googleapis.com/auth/admin.directory.group.member",
+    "https://www.googleapis.com/auth/admin.datatransfer",
+];
+const OKTA_SCOPES: &[&str] = &["okta.users.read", "okta.users.manage", "okta.groups.manage", "okta.apps.manage"];
+
+impl Tenants {
+    fn new(google_token_url: &str) -> Result<Tenants> {
+        let key = || RsaKeyPair::generate().map_err(|e| anyhow::anyhow!("generating a demo key: {e}"));
+        let (google, okta, github) = (key()?, key()?, key()?);
+        let oauth = OAuthConfig {
+            google: Some(GoogleServiceAccount {
+                client_email: SA_EMAIL.into(),
+                public_pem: google.public_pem.clone(),
+                subjects: vec![DEMO_ADMIN.into()],
+                scopes: GOOGLE_SCOPES.iter().map(|s| s.to_string()).collect(),
+            }),
+            microsoft: Some(MicrosoftApp {
+                tenant: "acme.onmicrosoft.com".into(),
+                client_id: GRAPH_CLIENT.into(),
+                client_secret: Some(GRAPH_SECRET.into()),
+                certificate: None,
+            }),
+            okta: Some(OktaServiceApp {
+                client_id: "0oa1offramp".into(),
+                public_pem: okta.public_pem.clone(),
+                scopes: OKTA_SCOPES.iter().map(|s| s.to_string()).collect(),
+                require_dpop: true,
+            }),
+            github: Some(GitHubApp { app_id: 123456, installation_id: 7890123, public_pem: github.public_pem.clone() }),
+            zoom: Some(ZoomApp {
+                account_id: "AcmeAccount1".into(),
+                client_id: "zoomClient1".into(),
+                client_secret: ZOOM_SECRET.into(),
+            }),
+            ..OAuthConfig::default()
+        };
+        let secrets = vec![
+            ("GOOGLE_SERVICE_ACCOUNT_KEY".into(), google.google_key_file(SA_EMAIL, "demo-google-key", google_token_url)),
+            ("OKTA_SERVICE_APP_KEY".into(), okta.okta_jwk("demo-okta-key")),
+            ("GITHUB_APP_PRIVATE_KEY".into(), github.private_pem.clone()),
+            ("GRAPH_CLIENT_SECRET".into(), GRAPH_SECRET.into()),
+            ("ZOOM_CLIENT_SECRET".into(), ZOOM_SECRET.into()),
+        ];
+        Ok(Tenants { oauth, secrets })
+    }
+
+    /// The operator's `credentials:`, pointed at the mocks (`url(vendor)`).
+    fn config(url: impl Fn(&str) -> String) -> Result<crate::credentials::CredentialsConfig> {
+        let (okta, google, graph, github, zoom) =
+            (url("Okta"), url("Google Workspace"), url("Microsoft Graph"), url("GitHub"), url("Zoom"));
+        Ok(serde_json::from_value(json!({
+            "GOOGLE_ACCESS_TOKEN": {
+                "kind": "google_service_account", "key": "GOOGLE_SERVICE_ACCOUNT_KEY", "subject": DEMO_ADMIN,
+                "scopes": GOOGLE_SCOPES, "check": format!("{google}/admin/directory/v1/users/{DEMO_ADMIN}"),
+            },
+            "GRAPH_ACCESS_TOKEN": {
+                "kind": "microsoft", "tenant": "acme.onmicrosoft.com", "client_id": GRAPH_CLIENT,
+                "client_secret": "GRAPH_CLIENT_SECRET", "login_url": graph,
+                "check": format!("{graph}/v1.0/users/alice@example.com"),
+            },
+            "OKTA_API_TOKEN": {
+                "kind": "okta", "org_url": okta, "client_id": "0oa1offramp", "private_key": "OKTA_SERVICE_APP_KEY",
+                "scopes": OKTA_SCOPES, "check": format!("{okta}/api/v1/users/alice@example.com"),
+            },
+            "GITHUB_TOKEN": {
+                "kind": "github_app", "app_id": 123456, "installation_id": 7890123,
+                "private_key": "GITHUB_APP_PRIVATE_KEY", "api_url": github, "check": format!("{github}/orgs/acme"),
+            },
+            "ZOOM_ACCESS_TOKEN": {
+                "kind": "zoom", "account_id": "AcmeAccount1", "client_id": "zoomClient1",
+                "client_secret": "ZOOM_CLIENT_SECRET", "token_url": format!("{zoom}/oauth/token"),
+                "check": format!("{zoom}/v2/users/alice@example.com"),
+            },
+        }))?)
+    }
+}
+
 pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBuf>) -> Result<ExitCode> {
     let tokens = MockTokens::from_seed(DEMO_TOKEN);
-    let state = MockState::sample(&tokens);
+    // Google's key file names its token endpoint; the Google mock's port is known only once it
+    // listens, so it gets its listener first.
+    let google_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let google_url = format!("http://{}", google_listener.local_addr()?);
+    let tenants = Tenants::new(&format!("{google_url}/token"))?;
+    let state = MockState::sample(&tokens).with_oauth(tenants.oauth.clone());
     let mut servers = Vec::new();
     let mut vars: std::collections::BTreeMap<String, String> = [
         ("github_org".to_string(), "acme".to_string()),
@@ -144,9 +245,15 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     ]
     .into_iter()
     .collect();
+    let mut google_listener = Some(google_listener);
     for (vendor, names) in VENDORS {
-        let server =
-            MockServer::start_with(state.clone()).await.with_context(|| format!("starting the mock {vendor}"))?;
+        let listener = match google_listener.take().filter(|_| *vendor == "Google Workspace") {
+            Some(l) => l,
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        };
+        let server = MockServer::serve(listener, state.clone())
+            .await
+            .with_context(|| format!("starting the mock {vendor}"))?;
         for name in *names {
             vars.insert(name.to_string(), server.url());
         }
@@ -176,11 +283,19 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
         contracts: Default::default(),
     };
     let (plugins, warm) = warm_up(&sandbox, &dir.join("offboarding.yaml"), &load).await?;
-    let secrets = SecretSource::fixed(tokens.secrets());
+    // Slack and Atlassian keep static secrets; the other five are minted from these keys and
+    // client secrets (their static tokens are not even there).
+    let mut secrets: Vec<(String, String)> =
+        tokens.secrets().into_iter().filter(|(name, _)| !MINTED.contains(&name.as_str())).collect();
+    secrets.extend(tenants.secrets.clone());
+    let secrets = SecretSource::fixed(secrets);
+    let url_of = |vendor: &str| servers.iter().find(|(v, _)| *v == vendor).map_or_else(String::new, |(_, s)| s.url());
+    let credentials = Tenants::config(url_of)?;
     // The mock SaaS listens on loopback, which plugins may only reach with the operator's word.
     let network =
         crate::http::NetworkPolicy::with_private_hosts(["127.0.0.1"]).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
-    let engine = Engine::new(store.clone(), sandbox, secrets, EngineConfig { network, ..EngineConfig::default() })?;
+    let engine =
+        Engine::new(store.clone(), sandbox, secrets, EngineConfig { network, credentials, ..EngineConfig::default() })?;
     let config = ServeConfig {
         signing_secret: Secret::new(SIGNING_SECRET),
         bot_token: Secret::new(BOT_TOKEN),
@@ -215,6 +330,13 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
         warm.as_secs_f64()
     );
     outln!("  approvers      @{ADMIN}  (offramp approvers add {ADMIN})");
+    outln!("  credentials    offramp credentials check (keys made for this demo; Slack and Atlassian stay static):");
+    for r in engine.credentials().check(engine.http_client()).await {
+        match &r.outcome {
+            Ok(what) => outln!("                 ok    {:<20} {}: {what}", r.name, r.kind),
+            Err(why) => bail!("credential {} failed its check: {why}", r.name),
+        }
+    }
     outln!(
         "  injected       first Okta suspend → 503 and first Google token listing → 403 rate limit (both retried);\n                 \
          first Okta deactivate → 403 (pauses for a person)\n"
@@ -277,6 +399,34 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     super::runs::print_run(store.as_ref(), &run_id, false, false).await?;
 
     report_services(&mock.state, &tokens);
+    // Every token offramp minted, as the vendors saw it: none may be in what people see.
+    let minted = minted_tokens(&mock.state, &tokens);
+    let mut seen_by_people = String::new();
+    for m in ws.messages() {
+        seen_by_people.push_str(&format!("{} {}\n", m.text, m.blocks));
+    }
+    for r in ws.responses() {
+        seen_by_people.push_str(&r.to_string());
+    }
+    for s in store.steps(&run_id).await? {
+        seen_by_people.push_str(&serde_json::to_string(&s)?);
+    }
+    for e in store.events(&run_id).await? {
+        seen_by_people.push_str(&serde_json::to_string(&e)?);
+    }
+    let leaked = minted.iter().filter(|t| seen_by_people.contains(t.as_str())).count();
+    outln!(
+        "\nTokens offramp minted: {} ({}); found in Slack messages, the results table or the event log: {leaked}",
+        minted.len(),
+        ["okta", "google", "microsoft", "github", "zoom"]
+            .iter()
+            .map(|v| format!("{v} {}", mock.state.oauth().mints(v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if leaked > 0 {
+        bail!("a minted token reached what people see");
+    }
     let status = store.run(&run_id).await?.status;
     Ok(if status == RunStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_FAILED) })
 }
@@ -306,14 +456,39 @@ async fn warm_up(sandbox: &Arc<Sandbox>, pipeline: &std::path::Path, load: &Load
     Ok((n, started.elapsed()))
 }
 
+/// The tokens the vendors saw that are none of the static ones: the minted tokens.
+fn minted_tokens(state: &MockState, tokens: &MockTokens) -> Vec<String> {
+    let statics: Vec<String> = tokens.secrets().into_iter().map(|(_, v)| v).collect();
+    let mut out: Vec<String> = state
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.authorization)
+        .filter_map(|a| a.split_once(' ').map(|(_, t)| t.to_string()))
+        .filter(|t| t.len() > 8 && !statics.contains(t))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// What each mock service saw, whether each got only its own credential, and where Alice ends up.
 fn report_services(state: &MockState, tokens: &MockTokens) {
     outln!("\nWhat each service saw (credentials were added by the host; the plugins never had them):");
     for vendor in Vendor::ALL {
         let name = vendor.name();
         let seen: Vec<_> = state.requests().into_iter().filter(|r| Vendor::of_path(&r.path) == Some(vendor)).collect();
+        // Static credentials: exactly the vendor's own; minted ones: a token its own endpoint
+        // issued, which the vendor took (a 401 means it did not).
         let own = vendor.authorization(tokens);
-        let own = seen.iter().filter(|r| r.authorization.as_deref() == Some(own.as_str())).count();
+        let statics: Vec<String> = Vendor::ALL.iter().map(|v| v.authorization(tokens)).collect();
+        let own = seen
+            .iter()
+            .filter(|r| match r.authorization.as_deref() {
+                Some(a) if a == own => true,
+                Some(a) => MINTED.contains(&vendor.secret_name()) && !statics.iter().any(|s| s == a) && r.status != 401,
+                None => false,
+            })
+            .count();
         let writes = seen.iter().filter(|r| r.method != "GET").count();
         let rejected = seen.iter().filter(|r| r.status >= 400).count();
         outln!(

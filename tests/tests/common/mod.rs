@@ -53,11 +53,15 @@ impl Harness {
     }
 
     pub async fn with_config(config: EngineConfig) -> Harness {
+        let mock = MockServer::start(TOKEN).await.expect("mock starts");
+        Self::assemble(mock, SecretSource::fixed(tokens().secrets()), config).await
+    }
+
+    /// An engine on a fresh database, with this mock, these secrets and this config.
+    pub async fn assemble(mock: MockServer, secrets: SecretSource, config: EngineConfig) -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let db_url = format!("sqlite://{}", dir.path().join("offramp.db").display());
         let store = Arc::new(SqliteStore::open(&db_url).await.expect("sqlite opens"));
-        let mock = MockServer::start(TOKEN).await.expect("mock starts");
-        let secrets = SecretSource::fixed(tokens().secrets());
         let engine = Engine::new(store, sandbox(), secrets, config).expect("engine");
         Harness { engine, mock, dir, db_url }
     }
