@@ -49,6 +49,9 @@ struct Data {
 #[derive(Clone, Default)]
 pub struct Org {
     data: Arc<Mutex<Data>>,
+    /// Set when the router is built: the mock's OAuth state (whether the static token or minted
+    /// ones apply).
+    oauth: crate::oauth::OAuth,
 }
 
 impl Org {
@@ -73,7 +76,7 @@ impl Org {
             used: 0,
             reset: now() + 3600,
         };
-        Org { data: Arc::new(Mutex::new(data)) }
+        Org { data: Arc::new(Mutex::new(data)), oauth: Default::default() }
     }
 
     /// A member or invitee by login (case-insensitive).
@@ -97,7 +100,8 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-pub(crate) fn router(state: Org) -> Router {
+pub(crate) fn router(mut state: Org, oauth: crate::oauth::OAuth) -> Router {
+    state.oauth = oauth;
     Router::new()
         .route("/orgs/{org}", get(get_org))
         .route("/orgs/{org}/memberships/{username}", get(get_membership).delete(remove_membership))
@@ -182,7 +186,8 @@ fn answer(state: &Org, status: StatusCode, body: Option<Value>) -> Response {
     resp
 }
 
-/// `None` when the token is right; otherwise GitHub's 401.
+/// `None` when the token is right (with GitHub OAuth configured: a live installation token from
+/// the mock's `/app/installations/{id}/access_tokens`); otherwise GitHub's 401.
 fn unauthorized(state: &Org, headers: &HeaderMap) -> Option<Response> {
     let expected = state.data.lock().map(|d| d.token.clone()).unwrap_or_default();
     let given = headers.get("authorization").and_then(|v| v.to_str().ok());
@@ -191,7 +196,13 @@ fn unauthorized(state: &Org, headers: &HeaderMap) -> Option<Response> {
         return Some(answer(state, StatusCode::UNAUTHORIZED, Some(body)));
     };
     let token = given.strip_prefix("Bearer ").or_else(|| given.strip_prefix("token ")).unwrap_or("");
-    if expected.is_empty() || token != expected {
+    use crate::oauth::{Issuer, TokenCheck};
+    let right = match state.oauth.check(Issuer::GitHub, token) {
+        TokenCheck::NotConfigured => !expected.is_empty() && token == expected,
+        TokenCheck::Live(_) => true,
+        TokenCheck::Expired | TokenCheck::Unknown => false,
+    };
+    if !right {
         let body = error_body(StatusCode::UNAUTHORIZED, "Bad credentials", "https://docs.github.com/rest");
         return Some(answer(state, StatusCode::UNAUTHORIZED, Some(body)));
     }

@@ -101,6 +101,9 @@ struct Data {
 #[derive(Clone, Default)]
 pub struct Tenant {
     data: Arc<Mutex<Data>>,
+    /// Set when the router is built: the mock's OAuth state (whether the static token or minted
+    /// ones apply).
+    oauth: crate::oauth::OAuth,
 }
 
 /// Alice's object id in the sample tenant.
@@ -169,7 +172,7 @@ impl Tenant {
             max_page: MAX_TOP,
             next_link_origin: None,
         };
-        Tenant { data: Arc::new(Mutex::new(data)) }
+        Tenant { data: Arc::new(Mutex::new(data)), oauth: Default::default() }
     }
 
     /// A user by object id or userPrincipalName.
@@ -221,7 +224,8 @@ fn find_mut<'a>(data: &'a mut Data, key: &str) -> Option<&'a mut User> {
     data.users.get_mut(&id)
 }
 
-pub(crate) fn router(state: Tenant) -> Router {
+pub(crate) fn router(mut state: Tenant, oauth: crate::oauth::OAuth) -> Router {
+    state.oauth = oauth;
     Router::new()
         .route("/v1.0/users/{id}", get(get_user).patch(patch_user))
         .route("/v1.0/users/{id}/revokeSignInSessions", post(revoke_sessions))
@@ -361,7 +365,12 @@ fn no_content(req: &HeaderMap) -> Response {
     resp
 }
 
-/// `None` when the bearer token is right; otherwise Graph's 401.
+/// The scopes that mint a token for Graph (by App ID URI or by app id).
+const GRAPH_SCOPES: [&str; 2] =
+    ["https://graph.microsoft.com/.default", "00000003-0000-0000-c000-000000000000/.default"];
+
+/// `None` when the bearer token is right (with Microsoft OAuth configured: a live token from the
+/// mock's token endpoint, minted for Graph); otherwise Graph's 401.
 fn unauthorized(state: &Tenant, headers: &HeaderMap) -> Option<Response> {
     let expected = state.data.lock().map(|d| d.token.clone()).unwrap_or_default();
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -373,6 +382,20 @@ fn unauthorized(state: &Tenant, headers: &HeaderMap) -> Option<Response> {
             "Access token is empty.",
             headers,
         ));
+    }
+    let invalid = |message: &str| {
+        Some(graph_error_with(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message, headers))
+    };
+    use crate::oauth::{Issuer, TokenCheck};
+    match state.oauth.check(Issuer::Microsoft, token) {
+        TokenCheck::NotConfigured => {}
+        // A token for another resource than Graph.
+        TokenCheck::Live(t) if !GRAPH_SCOPES.contains(&t.scope.as_str()) => {
+            return invalid("Access token validation failure. Invalid audience.");
+        }
+        TokenCheck::Live(_) => return None,
+        TokenCheck::Expired => return invalid("Lifetime validation failed, the token is expired."),
+        TokenCheck::Unknown => return invalid("Access token validation failure."),
     }
     if expected.is_empty() || token != expected {
         return Some(graph_error_with(

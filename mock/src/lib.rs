@@ -17,6 +17,17 @@
 //! vendor is refused the way the real API would refuse it. Each vendor's router holds only its
 //! own state (`okta::Directory`, `slack::Workspace`, ...); [`MockState`] bundles them with the
 //! request log and the faults, which the server-wide layer keeps.
+//!
+//! Five vendors also have their OAuth token endpoint, at its real path (see [`oauth`]):
+//! `POST /token` (Google: a service account's JWT bearer grant), `POST
+//! /{tenant}/oauth2/v2.0/token` (Microsoft Entra: client credentials with a secret or a
+//! certificate's assertion), `POST /oauth2/v1/token` (Okta: client credentials with
+//! `private_key_jwt`, DPoP), `POST /app/installations/{id}/access_tokens` (GitHub: an app JWT buys
+//! an installation token), `POST /oauth/token` (Zoom: Server-to-Server `account_credentials`).
+//! They are always routed; a vendor configured with [`MockState::with_oauth`] then takes only the
+//! live tokens its endpoint issued, and refuses its static token. Token endpoint requests go
+//! through the log and the fault injection like any other (an injected failure answers in the
+//! endpoint's error shape).
 
 pub mod atlassian;
 pub mod github;
@@ -24,6 +35,7 @@ pub mod google;
 pub mod graph;
 #[cfg(feature = "hostile")]
 mod hostile;
+pub mod oauth;
 pub mod okta;
 pub mod slack;
 pub mod zoom;
@@ -138,6 +150,8 @@ pub struct MockState {
     pub github: github::Org,
     pub zoom: zoom::Account,
     pub atlassian: atlassian::Directory,
+    /// The token endpoints' configuration and the tokens they issued (see [`MockState::with_oauth`]).
+    oauth: oauth::OAuth,
     log: Arc<Mutex<Vec<LoggedRequest>>>,
     faults: Arc<Mutex<Vec<Fault>>>,
 }
@@ -162,6 +176,20 @@ impl MockState {
             atlassian: atlassian::Directory::sample(&tokens.atlassian),
             ..Default::default()
         }
+    }
+
+    /// Makes each vendor configured in `config` take only access tokens its token endpoint
+    /// issued (the static token of [`MockTokens`] is then refused with that vendor's own 401);
+    /// the others keep their static tokens. See [`oauth`].
+    pub fn with_oauth(self, config: oauth::OAuthConfig) -> MockState {
+        self.oauth.configure(config);
+        self
+    }
+
+    /// The token endpoints' state, shared by every clone of this state (and the servers running
+    /// it): counters, revocation, key rotation, DPoP nonces.
+    pub fn oauth(&self) -> &oauth::OAuth {
+        &self.oauth
     }
 
     pub fn requests(&self) -> Vec<LoggedRequest> {
@@ -252,15 +280,17 @@ pub fn app(state: MockState) -> Router {
         .route("/__mock/requests", get(requests))
         .route("/__mock/faults", post(add_fault))
         .with_state(state.clone());
+    let oauth = &state.oauth;
     let app = Router::new()
-        .nest("/api/v1", okta::router(state.okta.clone()))
+        .nest("/api/v1", okta::router(state.okta.clone(), oauth.clone()))
         .nest("/slack", slack::router(state.slack.clone()))
         .merge(slack::scim_router(state.slack.clone()))
-        .merge(google::router(state.google.clone()))
-        .merge(graph::router(state.graph.clone()))
-        .merge(github::router(state.github.clone()))
-        .merge(zoom::router(state.zoom.clone()))
+        .merge(google::router(state.google.clone(), oauth.clone()))
+        .merge(graph::router(state.graph.clone(), oauth.clone()))
+        .merge(github::router(state.github.clone(), oauth.clone()))
+        .merge(zoom::router(state.zoom.clone(), oauth.clone()))
         .merge(atlassian::router(state.atlassian.clone()))
+        .merge(oauth::router(oauth.clone()))
         .route("/__echo", any(echo))
         .route("/__echo/{*rest}", any(echo))
         .merge(own);
@@ -356,6 +386,22 @@ impl Vendor {
         })
     }
 
+    /// The vendor whose OAuth token endpoint (see [`oauth`]) has `path`: `/token` (Google),
+    /// `/{tenant}/oauth2/v2.0/token` (Microsoft, as [`Vendor::Graph`]), `/oauth2/v1/token` (Okta),
+    /// `/app/installations/{id}/access_tokens` (GitHub), `/oauth/token` (Zoom). [`Vendor::of_path`]
+    /// answers `None` for these: they are no vendor API a plugin calls.
+    pub fn of_token_path(path: &str) -> Option<Vendor> {
+        let segments: Vec<&str> = path.split('/').collect();
+        Some(match segments.as_slice() {
+            ["", "token"] => Vendor::Google,
+            ["", "oauth2", "v1", "token"] => Vendor::Okta,
+            ["", tenant, "oauth2", "v2.0", "token"] if !tenant.is_empty() => Vendor::Graph,
+            ["", "app", "installations", id, "access_tokens"] if !id.is_empty() => Vendor::GitHub,
+            ["", "oauth", "token"] => Vendor::Zoom,
+            _ => return None,
+        })
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Vendor::Okta => "Okta",
@@ -384,6 +430,9 @@ impl Vendor {
 
 /// An injected failure, in the body and headers the vendor owning `path` would send.
 fn vendor_error(path: &str, status: StatusCode) -> Response {
+    if let Some(resp) = oauth::token_error_response(path, status) {
+        return resp;
+    }
     if path.starts_with("/slack/api/") {
         return slack::error_response(status);
     }

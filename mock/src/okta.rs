@@ -9,13 +9,18 @@
 //! (`/users/{id}/clients`, `/users/{id}/clients/{clientId}/tokens`), and app assignments
 //! (`/users/{id}/appLinks`, `DELETE /apps/{appId}/users/{id}`; an app assigned through a group
 //! can't be unassigned directly: 400 `E0000001` naming the group assignment).
+//!
+//! With Okta configured in [`OAuthConfig`](crate::oauth::OAuthConfig), SSWS tokens are refused
+//! and only access tokens from the mock's `/oauth2/v1/token` work, DPoP-bound ones with a DPoP
+//! proof per request (see [`crate::oauth::okta`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
@@ -67,6 +72,8 @@ struct Data {
 #[derive(Clone, Default)]
 pub struct Directory {
     data: Arc<Mutex<Data>>,
+    /// Set when the router is built: the mock's OAuth state (whether SSWS or OAuth applies).
+    oauth: crate::oauth::OAuth,
 }
 
 impl Directory {
@@ -121,7 +128,7 @@ impl Directory {
                 .map(|(id, name, kind)| (id.to_string(), Group { id: id.into(), name: name.into(), kind: kind.into() }))
                 .collect(),
         };
-        Directory { data: Arc::new(Mutex::new(data)) }
+        Directory { data: Arc::new(Mutex::new(data)), oauth: Default::default() }
     }
 
     /// A user by id or login.
@@ -160,7 +167,8 @@ fn find<'a>(data: &'a Data, key: &str) -> Option<&'a User> {
     })
 }
 
-pub(crate) fn router(state: Directory) -> Router {
+pub(crate) fn router(mut state: Directory, oauth: crate::oauth::OAuth) -> Router {
+    state.oauth = oauth;
     Router::new()
         .route("/users/{id}", get(get_user))
         .route("/users/{id}/lifecycle/suspend", post(suspend))
@@ -173,7 +181,38 @@ pub(crate) fn router(state: Directory) -> Router {
         .route("/users/{id}/clients/{client}/tokens", delete(revoke_client_tokens))
         .route("/users/{id}/appLinks", get(app_links))
         .route("/apps/{app}/users/{id}", delete(unassign_app))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
+}
+
+/// Every route's credential check: the static SSWS token, or (with Okta OAuth configured) an
+/// access token from the mock's token endpoint, with a DPoP proof for this request if bound.
+async fn auth(State(state): State<Directory>, req: Request, next: Next) -> Response {
+    // The router is nested under /api/v1: the DPoP `htu` names the full path.
+    let path = match req.extensions().get::<OriginalUri>() {
+        Some(uri) => uri.path().to_string(),
+        None => req.uri().path().to_string(),
+    };
+    match crate::oauth::okta::check_api(&state.oauth, req.method().as_str(), &path, req.headers()) {
+        None if !authorized(&state, req.headers()) => {
+            return okta_error(StatusCode::UNAUTHORIZED, "E0000011", "Invalid token provided", &[]);
+        }
+        None | Some(Ok(())) => {}
+        Some(Err(denied)) => {
+            let mut resp = okta_error(StatusCode::UNAUTHORIZED, "E0000011", "Invalid token provided", &[]);
+            let challenge = format!(
+                "{} error=\"{}\", error_description=\"{}\"",
+                denied.scheme,
+                denied.error,
+                denied.description.replace('"', "'")
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.headers_mut().insert("www-authenticate", v);
+            }
+            return resp;
+        }
+    }
+    next.run(req).await
 }
 
 fn error_id() -> String {
@@ -254,16 +293,7 @@ fn not_found(what: &str) -> Response {
     okta_error(StatusCode::NOT_FOUND, "E0000007", &format!("Not found: Resource not found: {what} (User)"), &[])
 }
 
-macro_rules! guard {
-    ($state:expr, $headers:expr) => {
-        if !authorized(&$state, &$headers) {
-            return okta_error(StatusCode::UNAUTHORIZED, "E0000011", "Invalid token provided", &[]);
-        }
-    };
-}
-
-async fn get_user(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    guard!(state, headers);
+async fn get_user(State(state): State<Directory>, Path(id): Path<String>) -> Response {
     with_user(&state, &id, |u, _| {
         // An asynchronous deactivation completes after a few reads.
         if u.transitioning_to.is_some() {
@@ -295,8 +325,7 @@ fn with_user(state: &Directory, id: &str, f: impl FnOnce(&mut User, &BTreeMap<St
     }
 }
 
-async fn suspend(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    guard!(state, headers);
+async fn suspend(State(state): State<Directory>, Path(id): Path<String>) -> Response {
     with_user(&state, &id, |u, _| {
         if u.status != "ACTIVE" {
             return okta_error(
@@ -317,7 +346,6 @@ async fn deactivate(
     Path(id): Path<String>,
     Query(_q): Query<SendEmail>,
 ) -> Response {
-    guard!(state, headers);
     let respond_async =
         headers.get("prefer").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("respond-async"));
     let reads = state.data.lock().map(|d| d.deprovision_reads).unwrap_or(2);
@@ -350,16 +378,14 @@ async fn deactivate(
     })
 }
 
-async fn clear_sessions(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    guard!(state, headers);
+async fn clear_sessions(State(state): State<Directory>, Path(id): Path<String>) -> Response {
     with_user(&state, &id, |u, _| {
         u.sessions = 0;
         ok(StatusCode::NO_CONTENT, None)
     })
 }
 
-async fn user_groups(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    guard!(state, headers);
+async fn user_groups(State(state): State<Directory>, Path(id): Path<String>) -> Response {
     with_user(&state, &id, |u, groups| {
         let list: Vec<Value> = u
             .groups
@@ -381,12 +407,7 @@ async fn user_groups(State(state): State<Directory>, headers: HeaderMap, Path(id
     })
 }
 
-async fn remove_from_group(
-    State(state): State<Directory>,
-    headers: HeaderMap,
-    Path((gid, uid)): Path<(String, String)>,
-) -> Response {
-    guard!(state, headers);
+async fn remove_from_group(State(state): State<Directory>, Path((gid, uid)): Path<(String, String)>) -> Response {
     with_user(&state, &uid, |u, groups| match groups.get(&gid) {
         None => okta_error(
             StatusCode::NOT_FOUND,
@@ -407,8 +428,7 @@ async fn remove_from_group(
     })
 }
 
-async fn list_grants(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    guard!(state, headers);
+async fn list_grants(State(state): State<Directory>, Path(id): Path<String>) -> Response {
     with_user(&state, &id, |u, _| {
         let list: Vec<Value> = u
             .grants
@@ -426,16 +446,14 @@ async fn list_grants(State(state): State<Directory>, headers: HeaderMap, Path(id
     })
 }
 
-async fn revoke_grants(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    guard!(state, headers);
+async fn revoke_grants(State(state): State<Directory>, Path(id): Path<String>) -> Response {
     with_user(&state, &id, |u, _| {
         u.grants.clear();
         ok(StatusCode::NO_CONTENT, None)
     })
 }
 
-async fn list_clients(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    guard!(state, headers);
+async fn list_clients(State(state): State<Directory>, Path(id): Path<String>) -> Response {
     with_user(&state, &id, |u, _| {
         let mut clients: Vec<&str> = u.refresh_tokens.iter().map(|(_, c)| c.as_str()).collect();
         clients.dedup();
@@ -447,20 +465,14 @@ async fn list_clients(State(state): State<Directory>, headers: HeaderMap, Path(i
     })
 }
 
-async fn revoke_client_tokens(
-    State(state): State<Directory>,
-    headers: HeaderMap,
-    Path((id, client)): Path<(String, String)>,
-) -> Response {
-    guard!(state, headers);
+async fn revoke_client_tokens(State(state): State<Directory>, Path((id, client)): Path<(String, String)>) -> Response {
     with_user(&state, &id, |u, _| {
         u.refresh_tokens.retain(|(_, c)| c != &client);
         ok(StatusCode::NO_CONTENT, None)
     })
 }
 
-async fn app_links(State(state): State<Directory>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    guard!(state, headers);
+async fn app_links(State(state): State<Directory>, Path(id): Path<String>) -> Response {
     with_user(&state, &id, |u, _| {
         let list: Vec<Value> = u
             .apps
@@ -481,11 +493,9 @@ async fn app_links(State(state): State<Directory>, headers: HeaderMap, Path(id):
 
 async fn unassign_app(
     State(state): State<Directory>,
-    headers: HeaderMap,
     Path((app, id)): Path<(String, String)>,
     Query(_q): Query<SendEmail>,
 ) -> Response {
-    guard!(state, headers);
     with_user(&state, &id, |u, _| match u.apps.iter().position(|(a, _, _)| a == &app) {
         None => okta_error(
             StatusCode::NOT_FOUND,

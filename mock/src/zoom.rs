@@ -46,6 +46,9 @@ struct Data {
 #[derive(Clone, Default)]
 pub struct Account {
     data: Arc<Mutex<Data>>,
+    /// Set when the router is built: the mock's OAuth state (whether the static token or minted
+    /// ones apply).
+    oauth: crate::oauth::OAuth,
 }
 
 impl Account {
@@ -66,7 +69,7 @@ impl Account {
             user("3kq9WcBhS4ipvmOTn0dY2w", "Dana", "Diaz", "Owner", "active"),
         ];
         let data = Data { token: token.to_string(), users: users.into_iter().map(|u| (u.id.clone(), u)).collect() };
-        Account { data: Arc::new(Mutex::new(data)) }
+        Account { data: Arc::new(Mutex::new(data)), oauth: Default::default() }
     }
 
     /// A user by id or email.
@@ -86,7 +89,8 @@ fn find<'a>(data: &'a Data, key: &str) -> Option<&'a User> {
     data.users.get(key).or_else(|| data.users.values().find(|u| u.email.eq_ignore_ascii_case(key)))
 }
 
-pub(crate) fn router(state: Account) -> Router {
+pub(crate) fn router(mut state: Account, oauth: crate::oauth::OAuth) -> Router {
+    state.oauth = oauth;
     Router::new()
         .route("/v2/users/{user_id}", get(get_user))
         .route("/v2/users/{user_id}/status", put(update_status))
@@ -136,7 +140,17 @@ fn ok(status: StatusCode, body: Option<Value>) -> Response {
     resp
 }
 
+/// Whether the request carries the account's token (with Zoom OAuth configured: a live token
+/// from the mock's `/oauth/token`).
 fn authorized(state: &Account, headers: &HeaderMap) -> bool {
+    use crate::oauth::{Issuer, TokenCheck};
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let token = given.strip_prefix("Bearer ").or_else(|| given.strip_prefix("bearer ")).unwrap_or("");
+    match state.oauth.check(Issuer::Zoom, token) {
+        TokenCheck::NotConfigured => {}
+        TokenCheck::Live(_) => return true,
+        TokenCheck::Expired | TokenCheck::Unknown => return false,
+    }
     let expected = state.data.lock().map(|d| format!("Bearer {}", d.token)).unwrap_or_default();
     headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.len() > 7 && v == expected)
 }

@@ -128,6 +128,9 @@ impl Default for Data {
 #[derive(Clone, Default)]
 pub struct Workspace {
     data: Arc<Mutex<Data>>,
+    /// Set when the router is built: the mock's OAuth state (whether the static token or minted
+    /// ones apply).
+    oauth: crate::oauth::OAuth,
 }
 
 impl Workspace {
@@ -195,7 +198,7 @@ impl Workspace {
                 .collect(),
             ..Data::default()
         };
-        Workspace { data: Arc::new(Mutex::new(data)) }
+        Workspace { data: Arc::new(Mutex::new(data)), oauth: Default::default() }
     }
 
     /// A user by primary email (case-insensitive) or numeric id.
@@ -276,7 +279,8 @@ fn find_group<'a>(data: &'a Data, key: &str) -> Option<&'a Group> {
     data.groups.get(key).or_else(|| data.groups.values().find(|g| g.email.eq_ignore_ascii_case(key)))
 }
 
-pub(crate) fn router(state: Workspace) -> Router {
+pub(crate) fn router(mut state: Workspace, oauth: crate::oauth::OAuth) -> Router {
+    state.oauth = oauth;
     Router::new()
         .route("/admin/directory/v1/users/{user_key}", get(get_user).put(update_user).patch(update_user))
         .route("/admin/directory/v1/users/{user_key}/signOut", post(sign_out))
@@ -393,14 +397,30 @@ fn ok(body: Value) -> Response {
     json_response(StatusCode::OK, body)
 }
 
-/// `None` when the request carries the workspace's token; otherwise the 401 to answer.
+/// `None` when the request carries the workspace's token (with Google OAuth configured: a live
+/// token from the mock's `/token`, minted for an admin); otherwise the 401 (or 403) to answer.
 fn check_auth(state: &Workspace, headers: &HeaderMap) -> Option<Response> {
-    let expected = state.data.lock().map(|d| format!("Bearer {}", d.token)).unwrap_or_default();
-    match headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        None => Some(unauthenticated(false)),
-        Some(v) if expected.len() > "Bearer ".len() && v == expected => None,
-        Some(_) => Some(unauthenticated(true)),
+    use crate::oauth::{Issuer, TokenCheck};
+    let Some(given) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+        return Some(unauthenticated(false));
+    };
+    let token = given.strip_prefix("Bearer ").unwrap_or("");
+    match state.oauth.check(Issuer::Google, token) {
+        TokenCheck::NotConfigured => {}
+        TokenCheck::Live(t) if t.subject.is_some() => return None,
+        // A service account acting as itself, without domain-wide delegation.
+        TokenCheck::Live(_) => {
+            return Some(google_error(
+                StatusCode::FORBIDDEN,
+                "global",
+                "forbidden",
+                "Not Authorized to access this resource/api",
+            ));
+        }
+        TokenCheck::Expired | TokenCheck::Unknown => return Some(unauthenticated(true)),
     }
+    let expected = state.data.lock().map(|d| d.token.clone()).unwrap_or_default();
+    if !expected.is_empty() && token == expected { None } else { Some(unauthenticated(true)) }
 }
 
 macro_rules! guard {
