@@ -245,7 +245,12 @@ impl MockServer {
 
     /// Starts on `addr` (`offramp mock --listen`).
     pub async fn listen(addr: SocketAddr, state: MockState) -> std::io::Result<MockServer> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        Self::serve(tokio::net::TcpListener::bind(addr).await?, state).await
+    }
+
+    /// Serves on a listener bound beforehand (when its URL must be known before the state is
+    /// made: a Google key file names its token endpoint).
+    pub async fn serve(listener: tokio::net::TcpListener, state: MockState) -> std::io::Result<MockServer> {
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = app(state.clone());
@@ -384,6 +389,19 @@ impl Vendor {
         } else {
             return None;
         })
+    }
+
+    /// The secret a pipeline injects this vendor's credential from: `OKTA_API_TOKEN`...
+    pub fn secret_name(self) -> &'static str {
+        match self {
+            Vendor::Okta => "OKTA_API_TOKEN",
+            Vendor::Google => "GOOGLE_ACCESS_TOKEN",
+            Vendor::Graph => "GRAPH_ACCESS_TOKEN",
+            Vendor::Slack => "SLACK_ADMIN_TOKEN",
+            Vendor::GitHub => "GITHUB_TOKEN",
+            Vendor::Zoom => "ZOOM_ACCESS_TOKEN",
+            Vendor::Atlassian => "ATLASSIAN_API_KEY",
+        }
     }
 
     /// The vendor whose OAuth token endpoint (see [`oauth`]) has `path`: `/token` (Google),

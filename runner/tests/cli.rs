@@ -362,6 +362,25 @@ fn the_demo_runs_the_slack_conversation_to_the_end() {
     assert!(stdout.contains("Zoom              inactive"), "{stdout}");
     assert!(stdout.contains("Atlassian         inactive"), "{stdout}");
     assert!(!stdout.contains("not-a-real-secret") && !stdout.contains("demo-signing-secret"), "no secret is printed");
+    // Five vendors' credentials were minted by offramp from keys and client secrets (Okta with
+    // DPoP), checked before the conversation, and no token reached what people see.
+    for (name, kind) in [
+        ("OKTA_API_TOKEN", "Okta private_key_jwt + DPoP"),
+        ("GOOGLE_ACCESS_TOKEN", "Google service account"),
+        ("GRAPH_ACCESS_TOKEN", "Microsoft client credentials"),
+        ("GITHUB_TOKEN", "GitHub App"),
+        ("ZOOM_ACCESS_TOKEN", "Zoom Server-to-Server OAuth"),
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&format!("ok    {name} ")))
+            .unwrap_or_else(|| panic!("{name}: {stdout}"));
+        assert!(line.contains(kind) && line.contains("token minted") && line.ends_with("→ 200"), "{line}");
+    }
+    assert!(
+        stdout.contains("(okta 1, google 1, microsoft 1, github 1, zoom 1); found in Slack messages, the results table or the event log: 0"),
+        "{stdout}"
+    );
 }
 
 #[test]

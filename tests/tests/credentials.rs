@@ -15,7 +15,9 @@ use common::{Harness, loopback, sandbox, tokens};
 use offramp::engine::EngineConfig;
 use offramp::secrets::SecretSource;
 use offramp::store::{RunStatus, StepStatus};
-use offramp_mock::oauth::{GitHubApp, GoogleServiceAccount, MicrosoftApp, OAuthConfig, OktaServiceApp, RsaKeyPair, ZoomApp};
+use offramp_mock::oauth::{
+    GitHubApp, GoogleServiceAccount, MicrosoftApp, OAuthConfig, OktaServiceApp, RsaKeyPair, ZoomApp,
+};
 use offramp_mock::{Fault, MockServer, MockState};
 use serde_json::json;
 
@@ -118,7 +120,10 @@ fn secrets(url: &str) -> SecretSource {
     let k = keys();
     let mut all = tokens().secrets();
     all.extend([
-        ("GOOGLE_SERVICE_ACCOUNT_KEY".to_string(), k.google.google_key_file(SA_EMAIL, "kid-google-1", &format!("{url}/token"))),
+        (
+            "GOOGLE_SERVICE_ACCOUNT_KEY".to_string(),
+            k.google.google_key_file(SA_EMAIL, "kid-google-1", &format!("{url}/token")),
+        ),
         ("OKTA_SERVICE_APP_KEY".to_string(), k.okta.okta_jwk("kid-okta-1")),
         ("GITHUB_APP_PRIVATE_KEY".to_string(), k.github.private_pem.clone()),
         ("GRAPH_CERTIFICATE_KEY".to_string(), k.graph.private_pem.clone()),
@@ -182,7 +187,12 @@ const VENDORS: [&str; 5] = ["okta", "google", "microsoft", "github", "zoom"];
 async fn run_every_kind(h: &Harness) -> String {
     let (id, status) = h.run(EVERY_KIND, &[("email", "alice@example.com")]).await;
     let steps = h.steps(&id).await;
-    assert_eq!(status, RunStatus::Succeeded, "{:#?}", steps.values().map(|s| (&s.step_id, &s.error)).collect::<Vec<_>>());
+    assert_eq!(
+        status,
+        RunStatus::Succeeded,
+        "{:#?}",
+        steps.values().map(|s| (&s.step_id, &s.error)).collect::<Vec<_>>()
+    );
     id
 }
 
@@ -219,7 +229,10 @@ async fn every_kind_mints_once_and_the_token_is_shared_by_steps_and_runs() {
         assert!(r.authorization.as_deref().is_some_and(|a| a.starts_with("DPoP ")), "{r:?}");
         assert_eq!(r.status, 200, "each proof (its own jti, htm, htu, ath) was accepted: {r:?}");
     }
-    for r in seen.iter().filter(|r| r.path.starts_with("/admin/") || r.path.starts_with("/v1.0/") || r.path.starts_with("/orgs/")) {
+    for r in seen
+        .iter()
+        .filter(|r| r.path.starts_with("/admin/") || r.path.starts_with("/v1.0/") || r.path.starts_with("/orgs/"))
+    {
         assert!(r.authorization.as_deref().is_some_and(|a| a.starts_with("Bearer ")), "{r:?}");
         assert!(r.status < 400, "{r:?}");
     }
@@ -438,7 +451,10 @@ async fn credentials_check_mints_and_reads_once_per_credential() {
 }
 
 fn is_token_endpoint(path: &str) -> bool {
-    path == "/token" || path.ends_with("/oauth2/v2.0/token") || path == "/oauth2/v1/token" || path == "/oauth/token"
+    path == "/token"
+        || path.ends_with("/oauth2/v2.0/token")
+        || path == "/oauth2/v1/token"
+        || path == "/oauth/token"
         || path.ends_with("/access_tokens")
 }
 

@@ -9,6 +9,12 @@
 //! absorbed by retries; an injected 403 on the final deactivate, which pauses) → Retry →
 //! success. It prints each Slack message as a person would see it, the results table, and what
 //! each service saw. An in-memory database and made-up credentials: it runs anywhere.
+//!
+//! Okta, Google, Microsoft Graph, GitHub and Zoom credentials are minted by offramp, as with a
+//! real tenant: keys made for this run (a Google service account key file, Okta's JWK with
+//! DPoP, a GitHub App PEM) and client secrets, whose public halves the mocks' token endpoints
+//! know. `offramp credentials check` runs first; at the end the demo checks that no minted token
+//! reached a Slack message, the results table or the event log.
 
 use super::out::outln;
 use std::path::PathBuf;
@@ -17,7 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use offramp_mock::oauth::{GitHubApp, GoogleServiceAccount, MicrosoftApp, OAuthConfig, OktaServiceApp, RsaKeyPair, ZoomApp};
+use offramp_mock::oauth::{
+    GitHubApp, GoogleServiceAccount, MicrosoftApp, OAuthConfig, OktaServiceApp, RsaKeyPair, ZoomApp,
+};
 use offramp_mock::{Fault, MockServer, MockState, MockTokens, Vendor};
 use serde_json::{Value, json};
 
@@ -143,7 +151,8 @@ struct Tenants {
     secrets: Vec<(String, String)>,
 }
 
-const MINTED: &[&str] = &["OKTA_API_TOKEN", "GOOGLE_ACCESS_TOKEN", "GRAPH_ACCESS_TOKEN", "GITHUB_TOKEN", "ZOOM_ACCESS_TOKEN"];
+const MINTED: &[&str] =
+    &["OKTA_API_TOKEN", "GOOGLE_ACCESS_TOKEN", "GRAPH_ACCESS_TOKEN", "GITHUB_TOKEN", "ZOOM_ACCESS_TOKEN"];
 const DEMO_ADMIN: &str = "it-admin@example.com";
 const SA_EMAIL: &str = "offramp@acme-it.iam.gserviceaccount.com";
 const GRAPH_CLIENT: &str = "11111111-2222-3333-4444-555555555555";
@@ -190,7 +199,10 @@ impl Tenants {
             ..OAuthConfig::default()
         };
         let secrets = vec![
-            ("GOOGLE_SERVICE_ACCOUNT_KEY".into(), google.google_key_file(SA_EMAIL, "demo-google-key", google_token_url)),
+            (
+                "GOOGLE_SERVICE_ACCOUNT_KEY".into(),
+                google.google_key_file(SA_EMAIL, "demo-google-key", google_token_url),
+            ),
             ("OKTA_SERVICE_APP_KEY".into(), okta.okta_jwk("demo-okta-key")),
             ("GITHUB_APP_PRIVATE_KEY".into(), github.private_pem.clone()),
             ("GRAPH_CLIENT_SECRET".into(), GRAPH_SECRET.into()),
@@ -206,7 +218,7 @@ impl Tenants {
         Ok(serde_json::from_value(json!({
             "GOOGLE_ACCESS_TOKEN": {
                 "kind": "google_service_account", "key": "GOOGLE_SERVICE_ACCOUNT_KEY", "subject": DEMO_ADMIN,
-                "scopes": GOOGLE_SCOPES, "check": format!("{google}/admin/directory/v1/users/{DEMO_ADMIN}"),
+                "scopes": GOOGLE_SCOPES, "check": format!("{google}/admin/directory/v1/users/alice@example.com"),
             },
             "GRAPH_ACCESS_TOKEN": {
                 "kind": "microsoft", "tenant": "acme.onmicrosoft.com", "client_id": GRAPH_CLIENT,
@@ -247,13 +259,12 @@ pub(crate) async fn run(pipelines_dir: Option<PathBuf>, cache_dir: Option<PathBu
     .collect();
     let mut google_listener = Some(google_listener);
     for (vendor, names) in VENDORS {
-        let listener = match google_listener.take().filter(|_| *vendor == "Google Workspace") {
+        let listener = match google_listener.take_if(|_| *vendor == "Google Workspace") {
             Some(l) => l,
             None => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
         };
-        let server = MockServer::serve(listener, state.clone())
-            .await
-            .with_context(|| format!("starting the mock {vendor}"))?;
+        let server =
+            MockServer::serve(listener, state.clone()).await.with_context(|| format!("starting the mock {vendor}"))?;
         for name in *names {
             vars.insert(name.to_string(), server.url());
         }
@@ -456,12 +467,13 @@ async fn warm_up(sandbox: &Arc<Sandbox>, pipeline: &std::path::Path, load: &Load
     Ok((n, started.elapsed()))
 }
 
-/// The tokens the vendors saw that are none of the static ones: the minted tokens.
+/// The tokens the minted vendors' APIs saw.
 fn minted_tokens(state: &MockState, tokens: &MockTokens) -> Vec<String> {
     let statics: Vec<String> = tokens.secrets().into_iter().map(|(_, v)| v).collect();
     let mut out: Vec<String> = state
         .requests()
         .into_iter()
+        .filter(|r| Vendor::of_path(&r.path).is_some_and(|v| MINTED.contains(&v.secret_name())))
         .filter_map(|r| r.authorization)
         .filter_map(|a| a.split_once(' ').map(|(_, t)| t.to_string()))
         .filter(|t| t.len() > 8 && !statics.contains(t))

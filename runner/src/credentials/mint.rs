@@ -35,10 +35,10 @@ impl Minter {
         let mut nonce_retried = false;
         loop {
             let (request, sent) = self.request().await?;
-            let resp = request.timeout(TOKEN_TIMEOUT).send().await.map_err(|e| self.unavailable(&e))?;
+            let resp = request.timeout(TOKEN_TIMEOUT).send().await.map_err(|e| self.unavailable(&e, &sent.url))?;
             let status = resp.status().as_u16();
             let nonce = resp.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()).map(str::to_string);
-            let text = resp.text().await.map_err(|e| self.unavailable(&e))?;
+            let text = resp.text().await.map_err(|e| self.unavailable(&e, &sent.url))?;
             let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             if (200..300).contains(&status) {
                 return self.token_from(&body, &sent);
@@ -224,13 +224,13 @@ impl Minter {
         Ok(Token { value: Secret::new(value), scheme, lifetime, obtained: Instant::now() })
     }
 
-    fn unavailable(&self, e: &reqwest::Error) -> CredentialError {
+    fn unavailable(&self, e: &reqwest::Error, url: &url::Url) -> CredentialError {
         let mut cause: &dyn std::error::Error = e;
         while let Some(next) = cause.source() {
             cause = next;
         }
         let reason = if e.is_timeout() { "timed out".to_string() } else { cause.to_string() };
-        CredentialError::Unavailable { name: self.name.clone(), endpoint: self.spec.token_url.to_string(), reason }
+        CredentialError::Unavailable { name: self.name.clone(), endpoint: url.to_string(), reason }
     }
 
     fn refused(&self, status: u16, body: &Value, text: &str, sent: &Sent) -> CredentialError {
