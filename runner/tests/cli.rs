@@ -767,6 +767,125 @@ fn offramp_mock_serves_the_vendors_for_trying_plugins_by_hand() {
     assert!(text(&out.stdout).contains("\"status\": \"ACTIVE\""), "{}", text(&out.stdout));
 }
 
+/// The operator's config file names where credentials come from; `credentials check` mints each
+/// and reads once with it (exit 0), and says which one fails and why (exit 1). `plugin run`
+/// mints a configured credential as a step would, with the key file given as `NAME_FILE`.
+#[test]
+fn credentials_check_and_plugin_run_mint_from_the_config_file() {
+    use offramp_mock::oauth::{GitHubApp, OAuthConfig, OktaServiceApp, RsaKeyPair, ZoomApp};
+    let cli = Cli::new();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (okta_key, github_key) = (RsaKeyPair::generate().unwrap(), RsaKeyPair::generate().unwrap());
+    let oauth = OAuthConfig {
+        okta: Some(OktaServiceApp {
+            client_id: "0oaCli".into(),
+            public_pem: okta_key.public_pem.clone(),
+            scopes: vec!["okta.users.read".into()],
+            require_dpop: true,
+        }),
+        github: Some(GitHubApp { app_id: 42, installation_id: 4242, public_pem: github_key.public_pem.clone() }),
+        zoom: Some(ZoomApp {
+            account_id: "acct".into(),
+            client_id: "zc".into(),
+            client_secret: "zoom-secret-1".into(),
+        }),
+        ..OAuthConfig::default()
+    };
+    let state = offramp_mock::MockState::okta("static-unused").with_oauth(oauth);
+    let mock = rt.block_on(offramp_mock::MockServer::start_with(state)).unwrap();
+    let url = mock.url();
+    let config = cli.dir.path().join("offramp.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"credentials:
+  OKTA_API_TOKEN:
+    kind: okta
+    org_url: {url}
+    client_id: 0oaCli
+    private_key: OKTA_KEY
+    scopes: [okta.users.read]
+    check: {url}/api/v1/users/alice@example.com
+  GITHUB_TOKEN: {{ kind: github_app, app_id: 42, installation_id: 4242, private_key: GH_KEY, api_url: "{url}", check: "{url}/orgs/acme" }}
+  ZOOM_ACCESS_TOKEN: {{ kind: zoom, account_id: acct, client_id: zc, client_secret: ZOOM_SECRET, token_url: "{url}/oauth/token", check: "{url}/v2/users/alice@example.com" }}
+"#
+        ),
+    )
+    .unwrap();
+    let key_file = cli.dir.path().join("okta-key.json");
+    std::fs::write(&key_file, okta_key.okta_jwk("kid-cli")).unwrap();
+    let gh_file = cli.dir.path().join("app.pem");
+    std::fs::write(&gh_file, &github_key.private_pem).unwrap();
+    let secrets = cli.dir.path().join("secrets.env");
+    let write_secrets = |zoom: &str| {
+        std::fs::write(
+            &secrets,
+            format!("OKTA_KEY_FILE={}\nGH_KEY_FILE={}\nZOOM_SECRET={zoom}\n", key_file.display(), gh_file.display()),
+        )
+        .unwrap()
+    };
+    write_secrets("zoom-secret-1");
+    let (cfg, sec) = (config.to_str().unwrap(), secrets.to_str().unwrap());
+    let out = cli.run(&["--config", cfg, "--secrets-file", sec, "credentials", "check"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for name in
+        ["OKTA_API_TOKEN (Okta private_key_jwt + DPoP)", "GITHUB_TOKEN (GitHub App 42", "ZOOM_ACCESS_TOKEN (Zoom"]
+    {
+        assert!(stdout.lines().any(|l| l.starts_with(&format!("ok    {name}"))), "{name}: {stdout}");
+    }
+    // The same Okta credential, minted for `plugin run` (DPoP proofs included).
+    let okta = PathBuf::from(offramp::BUILTIN_PLUGINS_DIR).join("okta.wasm");
+    let input = format!(r#"{{"action":"lookup","org_url":"{url}","user":"alice@example.com"}}"#);
+    let cred = format!("{url}=OKTA_API_TOKEN");
+    let out = cli.run(&[
+        "--config",
+        cfg,
+        "--secrets-file",
+        sec,
+        "plugin",
+        "run",
+        okta.to_str().unwrap(),
+        "--input",
+        &input,
+        "--allow",
+        &url,
+        "--credential",
+        &cred,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("\"status\": \"ACTIVE\""), "{}", text(&out.stdout));
+    assert!(mock.state.requests().iter().any(|r| r.path.starts_with("/api/v1/users/")
+        && r.authorization.as_deref().is_some_and(|a| a.starts_with("DPoP "))
+        && r.status == 200));
+    // A rotated Zoom secret: that one fails with Zoom's own words, exit 1.
+    write_secrets("an-old-zoom-secret");
+    let out = cli.run(&["--config", cfg, "--secrets-file", sec, "credentials", "check", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let zoom = v.as_array().unwrap().iter().find(|r| r["name"] == "ZOOM_ACCESS_TOKEN").unwrap();
+    let err = zoom["outcome"]["Err"].as_str().unwrap_or_default();
+    assert!(err.contains("invalid_client") && err.contains("Invalid client_id or client_secret"), "{zoom}");
+    assert!(!text(&out.stdout).contains("an-old-zoom-secret"), "the secret is not printed");
+    // A mistake in the section: every one reported, with its field, before anything runs.
+    std::fs::write(
+        &config,
+        "credentials:\n  okta: { kind: okta, org_url: x, client_id: c, private_key: \"-----BEGIN\", scopes: [] }\n",
+    )
+    .unwrap();
+    let out = cli.run(&["--config", cfg, "credentials", "check"]);
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    for want in [
+        "credentials.okta: a credential's name",
+        "credentials.okta.private_key:",
+        "credentials.okta.scopes:",
+        "credentials.okta.org_url: `x` is not a URL",
+    ] {
+        assert!(stderr.contains(want), "{want}: {stderr}");
+    }
+}
+
 /// `offramp … | head`: a reader that goes away is not a crash. The command finishes its work
 /// and exits as it would have, with nothing about a broken pipe.
 #[test]

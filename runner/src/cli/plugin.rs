@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
-use super::{EXIT_INVALID, Global, key_value, load_options, network, sandbox, scaffold, secrets};
+use super::{EXIT_INVALID, Global, key_value, load_options, network, sandbox, scaffold};
 use crate::pipeline;
 
 #[derive(Subcommand, Debug)]
@@ -129,28 +129,30 @@ async fn plugin_run(g: &Global, args: PluginRunArgs) -> Result<ExitCode> {
     if !args.format.contains("{secret}") {
         bail!("--format must contain {{secret}} where the secret goes, e.g. 'SSWS {{secret}}'");
     }
-    let secrets = secrets(g)?;
-    let mut credentials = Vec::new();
+    let client = crate::http::GateClient::new(network(g)?).context("setting up HTTP")?;
+    // A credential the config file mints is minted here too; any other is a static secret.
+    let creds = super::credentials(g, &client)?;
+    let mut injections = Vec::new();
     for (host, secret) in &args.credentials {
         let origin = Origin::parse(host).map_err(|e| anyhow::anyhow!("--credential: {e}"))?;
         if !allow.iter().any(|a| a.origin.covers(&origin)) {
             bail!("--credential {origin}: allow it too (--allow {origin})");
         }
-        let value = secrets.get(secret).with_context(|| format!("--credential {host}={secret}"))?;
         let rule = CredentialPlan {
             origin,
             secret: secret.clone(),
             header: args.header.to_ascii_lowercase(),
             format: args.format.clone(),
         };
-        credentials.push((rule, value));
+        let injection = creds.injection(&rule).await.with_context(|| format!("--credential {host}={secret}"))?;
+        injections.push(injection);
     }
     let memory_bytes = pipeline::model::parse_bytes(&args.memory).map_err(|e| anyhow::anyhow!("--memory: {e}"))?;
     let sandbox = sandbox(g)?;
     let plugin = sandbox.plugin(&args.plugin)?;
-    let client = crate::http::GateClient::new(network(g)?).context("setting up HTTP")?;
-    let inv = Invoke { input, allow, credentials, timeout: args.timeout, memory_bytes, dry_run: args.dry_run };
-    let report = sandbox.invoke(&plugin, &client, inv).await;
+    let inv =
+        Invoke { input, allow, credentials: Vec::new(), timeout: args.timeout, memory_bytes, dry_run: args.dry_run };
+    let report = sandbox.invoke_with(&plugin, &client, inv, injections).await;
     let ok = matches!(report.result, AttemptResult::Done { .. });
     if args.json {
         let v = run_json(&report);

@@ -282,6 +282,8 @@ fn mint_spec(source: &SourceConfig, err: &mut dyn FnMut(&str, String)) -> Option
         SourceConfig::GoogleServiceAccount { token_url, .. } => token_url.is_some(),
         _ => true,
     };
+    // A base URL already reported: the URLs made from it are not reported again.
+    let mut bad_base = false;
     let (kind, token_url, check) = match source {
         SourceConfig::Static { .. } => return None,
         SourceConfig::GoogleServiceAccount { key, subject, scopes, client_email, token_url, check } => {
@@ -350,6 +352,10 @@ fn mint_spec(source: &SourceConfig, err: &mut dyn FnMut(&str, String)) -> Option
             (kind, token, check)
         }
         SourceConfig::Okta { org_url, client_id, private_key, key_id, scopes, dpop, token_url, check } => {
+            if let Err(e) = parse_url(org_url) {
+                err("org_url", format!("{e}; write your Okta org's URL, e.g. https://acme.okta.com"));
+                bad_base = true;
+            }
             if scopes.is_empty() {
                 err("scopes", "give the okta.* scopes granted to the app, e.g. [okta.users.manage]".into());
             }
@@ -388,8 +394,28 @@ fn mint_spec(source: &SourceConfig, err: &mut dyn FnMut(&str, String)) -> Option
             (kind, token, check)
         }
     };
-    let token_url = parse_url(&token_url).map_err(|e| err("token_url", e)).ok();
-    let check = parse_url(&check).map_err(|e| err("check", e)).ok();
+    if bad_base {
+        return None;
+    }
+    // A URL derived from another field is reported at the field the user wrote.
+    let (token_field, check_field) = match source {
+        SourceConfig::Okta { token_url, check, .. } => (
+            if token_url.is_some() { "token_url" } else { "org_url" },
+            if check.is_some() { "check" } else { "org_url" },
+        ),
+        SourceConfig::GithubApp { check, .. } => ("api_url", if check.is_some() { "check" } else { "api_url" }),
+        SourceConfig::Microsoft { .. } => ("login_url", "check"),
+        _ => ("token_url", "check"),
+    };
+    let token_url = parse_url(&token_url).map_err(|e| err(token_field, e)).ok();
+    let check = match parse_url(&check) {
+        Ok(u) => Some(u),
+        Err(_) if token_url.is_none() && check_field == token_field => None,
+        Err(e) => {
+            err(check_field, e);
+            None
+        }
+    };
     Some(MintSpec { kind, token_url: token_url?, explicit_token_url: explicit, check: check? })
 }
 

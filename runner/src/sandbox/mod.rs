@@ -316,9 +316,22 @@ impl Sandbox {
     /// Runs a plugin once outside any pipeline (for `offramp plugin run`-style tools and
     /// benchmarks): a fresh instance, the given input, HTTP limited to `allow`, the given
     /// credentials injected by the host.
-    pub async fn invoke(&self, plugin: &Plugin, client: &GateClient, inv: Invoke) -> AttemptReport {
-        let injections =
-            inv.credentials.into_iter().map(|(rule, value)| crate::http::Injection::fixed(rule, value)).collect();
+    pub async fn invoke(&self, plugin: &Plugin, client: &GateClient, mut inv: Invoke) -> AttemptReport {
+        let injections = std::mem::take(&mut inv.credentials)
+            .into_iter()
+            .map(|(rule, value)| crate::http::Injection::fixed(rule, value))
+            .collect();
+        self.invoke_with(plugin, client, inv, injections).await
+    }
+
+    /// As [`Sandbox::invoke`], with credentials already resolved (minted ones too).
+    pub(crate) async fn invoke_with(
+        &self,
+        plugin: &Plugin,
+        client: &GateClient,
+        inv: Invoke,
+        injections: Vec<crate::http::Injection>,
+    ) -> AttemptReport {
         let deadline = tokio::time::Instant::now() + inv.timeout;
         let gate = Arc::new(Gate::new(client, inv.allow, injections, inv.dry_run, deadline));
         let spec = AttemptSpec {
