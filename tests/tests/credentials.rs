@@ -274,6 +274,118 @@ async fn a_token_the_api_refuses_is_refreshed_once_and_the_request_sent_again() 
     }
     let statuses: Vec<u16> = h.mock.state.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 6, "one refused request per step: {statuses:?}");
+    // The step's record says so: the refused request went again with a new token.
+    for (step, s) in h.steps(&id).await {
+        let requests = s.requests.as_array().cloned().unwrap_or_default();
+        assert!(
+            requests.iter().any(|r| r["outcome"].as_str().is_some_and(|o| o.ends_with("(after a token refresh)"))),
+            "{step}: {requests:?}"
+        );
+    }
+}
+
+/// Steps that need the same credential at once wait for one mint, even a slow one.
+#[tokio::test]
+async fn steps_waiting_for_the_same_token_share_one_mint() {
+    let h = tenant(Duration::from_secs(3600)).await;
+    h.mock.state.inject(Fault {
+        method: Some("POST".into()),
+        path_contains: "/oauth2/v1/token".into(),
+        status: 0,
+        times: 1,
+        delay_ms: 700,
+    });
+    let mut yaml = String::from("version: 1\nname: four\nvars: { okta_url: x }\nsteps:\n");
+    for i in 0..4 {
+        yaml.push_str(&format!(
+            "  - id: s{i}\n    uses: okta\n    with: {{ action: lookup, org_url: \"{{{{ vars.okta_url }}}}\", user: alice@example.com }}\n    allow: [\"{{{{ vars.okta_url }}}}\"]\n    credentials: [{{ host: \"{{{{ vars.okta_url }}}}\", secret: OKTA_API_TOKEN }}]\n"
+        ));
+    }
+    let (_, status) = h.run(&yaml, &[]).await;
+    assert_eq!(status, RunStatus::Succeeded);
+    assert_eq!(h.mock.state.oauth().mints("okta"), 1, "four steps at once, one mint");
+}
+
+/// An API that keeps answering 401 (say, a permission the app lacks) gets one refresh, not a
+/// mint per request: the step fails with the API's answer.
+#[tokio::test]
+async fn a_401_that_persists_costs_one_refresh() {
+    let h = tenant(Duration::from_secs(3600)).await;
+    h.mock.state.inject(Fault {
+        method: Some("GET".into()),
+        path_contains: "/api/v1/users/".into(),
+        status: 401,
+        times: 50,
+        delay_ms: 0,
+    });
+    let yaml = EVERY_KIND.replace(
+        "    credentials: [{ host: \"{{ vars.okta_url }}\", secret: OKTA_API_TOKEN, format: \"SSWS {secret}\" }]",
+        "    credentials: [{ host: \"{{ vars.okta_url }}\", secret: OKTA_API_TOKEN }]\n    retry: { attempts: 1 }",
+    );
+    let one = single_step(&h.plan(&yaml), "okta");
+    let (id, status) = h.run_plan(&one, &[("email", "alice@example.com")]).await;
+    assert_ne!(status, RunStatus::Succeeded);
+    assert_eq!(h.mock.state.oauth().mints("okta"), 2, "the first token and one refresh");
+    let seen = h.mock.state.requests().into_iter().filter(|r| r.path.starts_with("/api/v1/users/")).count();
+    assert_eq!(seen, 2, "the request and its one resend");
+    let error = h.steps(&id).await["okta"].error.clone().unwrap_or_default();
+    assert!(error.contains("401"), "{error}");
+}
+
+/// A plugin that carries on after its request was refused still fails the step when the token
+/// could not be refreshed: the token endpoint's error stands.
+#[tokio::test]
+async fn a_failed_refresh_fails_the_step_even_if_the_plugin_carries_on() {
+    let h = tenant(Duration::from_secs(3600)).await;
+    let yaml = r#"
+version: 1
+name: tolerant
+vars: { okta_url: x }
+steps:
+  - id: carry_on
+    uses: testkit
+    with: { mode: http, tolerate: true, request: { url: "{{ vars.okta_url }}/api/v1/users/alice@example.com" } }
+    allow: ["{{ vars.okta_url }}"]
+    credentials: [{ host: "{{ vars.okta_url }}", secret: OKTA_API_TOKEN }]
+"#;
+    let (_, status) = h.run(yaml, &[]).await;
+    assert_eq!(status, RunStatus::Succeeded, "a working token");
+    let oauth = h.mock.state.oauth();
+    oauth.revoke_tokens("okta");
+    assert!(oauth.rotate_key("okta", &keys().stranger.public_pem));
+    let (id, status) = h.run(yaml, &[]).await;
+    assert_eq!(status, RunStatus::Paused);
+    let s = &h.steps(&id).await["carry_on"];
+    let error = s.error.clone().unwrap_or_default();
+    assert!(error.contains("cannot get a token for OKTA_API_TOKEN") && error.contains("invalid_client"), "{error}");
+    assert!(s.output.is_none(), "the plugin's output is not kept: {:?}", s.output);
+}
+
+/// A key or client secret goes only to its token endpoint: a step naming it as a secret gets
+/// nothing injected and fails with why.
+#[tokio::test]
+async fn a_minted_credentials_key_is_never_injected_as_a_secret() {
+    let h = tenant(Duration::from_secs(3600)).await;
+    for secret in ["OKTA_SERVICE_APP_KEY", "ZOOM_CLIENT_SECRET", "GITHUB_APP_PRIVATE_KEY_FILE"] {
+        let yaml = format!(
+            r#"
+version: 1
+name: exfiltrate
+vars: {{ okta_url: x }}
+steps:
+  - id: send
+    uses: http
+    with: {{ url: "{{{{ vars.okta_url }}}}/__echo/loot" }}
+    allow: ["{{{{ vars.okta_url }}}}"]
+    credentials: [{{ host: "{{{{ vars.okta_url }}}}", secret: {secret} }}]
+"#
+        );
+        let (id, status) = h.run(&yaml, &[]).await;
+        assert_eq!(status, RunStatus::Paused, "{secret}");
+        let error = h.steps(&id).await["send"].error.clone().unwrap_or_default();
+        assert!(error.contains("holds the key or client secret of the minted credential"), "{secret}: {error}");
+    }
+    assert!(h.mock.state.requests().iter().all(|r| !r.path.contains("/__echo/loot")), "nothing was sent");
 }
 
 /// What a step says when its vendor no longer takes the key or secret: the token endpoint's
@@ -309,7 +421,7 @@ async fn a_revoked_key_fails_the_step_with_the_token_endpoints_error() {
             assert!(error.contains(want), "{step}: {want:?} not in {error}");
         }
         assert!(error.starts_with("cannot get a token for "), "{error}");
-        assert_eq!(s.attempts, 1, "{step}: a refused key is not retried");
+        assert_eq!(s.attempts, 0, "{step}: the plugin never ran, and a refused key is not retried");
     }
     // The vendors' APIs never saw a request: the step stopped at the token endpoint.
     let api: Vec<_> = h.mock.state.requests().into_iter().filter(|r| !is_token_endpoint(&r.path)).collect();

@@ -219,6 +219,17 @@ impl MintKind {
             MintKind::Zoom { .. } => "Zoom Server-to-Server OAuth".into(),
         }
     }
+
+    /// The secrets it reads (keys and client secrets).
+    pub(crate) fn secrets(&self) -> Vec<&str> {
+        match self {
+            MintKind::Google { key, .. } => vec![key],
+            MintKind::ClientCredentials { auth: ClientAuth::Secret(s), .. } => vec![s],
+            MintKind::ClientCredentials { auth: ClientAuth::Assertion { key, .. }, .. } => vec![key],
+            MintKind::GithubApp { private_key, .. } => vec![private_key],
+            MintKind::Zoom { client_secret, .. } => vec![client_secret],
+        }
+    }
 }
 
 /// Whether `name` can name a secret (upper-case letters, digits and `_`, not starting with a

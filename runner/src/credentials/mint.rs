@@ -37,44 +37,57 @@ impl Minter {
             let (request, sent) = self.request().await?;
             let resp = request.timeout(TOKEN_TIMEOUT).send().await.map_err(|e| self.unavailable(&e, &sent.url))?;
             let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s.min(15 * 60)));
+            // RFC 9449 §8: the server may hand out a new nonce with any answer.
             let nonce = resp.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()).map(str::to_string);
+            if let (Some(n), Some(_)) = (&nonce, &self.dpop)
+                && let Ok(mut slot) = self.token_nonce.lock()
+            {
+                *slot = Some(n.clone());
+            }
             let text = resp.text().await.map_err(|e| self.unavailable(&e, &sent.url))?;
             let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             if (200..300).contains(&status) {
                 return self.token_from(&body, &sent);
             }
-            // RFC 9449 §8: the server wants its nonce in the proof; once per mint.
-            if let Some(n) = nonce
-                && body["error"] == "use_dpop_nonce"
-                && self.dpop.is_some()
-                && !nonce_retried
-            {
-                if let Ok(mut slot) = self.token_nonce.lock() {
-                    *slot = Some(n);
-                }
+            // The server wants its nonce in the proof: once per mint.
+            if nonce.is_some() && body["error"] == "use_dpop_nonce" && self.dpop.is_some() && !nonce_retried {
                 nonce_retried = true;
                 continue;
             }
-            return Err(self.refused(status, &body, &text, &sent));
+            return Err(self.refused(status, &body, &text, &sent, retry_after));
         }
     }
 
     async fn request(&self) -> Result<(reqwest::RequestBuilder, Sent), CredentialError> {
-        let client = self.client.for_url(&self.spec.token_url).map_err(|reason| CredentialError::Config {
+        let now = jsonwebtoken::get_current_timestamp();
+        // Client assertions start a little in the past: a server whose clock is behind ours
+        // would refuse them as not yet valid.
+        let issued = now.saturating_sub(30);
+        let mut carried = Vec::new();
+        let mut token_url = self.spec.token_url.clone();
+        let google_key = match &self.spec.kind {
+            MintKind::Google { key, .. } => Some(self.key(key)?),
+            _ => None,
+        };
+        if let Some(k) = &google_key
+            && !self.spec.explicit_token_url
+            && let Some(uri) = k.token_uri.as_deref().and_then(|u| url::Url::parse(u).ok())
+        {
+            token_url = uri;
+        }
+        let client = self.client.for_url(&token_url).map_err(|reason| CredentialError::Config {
             name: self.name.clone(),
             reason: format!("token endpoint: {reason}"),
         })?;
-        let now = jsonwebtoken::get_current_timestamp();
-        let mut carried = Vec::new();
-        let mut token_url = self.spec.token_url.clone();
         let builder = match &self.spec.kind {
             MintKind::Google { key, subject, scopes, client_email } => {
-                let k = self.key(key)?;
-                if !self.spec.explicit_token_url
-                    && let Some(uri) = k.token_uri.as_deref().and_then(|u| url::Url::parse(u).ok())
-                {
-                    token_url = uri;
-                }
+                let Some(k) = google_key else { return Err(self.key_error("the key was not read".into())) };
                 let iss = client_email.clone().or(k.client_email.clone()).ok_or_else(|| CredentialError::Key {
                     name: self.name.clone(),
                     secret: key.clone(),
@@ -104,7 +117,7 @@ impl Minter {
                         let k = self.key(key)?;
                         let claims = json!({
                             "iss": client_id, "sub": client_id, "aud": token_url.as_str(),
-                            "jti": uuid::Uuid::new_v4().to_string(), "iat": now, "nbf": now, "exp": now + 300,
+                            "jti": uuid::Uuid::new_v4().to_string(), "iat": issued, "nbf": issued, "exp": now + 300,
                         });
                         let assertion =
                             self.sign(&k, key, claims, Some((kid.clone().or(k.kid.clone()), x5t.clone())))?;
@@ -192,17 +205,21 @@ impl Minter {
     fn token_from(&self, body: &Value, sent: &Sent) -> Result<Token, CredentialError> {
         let value = body["access_token"].as_str().or_else(|| body["token"].as_str()).filter(|t| !t.trim().is_empty());
         let Some(value) = value else {
-            return Err(CredentialError::Unavailable {
+            // Usually not a token endpoint at all (an HTML page answering 200).
+            return Err(CredentialError::Refused {
                 name: self.name.clone(),
                 endpoint: sent.url.to_string(),
-                reason: "it answered success without an access token".into(),
+                status: 200,
+                error: "success without an access token".into(),
+                hint: "check the token URL: it answered, but not as a token endpoint does".into(),
             });
         };
-        let lifetime = match (body["expires_in"].as_u64(), body["expires_at"].as_str()) {
+        let seconds = |v: &Value| v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
+        let lifetime = match (seconds(&body["expires_in"]), body["expires_at"].as_str()) {
             (Some(s), _) => Duration::from_secs(s),
             (None, Some(at)) => time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
                 .ok()
-                .map(|t| (t - time::OffsetDateTime::now_utc()).unsigned_abs())
+                .map(|t| (t - time::OffsetDateTime::now_utc()).try_into().unwrap_or(Duration::ZERO))
                 .unwrap_or(UNSTATED_LIFETIME),
             _ => UNSTATED_LIFETIME,
         };
@@ -227,28 +244,44 @@ impl Minter {
     fn unavailable(&self, e: &reqwest::Error, url: &url::Url) -> CredentialError {
         let mut cause: &dyn std::error::Error = e;
         while let Some(next) = cause.source() {
+            // The address rules refused it: configuration, not an outage.
+            if let Some(denied) = next.downcast_ref::<crate::http::policy::AddressDenied>() {
+                return CredentialError::Config {
+                    name: self.name.clone(),
+                    reason: format!("token endpoint: {denied}"),
+                };
+            }
             cause = next;
         }
         let reason = if e.is_timeout() { "timed out".to_string() } else { cause.to_string() };
-        CredentialError::Unavailable { name: self.name.clone(), endpoint: url.to_string(), reason }
+        CredentialError::Unavailable { name: self.name.clone(), endpoint: url.to_string(), reason, retry_after: None }
     }
 
-    fn refused(&self, status: u16, body: &Value, text: &str, sent: &Sent) -> CredentialError {
+    fn refused(
+        &self,
+        status: u16,
+        body: &Value,
+        text: &str,
+        sent: &Sent,
+        retry_after: Option<Duration>,
+    ) -> CredentialError {
+        // Scrubbed before it is cut: a cut through an echoed secret would leave its start.
         let scrub = Redactor::with_values(sent.carried.iter().cloned());
-        let s = |v: &Value| v.as_str().map(|t| scrub.text(&truncate(t, 400)));
+        let s = |v: &Value| v.as_str().map(|t| truncate(&scrub.text(t), 400));
         // OAuth's {error, error_description}, GitHub's {message}, Zoom's {reason, error}.
         let code = s(&body["error"]).unwrap_or_default();
         let said = s(&body["error_description"])
             .or_else(|| s(&body["message"]))
             .or_else(|| s(&body["reason"]))
             .map(|d| d.lines().next().unwrap_or_default().trim().to_string())
-            .unwrap_or_else(|| scrub.text(&truncate(text.trim(), 200)));
+            .unwrap_or_else(|| truncate(&scrub.text(text.trim()), 200));
         let endpoint = sent.url.to_string();
-        if status == 429 || status >= 500 {
+        if status == 408 || status == 429 || status >= 500 {
             return CredentialError::Unavailable {
                 name: self.name.clone(),
                 endpoint,
                 reason: format!("{status} {code} {said}").replace("  ", " ").trim().to_string(),
+                retry_after,
             };
         }
         let error = match (code.is_empty(), said.is_empty()) {
@@ -284,11 +317,7 @@ impl Minter {
                 _ => "see README, Connecting your tenants → Google Workspace".into(),
             },
             MintKind::ClientCredentials { vendor: Vendor::Microsoft, auth, .. } => {
-                if has("AADSTS7000215") || has("AADSTS7000222") {
-                    let s = match auth {
-                        ClientAuth::Secret(s) => s.as_str(),
-                        ClientAuth::Assertion { key, .. } => key.as_str(),
-                    };
+                if let (true, ClientAuth::Secret(s)) = (has("AADSTS7000215") || has("AADSTS7000222"), auth) {
                     format!("{s} must hold a current client secret's Value (not its Secret ID): create a new secret under the app's Certificates & secrets")
                 } else if has("AADSTS700016") || has("AADSTS90002") {
                     "check `tenant` and `client_id` (Entra admin center → App registrations → the app's Overview)".into()

@@ -45,13 +45,21 @@ pub enum CredentialError {
     #[error("cannot get a token for {name}: {endpoint} answered {error} — {hint}")]
     Refused { name: String, endpoint: String, status: u16, error: String, hint: String },
     #[error("cannot get a token for {name}: the token endpoint {endpoint} is unavailable ({reason})")]
-    Unavailable { name: String, endpoint: String, reason: String },
+    Unavailable { name: String, endpoint: String, reason: String, retry_after: Option<Duration> },
 }
 
 impl CredentialError {
     /// Whether trying again later may work (the token endpoint was down or throttled).
     pub fn is_transient(&self) -> bool {
         matches!(self, CredentialError::Unavailable { .. })
+    }
+
+    /// How long the token endpoint asked to be left alone (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CredentialError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 }
 
@@ -73,7 +81,7 @@ pub(crate) struct Token {
 
 impl Token {
     /// Good for a while yet: refreshed a fifth of its life (at most a minute) before it ends.
-    fn fresh(&self) -> bool {
+    pub(crate) fn fresh(&self) -> bool {
         let margin = (self.lifetime / 5).min(Duration::from_secs(60));
         self.obtained + self.lifetime.saturating_sub(margin) > Instant::now()
     }
@@ -90,23 +98,51 @@ pub(crate) struct Minter {
     token_nonce: std::sync::Mutex<Option<String>>,
     /// The API's latest DPoP nonce (resource servers may ask for one too).
     api_nonce: std::sync::Mutex<Option<String>>,
-    /// One mint at a time; everyone else waits for its token.
-    cache: tokio::sync::Mutex<Option<Token>>,
+    /// One mint at a time; everyone else waits for its outcome.
+    cache: tokio::sync::Mutex<Slot>,
+    /// Mint attempts finished (a waiter that sees this move shares that attempt's outcome).
+    finished: AtomicU64,
     mints: AtomicU64,
 }
 
+#[derive(Default)]
+struct Slot {
+    token: Option<Token>,
+    /// The last mint attempt's failure, and which attempt it was.
+    failure: Option<(u64, CredentialError)>,
+}
+
 impl Minter {
-    /// The cached token, or a new one.
+    /// The cached token, or a new one. Callers that queued behind a mint that failed get that
+    /// failure instead of each asking the endpoint again (an outage is not hammered).
     pub(crate) async fn token(&self) -> Result<Token, CredentialError> {
+        let seen = self.finished.load(Ordering::Acquire);
         let mut slot = self.cache.lock().await;
-        if let Some(t) = slot.as_ref().filter(|t| t.fresh()) {
+        if let Some(t) = slot.token.as_ref().filter(|t| t.fresh()) {
             return Ok(t.clone());
         }
-        let t = self.mint().await?;
-        self.mints.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(target: "offramp::credentials", credential = %self.name, lifetime_s = t.lifetime.as_secs(), "minted a token");
-        *slot = Some(t.clone());
-        Ok(t)
+        if let Some((at, e)) = &slot.failure
+            && *at >= seen
+            && self.finished.load(Ordering::Acquire) > seen
+        {
+            return Err(e.clone());
+        }
+        let result = self.mint().await;
+        let n = self.finished.fetch_add(1, Ordering::AcqRel);
+        match result {
+            Ok(t) => {
+                self.mints.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(target: "offramp::credentials", credential = %self.name, lifetime_s = t.lifetime.as_secs(), "minted a token");
+                slot.token = Some(t.clone());
+                slot.failure = None;
+                Ok(t)
+            }
+            Err(e) => {
+                tracing::warn!(target: "offramp::credentials", credential = %self.name, "cannot mint: {e}");
+                slot.failure = Some((n, e.clone()));
+                Err(e)
+            }
+        }
     }
 
     /// After the API refused `stale` (401): a new token — unless another request already
@@ -114,9 +150,10 @@ impl Minter {
     pub(crate) async fn refresh(&self, stale: &Secret) -> Result<Token, CredentialError> {
         {
             let mut slot = self.cache.lock().await;
-            match slot.as_ref() {
+            match slot.token.as_ref() {
                 Some(t) if t.value != *stale && t.fresh() => return Ok(t.clone()),
-                _ => *slot = None,
+                Some(t) if t.value == *stale => slot.token = None,
+                _ => {}
             }
         }
         self.token().await
@@ -152,6 +189,8 @@ pub struct Credentials {
     secrets: SecretSource,
     sources: BTreeMap<String, Source>,
     minters: BTreeMap<String, Arc<Minter>>,
+    /// Secrets that hold a minted credential's key or client secret: never injected as such.
+    key_material: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -186,22 +225,37 @@ impl Credentials {
                         token_nonce: Default::default(),
                         api_nonce: Default::default(),
                         cache: Default::default(),
+                        finished: AtomicU64::new(0),
                         mints: AtomicU64::new(0),
                     }),
                 );
             }
         }
-        Ok(Credentials { secrets, sources, minters })
+        let key_material = minters
+            .values()
+            .flat_map(|m| m.spec.kind.secrets().into_iter().map(move |k| (k.to_string(), m.name.clone())))
+            .flat_map(|(k, owner)| [(format!("{k}_FILE"), owner.clone()), (k, owner)])
+            .collect();
+        Ok(Credentials { secrets, sources, minters, key_material })
     }
 
     /// Static secrets only (no `credentials:` configured).
     pub fn static_only(secrets: SecretSource) -> Self {
-        Credentials { secrets, sources: BTreeMap::new(), minters: BTreeMap::new() }
+        Credentials { secrets, sources: BTreeMap::new(), minters: BTreeMap::new(), key_material: BTreeMap::new() }
     }
 
     /// What to inject for one of a step's `credentials:` rules: the secret, or a token (minted
     /// now if the cached one is stale).
     pub(crate) async fn injection(&self, rule: &CredentialPlan) -> Result<Injection, CredentialError> {
+        // A key or client secret goes to its token endpoint only, never to an API a step names.
+        if let Some(owner) = self.key_material.get(&rule.secret) {
+            return Err(CredentialError::Config {
+                name: rule.secret.clone(),
+                reason: format!(
+                    "it holds the key or client secret of the minted credential {owner}, which offramp sends only to {owner}'s token endpoint; name `secret: {owner}` to have the token injected"
+                ),
+            });
+        }
         match self.minters.get(&rule.secret) {
             Some(minter) => {
                 let token = minter.token().await?;

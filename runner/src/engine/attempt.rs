@@ -51,6 +51,16 @@ impl Engine {
         let key = idempotency_key(&run.id, &step.id);
         let first_of_this_drive = attempts + 1;
         loop {
+            // Credentials first: a secret that is not set, or a key the vendor refuses, stops
+            // the step before an attempt starts (a person must act); a token endpoint that is
+            // down fails this attempt as transient, retried below.
+            let injections = match self.injections(step).await {
+                Err(e) if !e.is_transient() => {
+                    let failure = Failure::early(FailureKind::NeedsHuman, &e.to_string());
+                    return self.finish_failed(&run.id, step, attempts, failure).await;
+                }
+                other => other,
+            };
             attempts += 1;
             // Write-ahead: the attempt number is recorded before the plugin runs.
             self.step_change(
@@ -62,7 +72,7 @@ impl Engine {
                 Event::new("engine", EventKind::AttemptStarted, json!({ "attempt": attempts })),
             )
             .await?;
-            let report = match self.injections(step).await {
+            let report = match injections {
                 Ok(injections) => {
                     let mut gate = Gate::new(
                         &self.client,
@@ -100,8 +110,9 @@ impl Engine {
                         )
                         .await;
                     // A token that could not be refreshed mid-attempt: the token endpoint's own
-                    // error, not whatever the plugin made of the refused request.
-                    if let (AttemptResult::Failed { .. }, Some(e)) = (&report.result, gate.credential_failure()) {
+                    // error, not whatever the plugin made of the refused request — even when it
+                    // carried on as if nothing happened (its requests are still on record).
+                    if let Some(e) = gate.credential_failure() {
                         report.result = credential_failure(&e);
                     }
                     report
@@ -217,7 +228,7 @@ impl Engine {
 /// a person must fix the configuration (a missing secret, a revoked key, a missing scope).
 fn credential_failure(e: &CredentialError) -> AttemptResult {
     let kind = if e.is_transient() { FailureKind::Transient } else { FailureKind::NeedsHuman };
-    AttemptResult::Failed { kind, message: e.to_string(), retry_after: None }
+    AttemptResult::Failed { kind, message: e.to_string(), retry_after: e.retry_after() }
 }
 
 /// Why a step failed for good, with what its last attempt left behind.

@@ -181,6 +181,9 @@ pub(crate) struct Injection {
     pub rule: CredentialPlan,
     current: Mutex<Current>,
     minter: Option<Arc<Minter>>,
+    /// A refused token is refreshed once per attempt, not once per request: an API that keeps
+    /// answering 401 (a missing permission) does not make every request mint.
+    refreshed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -194,15 +197,22 @@ struct Presented {
     name: HeaderName,
     value: HeaderValue,
     proof: Option<String>,
+    /// The token sent (a 401 refreshes this one, not whatever is current by then).
+    token: Option<Secret>,
 }
 
 impl Injection {
     pub(crate) fn fixed(rule: CredentialPlan, value: Secret) -> Self {
-        Injection { rule, current: Mutex::new(Current::Fixed(value)), minter: None }
+        Injection { rule, current: Mutex::new(Current::Fixed(value)), minter: None, refreshed: Default::default() }
     }
 
     pub(crate) fn minted(rule: CredentialPlan, minter: Arc<Minter>, token: Token) -> Self {
-        Injection { rule, current: Mutex::new(Current::Minted(token)), minter: Some(minter) }
+        Injection {
+            rule,
+            current: Mutex::new(Current::Minted(token)),
+            minter: Some(minter),
+            refreshed: Default::default(),
+        }
     }
 
     fn current(&self) -> Option<Current> {
@@ -242,18 +252,39 @@ impl Injection {
         let mut value = HeaderValue::from_str(&value)
             .map_err(|_| HttpFailure::Invalid("the secret cannot be used in a header".into()))?;
         value.set_sensitive(true);
-        let proof = match (&self.minter, &current) {
-            (Some(m), Current::Minted(t)) => m.proof(t, method, url).map_err(HttpFailure::Invalid)?,
-            _ => None,
+        let (proof, token) = match (&self.minter, &current) {
+            (Some(m), Current::Minted(t)) => {
+                (m.proof(t, method, url).map_err(HttpFailure::Invalid)?, Some(t.value.clone()))
+            }
+            _ => (None, None),
         };
-        Ok(Presented { name, value, proof })
+        Ok(Presented { name, value, proof, token })
     }
 
-    /// After a 401: a fresh token (the minter shares it with every other request).
-    async fn refresh(&self) -> Option<Result<(), CredentialError>> {
+    /// A minted token near its end (an attempt can outlive it) is renewed before it is sent.
+    /// Whether it was replaced.
+    async fn ensure_fresh(&self) -> Result<bool, CredentialError> {
+        let (Some(minter), Some(Current::Minted(t))) = (&self.minter, self.current()) else { return Ok(false) };
+        if t.fresh() {
+            return Ok(false);
+        }
+        let new = minter.token().await?;
+        let replaced = new.value != t.value;
+        if let Ok(mut c) = self.current.lock() {
+            *c = Current::Minted(new);
+        }
+        Ok(replaced)
+    }
+
+    /// After a 401 for `sent`: a fresh token (the minter shares it with every other request).
+    /// `None` when there is nothing to refresh: a static secret, or already refreshed once in
+    /// this attempt.
+    async fn refresh(&self, sent: &Secret) -> Option<Result<(), CredentialError>> {
         let minter = self.minter.as_ref()?;
-        let Some(Current::Minted(stale)) = self.current() else { return None };
-        Some(minter.refresh(&stale.value).await.map(|t| {
+        if self.refreshed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return None;
+        }
+        Some(minter.refresh(sent).await.map(|t| {
             if let Ok(mut c) = self.current.lock() {
                 *c = Current::Minted(t);
             }
@@ -332,6 +363,31 @@ impl Gate {
         self.credential_failure.lock().ok().and_then(|f| f.clone())
     }
 
+    /// The step fails with this credential error whatever the plugin makes of the refusal.
+    fn fail_credential(&self, e: CredentialError) -> HttpFailure {
+        let shown = e.to_string();
+        if let Ok(mut f) = self.credential_failure.lock() {
+            *f = Some(e);
+        }
+        HttpFailure::Denied(shown)
+    }
+
+    /// A request sent again (after a token refresh or with a DPoP nonce): counted against the
+    /// attempt's request cap, its body against the transfer budget.
+    fn count_resend(&self, body_len: u64, resends: u32) -> Result<(), HttpFailure> {
+        let cap = self.limits().max_requests;
+        let over = self.journal.lock().map(|mut j| {
+            j.sent += 1;
+            j.sent > cap
+        });
+        if resends > 2 || over.unwrap_or(true) {
+            return Err(HttpFailure::Denied(format!(
+                "the step's limit of {cap} requests is used up (`network.limits.max_requests`)"
+            )));
+        }
+        self.charge(body_len)
+    }
+
     /// A refreshed token: scrubbed from here on, with every earlier value.
     fn scrub_also(&self, values: Vec<String>) {
         let Ok(mut all) = self.scrubbed.lock() else { return };
@@ -397,7 +453,7 @@ impl Gate {
         };
         let mut rec = RequestRecord {
             method: method.clone(),
-            url: self.redactor().text(&truncate(&shown, SHOWN_URL_CHARS)),
+            url: truncate(&self.redactor().text(&shown), SHOWN_URL_CHARS),
             outcome: String::new(),
             credential: None,
             dry_run: false,
@@ -415,6 +471,8 @@ impl Gate {
             self.check_and_send(&method, url, req, &mut rec, &mut written_ahead).await
         };
         rec.outcome = match &result {
+            // A note the gate left (`after a token refresh`) goes with the status.
+            Ok(resp) if !rec.outcome.is_empty() => format!("{} ({})", resp.status, rec.outcome),
             Ok(resp) => resp.status.to_string(),
             Err(e) => truncate(&self.redactor().text(&e.to_string()), SHOWN_OUTCOME_CHARS),
         };
@@ -556,13 +614,21 @@ impl Gate {
         };
         let body = req.body.map(bytes::Bytes::from);
         let send = async {
-            // A minted token the API refuses (401) is refreshed once and the request sent
-            // again; a DPoP nonce the API asks for is used once. Other answers go back as they are.
-            let (mut refreshed, mut nonce_used) = (false, false);
+            // A minted token the API refuses (401 without another reason) is refreshed once per
+            // attempt and the request sent again; a DPoP nonce the API asks for is used once.
+            // Each resend counts as a request and moves its body again.
+            let mut nonce_used = false;
+            let mut resends = 0u32;
             let (mut resp, proof) = loop {
                 let mut headers = headers.clone();
                 let mut proof = None;
+                let mut sent_token = None;
                 if let Some(inj) = injection {
+                    match inj.ensure_fresh().await {
+                        Ok(true) => self.scrub_also(inj.values()),
+                        Ok(false) => {}
+                        Err(e) => return Err(self.fail_credential(e)),
+                    }
                     let p = inj.present(method, &url)?;
                     headers.insert(p.name, p.value);
                     if let Some(text) = p.proof {
@@ -572,47 +638,49 @@ impl Gate {
                         headers.insert(HeaderName::from_static("dpop"), v);
                         proof = Some(text);
                     }
+                    sent_token = p.token;
                 }
                 let mut builder = client.request(method_v.clone(), url.clone()).headers(headers).timeout(timeout);
                 if let Some(body) = &body {
                     builder = builder.body(body.clone());
                 }
                 let resp = builder.send().await.map_err(transport)?;
-                let minted = injection.filter(|i| i.minter.is_some());
+                let Some((inj, minter, sent)) =
+                    injection.and_then(|i| Some((i, i.minter.as_ref()?, sent_token.as_ref()?)))
+                else {
+                    break (resp, proof);
+                };
+                // RFC 9449 §9: a resource server may hand out a nonce with any answer.
+                if let Some(n) = resp.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()) {
+                    minter.set_api_nonce(n);
+                }
                 if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
                     break (resp, proof);
                 }
-                let Some(inj) = minted else { break (resp, proof) };
-                let asks_nonce = resp
-                    .headers()
-                    .get_all(reqwest::header::WWW_AUTHENTICATE)
-                    .iter()
-                    .any(|v| v.to_str().is_ok_and(|v| v.contains("use_dpop_nonce")));
-                if let (true, false, Some(nonce), Some(m)) = (
-                    asks_nonce,
-                    nonce_used,
-                    resp.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()),
-                    &inj.minter,
-                ) {
-                    m.set_api_nonce(nonce);
-                    nonce_used = true;
-                    continue;
-                }
-                if refreshed {
+                let challenge = auth_error(resp.headers());
+                let retry = match challenge.as_deref() {
+                    Some("use_dpop_nonce") if !nonce_used && resp.headers().contains_key("dpop-nonce") => {
+                        nonce_used = true;
+                        true
+                    }
+                    // The token itself was refused (or no reason given): a new one may do.
+                    None | Some("invalid_token") => match inj.refresh(sent).await {
+                        Some(Ok(())) => {
+                            self.scrub_also(inj.values());
+                            rec.outcome = "after a token refresh".into();
+                            true
+                        }
+                        Some(Err(e)) => return Err(self.fail_credential(e)),
+                        None => false,
+                    },
+                    // A proof, scope or permission problem: a new token would not help.
+                    Some(_) => false,
+                };
+                if !retry {
                     break (resp, proof);
                 }
-                refreshed = true;
-                match inj.refresh().await {
-                    Some(Ok(())) => self.scrub_also(inj.values()),
-                    Some(Err(e)) => {
-                        let shown = e.to_string();
-                        if let Ok(mut f) = self.credential_failure.lock() {
-                            *f = Some(e);
-                        }
-                        return Err(HttpFailure::Denied(shown));
-                    }
-                    None => break (resp, proof),
-                }
+                resends += 1;
+                self.count_resend(body_len, resends)?;
             };
             // The proof went out with this request only: scrubbed from its answer too.
             let redactor = match proof {
@@ -680,8 +748,19 @@ impl Gate {
             headers.retain(|(n, _)| n != "content-length" && n != "content-encoding");
             Ok(IncomingResponse { status, headers, body })
         };
-        tokio::time::timeout(timeout, send).await.map_err(|_| HttpFailure::Timeout)?
+        // Each send has the request timeout; a token refresh between sends is bounded by the
+        // step's remaining time (and the token endpoint's own timeout).
+        tokio::time::timeout(remaining, send).await.map_err(|_| HttpFailure::Timeout)?
     }
+}
+
+/// The `error` of a `WWW-Authenticate` challenge (RFC 6750 §3, RFC 9449 §7.1), if it names one.
+fn auth_error(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(reqwest::header::WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+        let at = v.find("error=")?;
+        let rest = v[at + 6..].trim_start_matches('"');
+        Some(rest.split(['"', ',', ' ']).next().unwrap_or_default().to_string())
+    })
 }
 
 fn transport(e: reqwest::Error) -> HttpFailure {

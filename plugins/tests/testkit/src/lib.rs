@@ -28,6 +28,10 @@ struct Input {
     path: Option<String>,
     #[serde(default)]
     value: Value,
+    /// Mode http: a request the host refuses is the output, not a failure (a plugin that
+    /// carries on whatever happens).
+    #[serde(default)]
+    tolerate: bool,
 }
 
 #[derive(Deserialize)]
@@ -95,7 +99,11 @@ impl Guest for Testkit {
                 if let Some(body) = spec.body {
                     req = req.body(body.into_bytes());
                 }
-                let resp = req.send().map_err(http_error)?;
+                let resp = match req.send() {
+                    Ok(resp) => resp,
+                    Err(e) if input.tolerate => return changed(&json!({ "refused": format!("{e:?}") })),
+                    Err(e) => return Err(http_error(e)),
+                };
                 changed(&json!({
                     "status": resp.status(),
                     "headers": resp.raw.headers,
@@ -148,6 +156,7 @@ impl Guest for Testkit {
                 ("request", "object", false, "mode http: {method, url, headers, body}"),
                 ("path", "string", false, "mode file: the path to read"),
                 ("value", "any", false, "mode echo: returned as output.value"),
+                ("tolerate", "boolean", false, "mode http: a refused request is the output, not a failure"),
             ],
         )
     }
