@@ -61,11 +61,26 @@ pub struct Group {
 
 #[derive(Debug, Default)]
 struct Data {
+    /// An enforced rate limit: requests per window, the window, and what has been counted.
+    rate: Option<RateWindow>,
     token: String,
     /// Reads an asynchronous deactivation takes before it completes.
     deprovision_reads: u32,
     users: BTreeMap<String, User>,
     groups: BTreeMap<String, Group>,
+}
+
+/// Okta's per-minute limit, enforced: fixed windows aligned to the epoch (so `X-Rate-Limit-Reset`
+/// is a whole second, as Okta's is), `limit` requests each, 429 `E0000047` past it.
+#[derive(Debug, Clone, Copy)]
+struct RateWindow {
+    limit: u32,
+    window_secs: u64,
+    /// The window being counted (its start, epoch seconds) and the count in it.
+    current: (u64, u32),
+    /// Requests answered 429 / let through, in all.
+    refused: u32,
+    served: u32,
 }
 
 /// The mock's users and groups.
@@ -120,6 +135,7 @@ impl Directory {
             user("00u3carol", "Carol", "Chen", "DEPROVISIONED", &["00g1everyone"]),
         ];
         let data = Data {
+            rate: None,
             token: token.to_string(),
             deprovision_reads: 2,
             users: users.into_iter().map(|u| (u.id.clone(), u)).collect(),
@@ -135,6 +151,21 @@ impl Directory {
     pub fn user(&self, key: &str) -> Option<User> {
         let data = self.data.lock().ok()?;
         find(&data, key).cloned()
+    }
+
+    /// Enforces Okta's rate limit: at most `limit` requests per `window_secs`-second window
+    /// (Okta's real window is 60 s; tests use a few seconds), with Okta's headers on every
+    /// answer and its 429 `E0000047` past the limit.
+    pub fn set_rate_limit(&self, limit: u32, window_secs: u64) {
+        if let Ok(mut d) = self.data.lock() {
+            d.rate =
+                Some(RateWindow { limit, window_secs: window_secs.max(1), current: (0, 0), refused: 0, served: 0 });
+        }
+    }
+
+    /// Under [`Directory::set_rate_limit`]: requests answered 429, and requests let through.
+    pub fn rate_limit_counts(&self) -> (u32, u32) {
+        self.data.lock().ok().and_then(|d| d.rate.map(|r| (r.refused, r.served))).unwrap_or_default()
     }
 
     /// How many reads of the user an asynchronous deactivation takes to complete (default 2).
@@ -188,6 +219,42 @@ pub(crate) fn router(mut state: Directory, oauth: crate::oauth::OAuth) -> Router
 /// Every route's credential check: the static SSWS token, or (with Okta OAuth configured) an
 /// access token from the mock's token endpoint, with a DPoP proof for this request if bound.
 async fn auth(State(state): State<Directory>, req: Request, next: Next) -> Response {
+    // Okta counts every request against the limit, before anything else.
+    let window = state.data.lock().ok().and_then(|mut d| {
+        let r = d.rate.as_mut()?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+        let start = now - now % r.window_secs;
+        if r.current.0 != start {
+            r.current = (start, 0);
+        }
+        let allowed = r.current.1 < r.limit;
+        if allowed {
+            r.current.1 += 1;
+            r.served += 1;
+        } else {
+            r.refused += 1;
+        }
+        Some((allowed, r.limit, r.limit - r.current.1, start + r.window_secs))
+    });
+    if let Some((false, limit, _, reset)) = window {
+        let mut resp = error_response(StatusCode::TOO_MANY_REQUESTS);
+        set_rate(resp.headers_mut(), limit, 0, reset);
+        return resp;
+    }
+    let mut resp = authorized_call(state, req, next).await;
+    if let Some((_, limit, remaining, reset)) = window {
+        set_rate(resp.headers_mut(), limit, remaining, reset);
+    }
+    resp
+}
+
+fn set_rate(h: &mut HeaderMap, limit: u32, remaining: u32, reset: u64) {
+    h.insert("x-rate-limit-limit", HeaderValue::from(limit));
+    h.insert("x-rate-limit-remaining", HeaderValue::from(remaining));
+    h.insert("x-rate-limit-reset", HeaderValue::from(reset));
+}
+
+async fn authorized_call(state: Directory, req: Request, next: Next) -> Response {
     // The router is nested under /api/v1: the DPoP `htu` names the full path.
     let path = match req.extensions().get::<OriginalUri>() {
         Some(uri) => uri.path().to_string(),

@@ -412,7 +412,7 @@ async fn the_okta_pipeline_offboards_alice_and_absorbs_a_503() {
 }
 
 #[tokio::test]
-async fn okta_rate_limits_become_a_wait_then_a_retry() {
+async fn okta_rate_limits_are_waited_out_in_the_host() {
     let h = Harness::new().await;
     h.mock.state.inject(Fault {
         method: Some("GET".into()),
@@ -433,13 +433,51 @@ name: rl
     credentials: [{{ host: "{{{{ vars.okta_url }}}}", secret: OKTA_API_TOKEN, format: "SSWS {{secret}}" }}]
 "#
     );
-    let started = Instant::now();
     let (id, status) = h.run(&yaml, &[]).await;
     assert_eq!(status, RunStatus::Succeeded);
+    // The 429 E0000047 never reached the plugin: the host waited for X-Rate-Limit-Reset and
+    // sent the request again, within the one attempt.
+    let s = &h.steps(&id).await["lookup"];
+    assert_eq!(s.attempts, 1);
+    assert_eq!(common::rate_limit_waits(s), 1, "{}", s.requests);
+    let events = h.store().events(&id).await.unwrap();
+    assert!(!events.iter().any(|e| e.kind == "attempt_failed"));
+    let seen: Vec<u16> = h.mock.state.requests().iter().map(|r| r.status).collect();
+    assert_eq!(seen, [429, 200]);
+}
+
+/// When the vendor's wait does not fit in the step's time, the plugin gets the 429 and the
+/// step is retried after the wait the plugin reads from the headers.
+#[tokio::test]
+async fn a_rate_limit_longer_than_the_step_reaches_the_plugin() {
+    let h = Harness::new().await;
+    h.mock.state.inject(Fault {
+        method: Some("PATCH".into()),
+        path_contains: "/v1.0/users/".into(),
+        status: 429,
+        times: 1,
+        delay_ms: 0,
+    });
+    let yaml = r#"version: 1
+name: rl
+vars: { graph_url: x }
+steps:
+  - id: disable
+    uses: graph
+    with: { action: disable, api_url: "{{ vars.graph_url }}", user: alice@example.com }
+    timeout: 900ms
+    retry: { attempts: 2, backoff: { initial: 10ms, max: 10ms } }
+    allow: ["{{ vars.graph_url }}"]
+    credentials: [{ host: "{{ vars.graph_url }}", secret: GRAPH_ACCESS_TOKEN }]
+"#;
+    let started = Instant::now();
+    let (id, status) = h.run(yaml, &[]).await;
+    assert_eq!(status, RunStatus::Succeeded);
+    assert_eq!(h.steps(&id).await["disable"].attempts, 2);
     let events = h.store().events(&id).await.unwrap();
     let failed = events.iter().find(|e| e.kind == "attempt_failed").expect("one failed attempt");
-    assert!(failed.detail["error"].as_str().unwrap().contains("E0000047"), "{}", failed.detail);
-    // X-Rate-Limit-Reset is one second ahead: the wait honours it, not the 10ms backoff.
+    assert!(failed.detail["error"].as_str().unwrap().contains("Graph TooManyRequests (429)"), "{}", failed.detail);
+    // Retry-After: 1 — the step's retry honours it, not the 10ms backoff.
     assert!(failed.detail["retry_in_ms"].as_u64().unwrap() >= 1000, "{}", failed.detail);
     assert!(started.elapsed() >= Duration::from_millis(900));
 }

@@ -13,6 +13,7 @@
 
 mod address;
 mod headers;
+pub mod limiter;
 pub mod policy;
 mod record;
 
@@ -126,6 +127,8 @@ pub struct GateClient {
     /// exact ports.
     ported: Option<reqwest::Client>,
     policy: Arc<NetworkPolicy>,
+    /// Each vendor origin's pace, shared by every gate (every step and run) of the process.
+    limiters: Arc<limiter::Limiters>,
 }
 
 impl GateClient {
@@ -144,7 +147,8 @@ impl GateClient {
                 .build()
         };
         let ported = if policy.allow_private.iter().any(|p| p.port.is_some()) { Some(build(true)?) } else { None };
-        Ok(GateClient { client: build(false)?, ported, policy })
+        let limiters = Arc::new(limiter::Limiters::new(policy.rate_limits.clone()));
+        Ok(GateClient { client: build(false)?, ported, policy, limiters })
     }
 
     pub fn policy(&self) -> &NetworkPolicy {
@@ -374,13 +378,13 @@ impl Gate {
 
     /// A request sent again (after a token refresh or with a DPoP nonce): counted against the
     /// attempt's request cap, its body against the transfer budget.
-    fn count_resend(&self, body_len: u64, resends: u32) -> Result<(), HttpFailure> {
+    fn count_resend(&self, body_len: u64) -> Result<(), HttpFailure> {
         let cap = self.limits().max_requests;
         let over = self.journal.lock().map(|mut j| {
             j.sent += 1;
             j.sent > cap
         });
-        if resends > 2 || over.unwrap_or(true) {
+        if over.unwrap_or(true) {
             return Err(HttpFailure::Denied(format!(
                 "the step's limit of {cap} requests is used up (`network.limits.max_requests`)"
             )));
@@ -613,12 +617,12 @@ impl Gate {
             _ => &self.client.client,
         };
         let body = req.body.map(bytes::Bytes::from);
+        let pace = self.client.limiters.of(&url);
         let send = async {
             // A minted token the API refuses (401 without another reason) is refreshed once per
             // attempt and the request sent again; a DPoP nonce the API asks for is used once.
             // Each resend counts as a request and moves its body again.
             let mut nonce_used = false;
-            let mut resends = 0u32;
             let (mut resp, proof) = loop {
                 let mut headers = headers.clone();
                 let mut proof = None;
@@ -644,7 +648,26 @@ impl Gate {
                 if let Some(body) = &body {
                     builder = builder.body(body.clone());
                 }
+                // The vendor's pace, shared by every step: wait for this origin's turn.
+                let turn = pace.turn(deadline).await.map_err(|limiter::Wait(w)| {
+                    HttpFailure::Transport(format!(
+                        "rate limited: {} takes the next request in {} s, after this step's time is up",
+                        url.origin().ascii_serialization(),
+                        w.as_secs().max(1)
+                    ))
+                })?;
                 let resp = builder.send().await.map_err(transport)?;
+                let hold = pace.observe(resp.status().as_u16(), resp.headers());
+                drop(turn);
+                // A 429 is a wait: the request goes again once the vendor's window allows, as
+                // long as that is within the step's time.
+                if let Some(wait) = hold
+                    && Instant::now() + wait < deadline
+                {
+                    self.count_resend(body_len)?;
+                    rec.outcome = "after waiting out the vendor's rate limit".into();
+                    continue;
+                }
                 let Some((inj, minter, sent)) =
                     injection.and_then(|i| Some((i, i.minter.as_ref()?, sent_token.as_ref()?)))
                 else {
@@ -679,8 +702,7 @@ impl Gate {
                 if !retry {
                     break (resp, proof);
                 }
-                resends += 1;
-                self.count_resend(body_len, resends)?;
+                self.count_resend(body_len)?;
             };
             // The proof went out with this request only: scrubbed from its answer too.
             let redactor = match proof {

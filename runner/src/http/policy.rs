@@ -8,6 +8,8 @@
 //!   # Hosts whose addresses may be loopback/private/link-local (an internal service).
 //!   allow_private: [hr.corp.internal]
 //!   limits: { max_requests: 100, max_request_bytes: 1MiB, max_response_bytes: 4MiB, request_timeout: 30s }
+//!   # Vendor rate limits shared by every step and run (see limiter.rs).
+//!   rate_limits: { "https://acme.okta.com": { per_minute: 600, concurrency: 20 } }
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +36,11 @@ pub struct NetworkConfig {
     pub allow_private: Vec<String>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Requests per minute and in flight to a host, from the whole process:
+    /// `rate_limits: { "https://acme.okta.com": { per_minute: 600, concurrency: 20 } }`.
+    /// The vendor's own rate-limit headers slow requests down further.
+    #[serde(default)]
+    pub rate_limits: std::collections::BTreeMap<String, super::limiter::RateLimitConfig>,
 }
 
 /// `limits:` as written; each absent field keeps its default.
@@ -64,6 +71,8 @@ pub struct NetworkPolicy {
     pub allow: Option<Vec<Origin>>,
     pub allow_private: Vec<PrivateHost>,
     pub limits: HttpLimits,
+    /// `rate_limits:`, checked.
+    pub rate_limits: Vec<(Origin, super::limiter::RateLimitConfig)>,
 }
 
 impl NetworkConfig {
@@ -116,7 +125,17 @@ impl NetworkConfig {
                 Err(e) => errors.push(format!("network.limits.request_timeout: {e}")),
             }
         }
-        if errors.is_empty() { Ok(NetworkPolicy { allow, allow_private, limits }) } else { Err(errors) }
+        let mut rate_limits = Vec::new();
+        for (host, config) in &self.rate_limits {
+            match Origin::parse(host) {
+                Ok(o) => rate_limits.push((o, *config)),
+                Err(e) => errors.push(format!("network.rate_limits: {e}")),
+            }
+            if config.per_minute == Some(0) || config.concurrency == Some(0) {
+                errors.push(format!("network.rate_limits.{host}: `per_minute` and `concurrency` must be at least 1"));
+            }
+        }
+        if errors.is_empty() { Ok(NetworkPolicy { allow, allow_private, limits, rate_limits }) } else { Err(errors) }
     }
 }
 
@@ -340,6 +359,7 @@ mod tests {
                 request_timeout: Some("1ms".into()),
                 ..Default::default()
             },
+            rate_limits: Default::default(),
         };
         let errs = cfg.policy().unwrap_err();
         assert_eq!(errs.len(), 6, "{errs:#?}");

@@ -128,22 +128,13 @@ async fn rate_limits_wait_for_retry_after_then_succeed() {
     let (id, status) = h.run(&pipeline("SLACK_ADMIN_TOKEN"), &[("email", "alice@example.com")]).await;
     assert_eq!(status, RunStatus::Succeeded);
     let s = h.steps(&id).await;
-    assert_eq!((s["reset"].status, s["reset"].attempts), (StepStatus::Succeeded, 2));
-    assert_eq!((s["deactivate"].status, s["deactivate"].attempts), (StepStatus::Succeeded, 2));
-
+    // Both 429s were waited out in the host (Retry-After: 1) and sent again: one attempt each.
+    assert_eq!((s["reset"].status, s["reset"].attempts), (StepStatus::Succeeded, 1));
+    assert_eq!((s["deactivate"].status, s["deactivate"].attempts), (StepStatus::Succeeded, 1));
+    assert_eq!(crate::common::rate_limit_waits(&s["reset"]), 1, "{}", s["reset"].requests);
+    assert_eq!(crate::common::rate_limit_waits(&s["deactivate"]), 1, "{}", s["deactivate"].requests);
     let events = h.store().events(&id).await.unwrap();
-    let failed: Vec<_> = events.iter().filter(|e| e.kind == "attempt_failed").collect();
-    assert_eq!(failed.len(), 2, "{failed:?}");
-    let error = |step: &str| {
-        let e = failed.iter().find(|e| e.step_id.as_deref() == Some(step)).expect("a failed attempt");
-        (e.detail["error"].as_str().unwrap_or_default().to_string(), e.detail["retry_in_ms"].as_u64().unwrap_or(0))
-    };
-    let (reset_error, reset_wait) = error("reset");
-    assert_eq!(reset_error, "Slack admin.users.session.reset: ratelimited (HTTP 429)");
-    let (delete_error, delete_wait) = error("deactivate");
-    assert_eq!(delete_error, "Slack SCIM (429): rate_limited");
-    // Retry-After is one second: the waits honour it, not the 10ms backoff.
-    assert!(reset_wait >= 1000 && delete_wait >= 1000, "{reset_wait} {delete_wait}");
+    assert!(!events.iter().any(|e| e.kind == "attempt_failed"));
     assert!(started.elapsed() >= Duration::from_millis(1900), "{:?}", started.elapsed());
 
     let statuses: Vec<(String, u16)> = slack_requests(&h).into_iter().map(|r| (r.method, r.status)).collect();

@@ -2,8 +2,6 @@
 //! idempotency, a leaver without a Zoom user, Zoom's 429 turned into a wait, Zoom's error body
 //! turned into a readable message, dry runs, and the access token going to Zoom only.
 
-use std::time::{Duration, Instant};
-
 use offramp::engine::StartRequest;
 use offramp::store::{RunStatus, StepStatus};
 use offramp_mock::Fault;
@@ -102,19 +100,16 @@ async fn zoom_rate_limit_waits_for_retry_after_then_succeeds() {
         delay_ms: 0,
     });
     let yaml = pipeline("    retry: { attempts: 2, backoff: { initial: 10ms, max: 10ms } }\n");
-    let started = Instant::now();
     let (id, status) = h.run(&yaml, &[("email", "alice@example.com")]).await;
     let s = &h.steps(&id).await["zoom"];
     assert_eq!(status, RunStatus::Succeeded, "{:?}", s.error);
-    assert_eq!((s.status, s.attempts), (StepStatus::Succeeded, 2));
+    // Zoom's Retry-After is an HTTP date a second ahead: the host waited for it and sent the
+    // PUT again, in the one attempt (the Python plugin never saw the 429).
+    assert_eq!((s.status, s.attempts), (StepStatus::Succeeded, 1));
+    assert_eq!(crate::common::rate_limit_waits(s), 1, "{}", s.requests);
     assert_eq!(h.mock.state.zoom.user(ALICE_ID).unwrap().status, "inactive");
     let events = h.store().events(&id).await.unwrap();
-    let failed = events.iter().find(|e| e.kind == "attempt_failed").expect("one failed attempt");
-    let error = failed.detail["error"].as_str().unwrap();
-    assert!(error.contains("Zoom error 429 (HTTP 429): You have reached the maximum per-second rate limit"), "{error}");
-    // Retry-After is an instant a second ahead: the wait honours it, not the 10 ms backoff.
-    assert!(failed.detail["retry_in_ms"].as_u64().unwrap() >= 1000, "{}", failed.detail);
-    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(!events.iter().any(|e| e.kind == "attempt_failed"));
 }
 
 #[tokio::test]

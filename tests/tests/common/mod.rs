@@ -133,6 +133,21 @@ impl Harness {
     }
 }
 
+/// How many of a step's recorded requests the host sent again after waiting out the vendor's
+/// rate limit (a 429 is a wait in the host, not a failed attempt).
+pub fn rate_limit_waits(step: &StepRecord) -> usize {
+    step.requests
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter(|r| {
+                    r["outcome"].as_str().is_some_and(|o| o.ends_with("(after waiting out the vendor's rate limit)"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// The `allow:` line for the mock.
 pub fn allow_mock() -> &'static str {
     "allow: [\"{{ vars.okta_url }}\"]"

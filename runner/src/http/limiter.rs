@@ -1,0 +1,348 @@
+//! Vendor rate limits, shared by every step and run of the process: one limiter per origin
+//! (a vendor tenant), which every plugin request to it waits on in the gate.
+//!
+//! Two sources of pace. The operator's `network.rate_limits` (requests per minute, requests in
+//! flight) for a host; and what the vendor says in its answers — `X-Rate-Limit-Remaining/-Reset`
+//! (Okta), `x-ratelimit-remaining/-reset` (GitHub, Atlassian), `RateLimit-Remaining/-Reset`
+//! (the IETF draft), `Retry-After` (Graph, Slack, Google, everyone on a 429). With a budget and
+//! its reset known, requests go at once while plenty is left, and the last of it is spread
+//! evenly over what is left of the window, so the vendor's limit is approached without being
+//! crossed; a 429 closes the origin until the vendor's
+//! `Retry-After` (or reset) and the gate sends the request again — a wait, never a failed step.
+//!
+//! ```yaml
+//! network:
+//!   rate_limits:
+//!     https://acme.okta.com: { per_minute: 600, concurrency: 20 }
+//!     "https://*.googleapis.com": { per_minute: 1500 }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::pipeline::Origin;
+
+/// One `network.rate_limits` entry as written.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per minute to this host, from every step of the process: `per_minute: 600`.
+    #[serde(default)]
+    pub per_minute: Option<u32>,
+    /// Requests to this host in flight at once: `concurrency: 20`.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+}
+
+/// The longest a vendor may close an origin for, whatever it says (a bad header must not park
+/// every step for a day).
+const MAX_CLOSED: Duration = Duration::from_secs(15 * 60);
+/// While the vendor says more than this many requests are left in its window, requests go at
+/// once; the last ones are spread over what is left of the window. (Spreading a whole budget
+/// would hold a single offboarding's few requests to GitHub's hourly average.)
+const FREE_BUDGET: u64 = 20;
+/// Closed for this long after a 429 that says nothing about when to come back.
+const UNSTATED_CLOSED: Duration = Duration::from_secs(1);
+
+/// Every origin's limiter, made on first use.
+#[derive(Default)]
+pub(crate) struct Limiters {
+    rules: Vec<(Origin, RateLimitConfig)>,
+    origins: Mutex<HashMap<String, Arc<OriginLimiter>>>,
+}
+
+impl std::fmt::Debug for Limiters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiters").field("rules", &self.rules.len()).finish()
+    }
+}
+
+impl Limiters {
+    pub(crate) fn new(rules: Vec<(Origin, RateLimitConfig)>) -> Self {
+        Limiters { rules, origins: Mutex::default() }
+    }
+
+    /// The limiter of `url`'s origin (scheme, host, port), configured by the first rule that
+    /// covers it.
+    pub(crate) fn of(&self, url: &url::Url) -> Arc<OriginLimiter> {
+        let key = url.origin().ascii_serialization();
+        let Ok(mut origins) = self.origins.lock() else {
+            return Arc::new(OriginLimiter::new(RateLimitConfig::default()));
+        };
+        origins
+            .entry(key)
+            .or_insert_with(|| {
+                let config = self.rules.iter().find(|(o, _)| o.matches(url)).map(|(_, c)| *c).unwrap_or_default();
+                Arc::new(OriginLimiter::new(config))
+            })
+            .clone()
+    }
+}
+
+/// One origin's pace.
+pub(crate) struct OriginLimiter {
+    /// The operator's `concurrency`.
+    slots: Option<Arc<Semaphore>>,
+    /// The operator's `per_minute`, as the gap between two requests.
+    gap: Option<Duration>,
+    pace: Mutex<Pace>,
+}
+
+#[derive(Default)]
+struct Pace {
+    /// When the operator's rate lets the next request go.
+    next_configured: Option<Instant>,
+    /// When the vendor's budget, spread over its window, lets the next request go.
+    next_adaptive: Option<Instant>,
+    /// After a 429: nothing goes before this.
+    closed_until: Option<Instant>,
+    /// The vendor's last word on its budget: requests left (less those sent since), and when
+    /// the window resets.
+    budget: Option<(u64, Instant)>,
+    /// Requests sent and not yet answered.
+    in_flight: u64,
+}
+
+/// A request's turn: holds its concurrency slot until the answer is in.
+pub(crate) struct Turn {
+    limiter: Arc<OriginLimiter>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.limiter.pace.lock() {
+            p.in_flight = p.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+/// Why a request did not get its turn.
+#[derive(Debug)]
+pub(crate) struct Wait(pub Duration);
+
+impl OriginLimiter {
+    fn new(config: RateLimitConfig) -> Self {
+        OriginLimiter {
+            slots: config.concurrency.filter(|n| *n > 0).map(|n| Arc::new(Semaphore::new(n as usize))),
+            gap: config.per_minute.filter(|n| *n > 0).map(|n| Duration::from_secs(60) / n),
+            pace: Mutex::default(),
+        }
+    }
+
+    /// Waits for this origin's turn. If the turn would come after `deadline`, waits for nothing
+    /// and says how long it would have been.
+    pub(crate) async fn turn(self: &Arc<Self>, deadline: Instant) -> Result<Turn, Wait> {
+        let slot = match &self.slots {
+            Some(s) => match tokio::time::timeout_at(deadline, s.clone().acquire_owned()).await {
+                Ok(Ok(p)) => Some(p),
+                _ => return Err(Wait(Duration::ZERO)),
+            },
+            None => None,
+        };
+        let at = self.reserve(deadline)?;
+        tokio::time::sleep_until(at).await;
+        Ok(Turn { limiter: self.clone(), _slot: slot })
+    }
+
+    /// Books the earliest moment the next request may leave.
+    fn reserve(&self, deadline: Instant) -> Result<Instant, Wait> {
+        let now = Instant::now();
+        let Ok(mut p) = self.pace.lock() else { return Ok(now) };
+        let mut at = now;
+        if let Some(until) = p.closed_until {
+            if until > now {
+                at = until;
+            } else {
+                p.closed_until = None;
+            }
+        }
+        if let Some(next) = p.next_configured {
+            at = at.max(next);
+        }
+        // The vendor's budget: nothing left → wait for the reset; otherwise spread what is left
+        // over the rest of the window.
+        let mut adaptive_gap = None;
+        if let Some((left, reset)) = p.budget {
+            if reset <= at {
+                p.budget = None;
+                p.next_adaptive = None;
+            } else if left == 0 {
+                at = reset;
+            } else if left <= FREE_BUDGET {
+                if let Some(next) = p.next_adaptive {
+                    at = at.max(next);
+                }
+                adaptive_gap = Some((reset - at) / u32::try_from(left).unwrap_or(u32::MAX));
+            }
+        }
+        if at > deadline {
+            return Err(Wait(at - now));
+        }
+        if let Some(gap) = self.gap {
+            p.next_configured = Some(at + gap);
+        }
+        if let Some(gap) = adaptive_gap {
+            p.next_adaptive = Some(at + gap);
+        }
+        if let Some((left, _)) = p.budget.as_mut() {
+            *left = left.saturating_sub(1);
+        }
+        p.in_flight += 1;
+        Ok(at)
+    }
+
+    /// Learns from an answer. For a 429 (or a 403 that is GitHub's rate limit), how long to
+    /// wait before sending the request again.
+    pub(crate) fn observe(&self, status: u16, headers: &HeaderMap) -> Option<Duration> {
+        let now = Instant::now();
+        let Ok(mut p) = self.pace.lock() else { return None };
+        let remaining = number(headers, &["x-rate-limit-remaining", "x-ratelimit-remaining", "ratelimit-remaining"]);
+        let reset = reset_in(headers);
+        if let (Some(left), Some(reset)) = (remaining, reset) {
+            // Requests still in flight were counted by the vendor or will be: keep them out of
+            // what is left.
+            let left = left.saturating_sub(p.in_flight.saturating_sub(1));
+            p.budget = Some((left, now + reset.min(MAX_CLOSED)));
+        }
+        let limited = status == 429 || (status == 403 && remaining == Some(0));
+        if !limited {
+            return None;
+        }
+        let wait = retry_after(headers).or(reset).unwrap_or(UNSTATED_CLOSED).min(MAX_CLOSED);
+        let until = now + wait;
+        p.closed_until = Some(p.closed_until.map_or(until, |c| c.max(until)));
+        Some(wait)
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+fn number(headers: &HeaderMap, names: &[&str]) -> Option<u64> {
+    names.iter().find_map(|n| header(headers, n)?.parse::<u64>().ok())
+}
+
+/// When the vendor's window resets, from now: an epoch time in seconds (Okta, GitHub,
+/// Atlassian) or, under the IETF name or as a small number, seconds from now.
+fn reset_in(headers: &HeaderMap) -> Option<Duration> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    if let Some(delta) = number(headers, &["ratelimit-reset"]) {
+        return Some(Duration::from_secs(delta));
+    }
+    let v = number(headers, &["x-rate-limit-reset", "x-ratelimit-reset"])?;
+    // An epoch (well past 2001) or a delta.
+    Some(if v > 1_000_000_000 { Duration::from_secs(v.saturating_sub(now)) } else { Duration::from_secs(v) })
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = header(headers, "retry-after")?;
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s));
+    }
+    let at = httpdate(v)?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn httpdate(v: &str) -> Option<SystemTime> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let t = time::PrimitiveDateTime::parse(v, format).ok()?.assume_utc();
+    let secs = u64::try_from(t.unix_timestamp()).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.insert(*n, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn epoch_in(secs: u64) -> String {
+        (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + secs).to_string()
+    }
+
+    #[test]
+    fn every_vendors_rate_limit_headers_are_read() {
+        let okta = headers(&[("x-rate-limit-remaining", "0".into()), ("x-rate-limit-reset", epoch_in(30))]);
+        let r = reset_in(&okta).unwrap();
+        assert!(r >= Duration::from_secs(29) && r <= Duration::from_secs(30), "{r:?}");
+        let github = headers(&[("x-ratelimit-remaining", "12".into()), ("x-ratelimit-reset", epoch_in(600))]);
+        assert_eq!(number(&github, &["x-ratelimit-remaining"]), Some(12));
+        let ietf = headers(&[("ratelimit-remaining", "5".into()), ("ratelimit-reset", "7".into())]);
+        assert_eq!(reset_in(&ietf), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&headers(&[("retry-after", "3".into())])), Some(Duration::from_secs(3)));
+        let date = headers(&[("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT".into())]);
+        assert_eq!(retry_after(&date), Some(Duration::ZERO), "a date in the past: go now");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_closes_the_origin_until_the_vendor_says() {
+        let l = Arc::new(OriginLimiter::new(RateLimitConfig::default()));
+        let far = Instant::now() + Duration::from_secs(60);
+        drop(l.turn(far).await.unwrap());
+        let wait = l.observe(429, &headers(&[("retry-after", "2".into())]));
+        assert_eq!(wait, Some(Duration::from_secs(2)));
+        let before = Instant::now();
+        drop(l.turn(far).await.unwrap());
+        assert!(Instant::now() - before >= Duration::from_secs(2));
+        // A turn that would come after the deadline is refused at once, saying how long.
+        l.observe(429, &headers(&[("retry-after", "30".into())]));
+        let Err(Wait(w)) = l.turn(Instant::now() + Duration::from_secs(5)).await else { panic!("no turn") };
+        assert!(w >= Duration::from_secs(29), "{w:?}");
+    }
+
+    /// With 10 requests left in a 10-second window, requests go a second apart: the budget
+    /// lasts the window instead of running out in its first second.
+    #[tokio::test(start_paused = true)]
+    async fn the_vendors_budget_is_spread_over_its_window() {
+        let l = Arc::new(OriginLimiter::new(RateLimitConfig::default()));
+        let far = Instant::now() + Duration::from_secs(600);
+        let t = l.turn(far).await.unwrap();
+        l.observe(200, &headers(&[("ratelimit-remaining", "10".into()), ("ratelimit-reset", "10".into())]));
+        drop(t);
+        let start = Instant::now();
+        for _ in 0..10 {
+            drop(l.turn(far).await.unwrap());
+        }
+        let took = Instant::now() - start;
+        assert!(took >= Duration::from_secs(8) && took <= Duration::from_secs(10), "{took:?}");
+        // Spent: the next waits for the reset.
+        drop(l.turn(far).await.unwrap());
+        assert!(Instant::now() - start >= Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_operators_rate_and_concurrency_hold_for_every_step() {
+        let l = Arc::new(OriginLimiter::new(RateLimitConfig { per_minute: Some(120), concurrency: Some(2) }));
+        let far = Instant::now() + Duration::from_secs(600);
+        let start = Instant::now();
+        let a = l.turn(far).await.unwrap();
+        let _b = l.turn(far).await.unwrap();
+        // Two in flight: a third waits for one to finish, then for its place in the rate.
+        let l2 = l.clone();
+        let third = tokio::spawn(async move { l2.turn(far).await.map(|_| Instant::now()) });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!third.is_finished(), "held by the concurrency limit");
+        drop(a);
+        let at = third.await.unwrap().unwrap();
+        assert!(at - start >= Duration::from_secs(3), "120/min: half a second apart at least");
+    }
+}
