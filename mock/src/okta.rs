@@ -276,6 +276,9 @@ async fn authorized_call(state: Directory, req: Request, next: Next) -> Response
             if let Ok(v) = HeaderValue::from_str(&challenge) {
                 resp.headers_mut().insert("www-authenticate", v);
             }
+            if let Some(v) = denied.nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+                resp.headers_mut().insert("dpop-nonce", v);
+            }
             return resp;
         }
     }

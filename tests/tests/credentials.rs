@@ -444,6 +444,25 @@ async fn a_failed_refresh_reports_the_token_endpoint_not_the_401() {
     assert!(error.contains("invalid_client") && error.contains("client_assertion signature"), "{error}");
 }
 
+/// Okta's API may ask for a DPoP nonce of its own (RFC 9449 §9): the host answers once with a
+/// new proof carrying it, and keeps using it; the step never sees the 401.
+#[tokio::test]
+async fn the_apis_dpop_nonce_is_answered_and_kept() {
+    let h = tenant(Duration::from_secs(3600)).await;
+    h.mock.state.oauth().require_api_nonce();
+    let yaml = EVERY_KIND.replace(
+        "    credentials: [{ host: \"{{ vars.okta_url }}\", secret: OKTA_API_TOKEN, format: \"SSWS {secret}\" }]",
+        "    credentials: [{ host: \"{{ vars.okta_url }}\", secret: OKTA_API_TOKEN }]\n    retry: { attempts: 1 }",
+    );
+    let one = single_step(&h.plan(&yaml), "okta");
+    for _ in 0..2 {
+        let (id, status) = h.run_plan(&one, &[("email", "alice@example.com")]).await;
+        assert_eq!(status, RunStatus::Succeeded, "{:?}", h.steps(&id).await["okta"].error);
+        assert_eq!(h.steps(&id).await["okta"].attempts, 1);
+    }
+    assert_eq!(h.mock.state.oauth().api_nonce_answers(), 1, "asked once; the nonce was kept for the next run");
+}
+
 /// Google refuses a scope that was not delegated with `unauthorized_client`, and the step says
 /// which scopes to authorize where.
 #[tokio::test]

@@ -195,6 +195,10 @@ struct Data {
     /// DPoP nonces handed out, oldest first; the last is the current one.
     nonces: Vec<String>,
     nonce_answers: u32,
+    /// Okta's Management API asks for its own DPoP nonce too (RFC 9449 §9), and how many
+    /// times it answered `use_dpop_nonce`.
+    api_nonce: Option<String>,
+    api_nonce_answers: u32,
     /// DPoP proof and Okta assertion `jti`s seen, with when (pruned after 10 minutes).
     jtis: HashMap<String, Instant>,
 }
@@ -299,6 +303,33 @@ impl OAuth {
     /// How many times Okta's token endpoint answered `use_dpop_nonce`.
     pub fn use_dpop_nonce_answers(&self) -> u32 {
         self.data.lock().map(|d| d.nonce_answers).unwrap_or(0)
+    }
+
+    /// Makes Okta's Management API require a DPoP nonce of its own (a resource server may, RFC
+    /// 9449 §9): a proof without the current one gets 401 `use_dpop_nonce` with `DPoP-Nonce`.
+    /// Returns the nonce.
+    pub fn require_api_nonce(&self) -> String {
+        let nonce = new_nonce();
+        if let Ok(mut d) = self.data.lock() {
+            d.api_nonce = Some(nonce.clone());
+        }
+        nonce
+    }
+
+    /// How many times the Management API answered `use_dpop_nonce`.
+    pub fn api_nonce_answers(&self) -> u32 {
+        self.data.lock().map(|d| d.api_nonce_answers).unwrap_or(0)
+    }
+
+    /// The API's nonce, if it wants one; counts the answer when the proof lacked it.
+    pub(crate) fn api_nonce_missing(&self, sent: Option<&str>) -> Option<String> {
+        let mut d = self.data.lock().ok()?;
+        let want = d.api_nonce.clone()?;
+        if sent == Some(want.as_str()) {
+            return None;
+        }
+        d.api_nonce_answers += 1;
+        Some(want)
     }
 
     /// Makes Okta's current DPoP nonce stale (the next proof carrying it gets `use_dpop_nonce`

@@ -282,6 +282,8 @@ pub(crate) struct Denied {
     pub scheme: &'static str,
     pub error: &'static str,
     pub description: String,
+    /// For `use_dpop_nonce`: the nonce to send back in `DPoP-Nonce`.
+    pub nonce: Option<String>,
 }
 
 /// Checks a Management API request's OAuth credentials; `None` when Okta OAuth is not configured
@@ -290,7 +292,7 @@ pub(crate) fn check_api(oauth: &OAuth, method: &str, path: &str, headers: &Heade
     let require_dpop = oauth.config_of(|c| c.okta.as_ref().map(|o| o.require_dpop))?;
     let scheme = if require_dpop { "DPoP" } else { "Bearer" };
     let deny = |scheme: &'static str, error: &'static str, why: &str| {
-        Some(Err(Denied { scheme, error, description: why.to_string() }))
+        Some(Err(Denied { scheme, error, description: why.to_string(), nonce: None }))
     };
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
     let (sent_scheme, token) = match auth.split_once(' ') {
@@ -340,6 +342,14 @@ pub(crate) fn check_api(oauth: &OAuth, method: &str, path: &str, headers: &Heade
             "invalid_dpop_proof",
             "The DPoP proof JWT key is not the key the access token is bound to.",
         );
+    }
+    if let Some(nonce) = oauth.api_nonce_missing(string(&proof.claims, "nonce")) {
+        return Some(Err(Denied {
+            scheme: "DPoP",
+            error: "use_dpop_nonce",
+            description: "Resource server requires nonce in DPoP proof".into(),
+            nonce: Some(nonce),
+        }));
     }
     if !oauth.first_use(&format!("dpop:{}", string(&proof.claims, "jti").unwrap_or(""))) {
         return deny("DPoP", "invalid_dpop_proof", "The DPoP proof JWT has already been used.");
