@@ -39,6 +39,7 @@ async fn bench(name: &'static str, store: Arc<dyn Store>, writers: usize) -> any
                     dry_run: false,
                     steps,
                     lease: Lease { owner: "bench".into(), until_ms: i64::MAX },
+                    batch_id: None,
                 };
                 store.create_run(&run, ev("run_created")).await?;
                 for s in 0..STEPS {

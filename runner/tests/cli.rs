@@ -886,6 +886,63 @@ fn credentials_check_and_plugin_run_mint_from_the_config_file() {
     }
 }
 
+/// `run --inputs-file`: every row checked first (a bad row starts nothing, each error on its
+/// line), then one batch of runs driven a few at a time, a table of outcomes, and
+/// `runs list --batch`.
+#[test]
+fn run_with_an_inputs_file_runs_a_batch() {
+    let cli = Cli::new();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let mock = rt.block_on(offramp_mock::MockServer::start("batch-okta-token")).unwrap();
+    let secrets = cli.dir.path().join("secrets.env");
+    std::fs::write(&secrets, "OKTA_API_TOKEN=batch-okta-token\n").unwrap();
+    let pipeline = concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines/okta.yaml");
+    let var = format!("okta_url={}", mock.url());
+    let run = |file: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["--secrets-file", secrets.to_str().unwrap(), "run", pipeline, "--var", &var];
+        args.extend_from_slice(&["--inputs-file", file.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        cli.run(&args)
+    };
+    // Bad rows: all reported with their lines, nothing started.
+    let bad = cli.dir.path().join("bad.csv");
+    std::fs::write(&bad, "email,shoe_size\nalice@example.com,\nnot-an-email,\nbob@example.com,44\n").unwrap();
+    let out = run(&bad, &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.csv:3:") && stderr.contains("not-an-email"), "{stderr}");
+    assert!(stderr.contains("bad.csv:4:") && stderr.contains("shoe_size"), "{stderr}");
+    assert!(stderr.contains("nothing was started"), "{stderr}");
+    let (_, v) = cli.json(&["runs", "list", "--json"]);
+    assert_eq!(v.as_array().unwrap().len(), 0, "no run was created");
+    // Three leavers: active, already suspended, already deprovisioned.
+    let good = cli.dir.path().join("leavers.csv");
+    std::fs::write(&good, "email\nalice@example.com\nbob@example.com\ncarol@example.com\n").unwrap();
+    let out = run(&good, &["--concurrency", "2"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("3 runs of okta, 2 at a time"), "{stdout}");
+    assert!(stdout.contains("3 succeeded"), "{stdout}");
+    let batch = stdout.lines().find_map(|l| l.strip_prefix("batch ")).unwrap().split(':').next().unwrap().to_string();
+    let (code, v) = cli.json(&["runs", "list", "--batch", &batch, "--json"]);
+    assert_eq!(code, 0);
+    let subjects: Vec<&str> = v.as_array().unwrap().iter().map(|r| r["subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects.len(), 3);
+    for who in ["alice@example.com", "bob@example.com", "carol@example.com"] {
+        assert!(subjects.contains(&who), "{subjects:?}");
+    }
+    assert!(v.as_array().unwrap().iter().all(|r| r["batch_id"] == batch.as_str() && r["status"] == "succeeded"));
+    assert_eq!(mock.state.okta.user("alice@example.com").unwrap().status, "DEPROVISIONED");
+    // JSON lines work too, with an --input default for every row.
+    let jsonl = cli.dir.path().join("more.jsonl");
+    std::fs::write(&jsonl, "{\"email\": \"bob@example.com\"}\n\n{\"email\": \"carol@example.com\"}\n").unwrap();
+    let out = run(&jsonl, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["batch"]["size"], 2);
+    assert_eq!(v["runs"].as_array().unwrap().iter().map(|r| r["line"].as_u64().unwrap()).collect::<Vec<_>>().len(), 2);
+}
+
 /// `offramp … | head`: a reader that goes away is not a crash. The command finishes its work
 /// and exits as it would have, with nothing about a broken pipe.
 #[test]

@@ -811,6 +811,15 @@ impl Store for SlowStore {
     async fn runs(&self, limit: u32) -> Result<Vec<offramp::store::RunRecord>, offramp::store::StoreError> {
         slow!(self.runs(limit))
     }
+    async fn create_batch(&self, batch: &offramp::store::NewBatch) -> Result<(), offramp::store::StoreError> {
+        slow!(self.create_batch(batch))
+    }
+    async fn batch(&self, id: &str) -> Result<offramp::store::BatchRecord, offramp::store::StoreError> {
+        slow!(self.batch(id))
+    }
+    async fn batch_runs(&self, id: &str) -> Result<Vec<offramp::store::RunRecord>, offramp::store::StoreError> {
+        slow!(self.batch_runs(id))
+    }
     async fn claim_orphans(
         &self,
         owner: &str,

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use offramp::engine::{Engine, EngineConfig};
 use offramp::secrets::SecretSource;
 use offramp::store::{
-    Event, Guard, Lease, NewRun, PgStore, RequestStatus, RunMessage, RunRequest, RunStatus, SqliteStore, StepChange,
-    StepStatus, Store, StoreError,
+    Event, Guard, Lease, NewBatch, NewRun, PgStore, RequestStatus, RunMessage, RunRequest, RunStatus, SqliteStore,
+    StepChange, StepStatus, Store, StoreError,
 };
 use offramp_mock::MockServer;
 use serde_json::json;
@@ -73,6 +73,7 @@ fn new_run(id: &str, steps: &[&str]) -> NewRun {
         dry_run: true,
         steps: steps.iter().map(|s| (s.to_string(), format!("key-{s}"))).collect(),
         lease: Lease { owner: "creator".into(), until_ms: 0 },
+        batch_id: None,
     }
 }
 
@@ -156,6 +157,44 @@ async fn runs_steps_and_events_round_trip() {
         let recent = store.recent_events(2).await.unwrap();
         assert_eq!(recent[0].kind, "loose", "{kind}: newest first");
         assert!(recent[0].run_id.is_none());
+    }
+    stores.finish().await;
+}
+
+/// A batch, its runs naming it, read back in the order they were made; a run outside it is not
+/// listed.
+#[tokio::test]
+async fn batches_round_trip() {
+    let stores = stores().await;
+    for (kind, s) in &stores.list {
+        let batch = NewBatch {
+            id: format!("batch-{kind}"),
+            pipeline_name: "offboarding".into(),
+            requested_by: "cli:root".into(),
+            approved_by: Some("U0ADMIN".into()),
+            size: 2,
+        };
+        s.create_batch(&batch).await.unwrap();
+        for id in ["b1", "b2"] {
+            let mut run = new_run(&format!("{kind}-{id}"), &["a"]);
+            run.batch_id = Some(batch.id.clone());
+            s.create_run(&run, Event::new("t", "run_created", json!({}))).await.unwrap();
+        }
+        s.create_run(&new_run(&format!("{kind}-loose"), &["a"]), Event::new("t", "run_created", json!({})))
+            .await
+            .unwrap();
+        let got = s.batch(&batch.id).await.unwrap();
+        assert_eq!(
+            (got.size, got.approved_by.as_deref(), got.requested_by.as_str()),
+            (2, Some("U0ADMIN"), "cli:root"),
+            "{kind}"
+        );
+        let runs = s.batch_runs(&batch.id).await.unwrap();
+        let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, [format!("{kind}-b1"), format!("{kind}-b2")], "{kind}");
+        assert_eq!(s.run(&format!("{kind}-b1")).await.unwrap().batch_id.as_deref(), Some(batch.id.as_str()));
+        assert_eq!(s.run(&format!("{kind}-loose")).await.unwrap().batch_id, None);
+        assert!(matches!(s.batch("nope").await, Err(StoreError::NotFound(_))), "{kind}");
     }
     stores.finish().await;
 }

@@ -1,5 +1,6 @@
 //! The `offramp` command line.
 
+mod batch;
 #[cfg(feature = "mock")]
 mod demo;
 mod out;
@@ -172,14 +173,24 @@ struct RunArgs {
     /// Print the final run as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Many runs, one per row, as one batch: a CSV whose header row names inputs, or JSON
+    /// lines. `--input` values apply to every row that does not set them.
+    #[arg(long, value_name = "FILE")]
+    inputs_file: Option<PathBuf>,
+    /// With --inputs-file: runs driven at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    concurrency: u16,
 }
 
 #[derive(Subcommand, Debug)]
 enum RunsCommand {
-    /// The newest runs.
+    /// The newest runs, or a batch's runs.
     List {
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Only this batch's runs (`offramp run --inputs-file` prints its id).
+        #[arg(long)]
+        batch: Option<String>,
         #[arg(long)]
         json: bool,
     },

@@ -27,6 +27,17 @@ pub(super) async fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
     };
     let engine = engine_with(g, sandbox).await?;
     let inputs: BTreeMap<String, String> = args.inputs.into_iter().collect();
+    if let Some(file) = &args.inputs_file {
+        let batch = super::batch::BatchArgs {
+            file,
+            defaults: inputs,
+            requested_by: args.requested_by.unwrap_or_else(whoami),
+            dry_run: args.dry_run,
+            concurrency: usize::from(args.concurrency),
+            json: args.json,
+        };
+        return super::batch::run(&engine, &plan, batch).await;
+    }
     let req = StartRequest { inputs, requested_by: args.requested_by.unwrap_or_else(whoami), dry_run: args.dry_run };
     let run_id = match engine.start(&plan, req).await {
         Ok(id) => id,
@@ -167,8 +178,31 @@ pub(super) async fn print_run(store: &dyn store::Store, run_id: &str, json: bool
 pub(super) async fn runs(g: &Global, cmd: RunsCommand) -> Result<ExitCode> {
     let store = store::open(&g.database_url).await.context("opening the results database")?;
     match cmd {
-        RunsCommand::List { limit, json } => {
-            let runs = store.runs(limit).await?;
+        RunsCommand::List { limit, batch, json } => {
+            let runs = match &batch {
+                Some(id) => {
+                    let b = match store.batch(id).await {
+                        Ok(b) => b,
+                        Err(store::StoreError::NotFound(_)) => {
+                            bail!("no batch {id} in {}", redact_url(&g.database_url))
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    if !json {
+                        outln!(
+                            "batch {}: {} runs of {}, requested by {}{}, created {}",
+                            b.id,
+                            b.size,
+                            b.pipeline_name,
+                            b.requested_by,
+                            b.approved_by.map(|a| format!(", approved by {a}")).unwrap_or_default(),
+                            b.created_at
+                        );
+                    }
+                    store.batch_runs(id).await?
+                }
+                None => store.runs(limit).await?,
+            };
             if json {
                 outln!("{}", serde_json::to_string_pretty(&runs)?);
             } else if runs.is_empty() {

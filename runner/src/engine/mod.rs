@@ -231,7 +231,22 @@ impl Engine {
 
     /// Checks inputs and records a new `pending` run. Nothing runs until [`Engine::drive`].
     pub async fn start(&self, plan: &Plan, req: StartRequest) -> Result<String, EngineError> {
-        let (run, event) = self.new_run(plan, &req, new_run_id())?;
+        self.start_in_batch(plan, req, None).await
+    }
+
+    /// As [`Engine::start`], the run one of a batch's (recorded first with
+    /// [`crate::store::Store::create_batch`]).
+    pub async fn start_in_batch(
+        &self,
+        plan: &Plan,
+        req: StartRequest,
+        batch_id: Option<&str>,
+    ) -> Result<String, EngineError> {
+        let (mut run, mut event) = self.new_run(plan, &req, new_run_id())?;
+        if let Some(b) = batch_id {
+            run.batch_id = Some(b.to_string());
+            event.detail["batch"] = json!(b);
+        }
         self.store.create_run(&run, event).await?;
         Ok(run.id)
     }
@@ -274,6 +289,7 @@ impl Engine {
             dry_run: req.dry_run,
             steps,
             lease: Lease { owner: self.config.owner.clone(), until_ms: self.lease_until() },
+            batch_id: None,
         };
         Ok((run, event))
     }

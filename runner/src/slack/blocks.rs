@@ -441,6 +441,7 @@ mod tests {
             updated_at: String::new(),
             finished_at: None,
             lease: None,
+            batch_id: None,
         };
         let note = "changed by attempt 1, which did not finish";
         let steps = [step("lookup", StepStatus::Unchanged, None), step("suspend", StepStatus::Succeeded, Some(note))];

@@ -142,6 +142,30 @@ pub struct NewRun {
     pub steps: Vec<(String, String)>,
     /// Who holds the new run's lease, and until when: the creator drives it.
     pub lease: Lease,
+    /// The batch it belongs to (one request for many runs), if any.
+    pub batch_id: Option<String>,
+}
+
+/// One request for many runs (`offramp run --inputs-file`): who asked, who approved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewBatch {
+    pub id: String,
+    pub pipeline_name: String,
+    pub requested_by: String,
+    pub approved_by: Option<String>,
+    /// How many runs it asks for.
+    pub size: u32,
+}
+
+/// A batch as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchRecord {
+    pub id: String,
+    pub pipeline_name: String,
+    pub requested_by: String,
+    pub approved_by: Option<String>,
+    pub size: u32,
+    pub created_at: String,
 }
 
 /// Who drives a run, and until when (unix milliseconds) unless renewed.
@@ -176,6 +200,9 @@ pub struct RunRecord {
     pub finished_at: Option<String>,
     /// Who is driving the run (`None` once it paused or finished).
     pub lease: Option<Lease>,
+    /// The batch it belongs to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
 }
 
 /// A step result row.
@@ -264,6 +291,11 @@ pub trait Store: Send + Sync {
     async fn run(&self, id: &str) -> Result<RunRecord, StoreError>;
     /// Newest first.
     async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
+    /// Records a batch; its runs are created after it, each naming it.
+    async fn create_batch(&self, batch: &NewBatch) -> Result<(), StoreError>;
+    async fn batch(&self, id: &str) -> Result<BatchRecord, StoreError>;
+    /// A batch's runs, oldest first.
+    async fn batch_runs(&self, id: &str) -> Result<Vec<RunRecord>, StoreError>;
     /// Pending or running runs that nobody drives (their lease ran out at `now_ms`: the process
     /// died, or never had one), and paused runs with no paused step left (a decision that raced
     /// the run pausing), up to `limit`, oldest first; each is leased to `owner` until

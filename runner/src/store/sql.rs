@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use super::db::{Db, Query, Row, Tx, query};
 use super::{
-    Approver, Claimed, Event, EventKind, EventRecord, Guard, Lease, NewRun, RequestStatus, Resolution, RunMessage,
-    RunRecord, RunRequest, RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError, now,
+    Approver, BatchRecord, Claimed, Event, EventKind, EventRecord, Guard, Lease, NewBatch, NewRun, RequestStatus,
+    Resolution, RunMessage, RunRecord, RunRequest, RunStatus, StepChange, StepRecord, StepStatus, Store, StoreError,
+    now,
 };
 
 /// The results table in a SQL database: [`super::SqliteStore`] or [`super::PgStore`]. `D` (sqlx's
@@ -52,6 +53,7 @@ fn run_from_row(row: &Row) -> Result<RunRecord, StoreError> {
         updated_at: row.get("updated_at")?,
         finished_at: row.get("finished_at")?,
         lease: owner.zip(until).map(|(owner, until_ms)| Lease { owner, until_ms }),
+        batch_id: row.get("batch_id")?,
     })
 }
 
@@ -161,8 +163,8 @@ async fn insert_run(tx: &mut Tx, run: &NewRun, event: &Event) -> Result<(), Stor
     tx.execute(
         query(
             "INSERT INTO runs (id, pipeline_name, pipeline_hash, plan, subject, inputs, requested_by, dry_run, status,
-                 created_at, updated_at, lease_owner, lease_until)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10, $11)",
+                 created_at, updated_at, lease_owner, lease_until, batch_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10, $11, $12)",
         )
         .bind(&run.id)
         .bind(&run.pipeline_name)
@@ -174,7 +176,8 @@ async fn insert_run(tx: &mut Tx, run: &NewRun, event: &Event) -> Result<(), Stor
         .bind(run.dry_run)
         .bind(&at)
         .bind(&run.lease.owner)
-        .bind(run.lease.until_ms),
+        .bind(run.lease.until_ms)
+        .bind(run.batch_id.as_deref()),
     )
     .await?;
     for (pos, (step, key)) in run.steps.iter().enumerate() {
@@ -231,6 +234,43 @@ impl<D: sqlx::Database> Store for SqlStore<D> {
             .db
             .fetch_all(query("SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT $1").bind(limit))
             .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn create_batch(&self, batch: &NewBatch) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                query(
+                    "INSERT INTO batches (id, pipeline_name, requested_by, approved_by, size, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&batch.id)
+                .bind(&batch.pipeline_name)
+                .bind(&batch.requested_by)
+                .bind(batch.approved_by.as_deref())
+                .bind(i64::from(batch.size))
+                .bind(&now()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn batch(&self, id: &str) -> Result<BatchRecord, StoreError> {
+        let row = self.db.fetch_optional(query("SELECT * FROM batches WHERE id = $1").bind(id)).await?;
+        let Some(row) = row else { return Err(StoreError::NotFound(id.to_string())) };
+        Ok(BatchRecord {
+            id: row.get("id")?,
+            pipeline_name: row.get("pipeline_name")?,
+            requested_by: row.get("requested_by")?,
+            approved_by: row.get("approved_by")?,
+            size: row.count("size")?,
+            created_at: row.get("created_at")?,
+        })
+    }
+
+    async fn batch_runs(&self, id: &str) -> Result<Vec<RunRecord>, StoreError> {
+        let rows =
+            self.db.fetch_all(query("SELECT * FROM runs WHERE batch_id = $1 ORDER BY created_at, id").bind(id)).await?;
         rows.iter().map(run_from_row).collect()
     }
 
@@ -592,6 +632,7 @@ mod tests {
             dry_run: false,
             steps: vec![("a".into(), "k".into()), ("b".into(), "k2".into())],
             lease: Lease { owner: "test".into(), until_ms: 0 },
+            batch_id: None,
         };
         store.create_run(&run, Event::new("test", EventKind::RunCreated, serde_json::json!({}))).await.unwrap();
         let skip = StepChange { resolution: Some(Some(Resolution::Condition)), ..Default::default() };
