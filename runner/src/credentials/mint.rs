@@ -37,12 +37,8 @@ impl Minter {
             let (request, sent) = self.request().await?;
             let resp = request.timeout(TOKEN_TIMEOUT).send().await.map_err(|e| self.unavailable(&e, &sent.url))?;
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s.min(15 * 60)));
+            let retry_after =
+                crate::http::limiter::retry_after(resp.headers()).map(|d| d.min(Duration::from_secs(15 * 60)));
             // RFC 9449 §8: the server may hand out a new nonce with any answer.
             let nonce = resp.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()).map(str::to_string);
             if let (Some(n), Some(_)) = (&nonce, &self.dpop)
@@ -242,18 +238,17 @@ impl Minter {
     }
 
     fn unavailable(&self, e: &reqwest::Error, url: &url::Url) -> CredentialError {
-        let mut cause: &dyn std::error::Error = e;
-        while let Some(next) = cause.source() {
+        let reason = match crate::http::cause(e) {
             // The address rules refused it: configuration, not an outage.
-            if let Some(denied) = next.downcast_ref::<crate::http::policy::AddressDenied>() {
+            Err(denied) => {
                 return CredentialError::Config {
                     name: self.name.clone(),
                     reason: format!("token endpoint: {denied}"),
                 };
             }
-            cause = next;
-        }
-        let reason = if e.is_timeout() { "timed out".to_string() } else { cause.to_string() };
+            Ok(_) if e.is_timeout() => "timed out".to_string(),
+            Ok(cause) => cause,
+        };
         CredentialError::Unavailable { name: self.name.clone(), endpoint: url.to_string(), reason, retry_after: None }
     }
 

@@ -242,24 +242,15 @@ fn reset_in(headers: &HeaderMap) -> Option<Duration> {
     Some(if v > 1_000_000_000 { Duration::from_secs(v.saturating_sub(now)) } else { Duration::from_secs(v) })
 }
 
-/// `Retry-After`: seconds, or an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+/// `Retry-After`: seconds, or an HTTP date (RFC 9110 §10.2.3). Every caller of a vendor
+/// (the gate, the token endpoints, Slack's Web API client) reads it here.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = header(headers, "retry-after")?;
     if let Ok(s) = v.parse::<u64>() {
         return Some(Duration::from_secs(s));
     }
-    let at = httpdate(v)?;
+    let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
-}
-
-/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
-fn httpdate(v: &str) -> Option<SystemTime> {
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let t = time::PrimitiveDateTime::parse(v, format).ok()?.assume_utc();
-    let secs = u64::try_from(t.unix_timestamp()).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 #[cfg(test)]

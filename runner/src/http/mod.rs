@@ -155,9 +155,11 @@ impl GateClient {
         &self.policy
     }
 
-    /// The client for a request the host itself makes (a token endpoint): the one whose
-    /// resolver lets a `host:port` entry of `network.allow_private` through on that port. An
-    /// address written as the host is checked here, as the gate checks a plugin's.
+    /// The client for a request to `url` (a plugin's, or one the host makes itself, to a token
+    /// endpoint): the one whose resolver lets a `host:port` entry of `network.allow_private`
+    /// through on that port. A host written as an address never reaches the resolver, so it is
+    /// checked here; so is a name that only looks like a number (`2130706433` where the URL
+    /// parser left it alone). `Err` says why the address is refused.
     pub(crate) fn for_url(&self, url: &url::Url) -> Result<&reqwest::Client, String> {
         let host = url.host_str().unwrap_or("").to_ascii_lowercase();
         let port = url.port_or_known_default().unwrap_or(0);
@@ -535,20 +537,8 @@ impl Gate {
             return Err(HttpFailure::RequestTooLarge(limits.max_request_bytes));
         }
         check_headers(&req.headers, &limits, "request")?;
-        // A host written as an address never reaches the resolver: check it here. A name that
-        // only looks like a number (`2130706433` where the URL parser left it alone) too.
-        let host = url.host_str().unwrap_or("").to_ascii_lowercase();
-        let literal = match url.host() {
-            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-            Some(url::Host::Domain(d)) => address::numeric_host(d),
-            None => None,
-        };
-        if let Some(ip) = literal
-            && let Some(why) = policy.check_address(&host, port, ip)
-        {
-            return Err(HttpFailure::Denied(why));
-        }
+        // A host written as an address never reaches the resolver: checked here (see `for_url`).
+        let client = self.client.for_url(&url).map_err(HttpFailure::Denied)?;
         let method_v = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| HttpFailure::Invalid(format!("bad method `{method}`")))?;
         // A plugin never sees a credential, so a request carrying one (in any encoding the
@@ -612,10 +602,6 @@ impl Gate {
             *written_ahead = Some(ticket);
         }
         let timeout = remaining.min(limits.max_request_timeout);
-        let client = match &self.client.ported {
-            Some(ported) if policy.private_port_ok(&host, port) => ported,
-            _ => &self.client.client,
-        };
         let body = req.body.map(bytes::Bytes::from);
         let pace = self.client.limiters.of(&url);
         let send = async {
@@ -789,16 +775,23 @@ fn transport(e: reqwest::Error) -> HttpFailure {
     if e.is_timeout() {
         return HttpFailure::Timeout;
     }
-    // reqwest's Display includes the URL; keep the chain's innermost cause instead, or the
-    // resolver's refusal if that is what stopped it.
-    let mut cause: &dyn std::error::Error = &e;
+    match cause(&e) {
+        Err(denied) => HttpFailure::Denied(denied),
+        Ok(cause) => HttpFailure::Transport(cause),
+    }
+}
+
+/// Why a request failed, without the URL reqwest's Display includes: the chain's innermost
+/// cause, or (`Err`) the address rules' refusal if that is what stopped it.
+pub(crate) fn cause(e: &reqwest::Error) -> Result<String, String> {
+    let mut cause: &dyn std::error::Error = e;
     while let Some(next) = cause.source() {
         if let Some(denied) = next.downcast_ref::<policy::AddressDenied>() {
-            return HttpFailure::Denied(denied.0.clone());
+            return Err(denied.0.clone());
         }
         cause = next;
     }
-    HttpFailure::Transport(cause.to_string())
+    Ok(cause.to_string())
 }
 
 fn display_url(url: &url::Url) -> String {

@@ -204,12 +204,7 @@ impl SlackApi {
 
     async fn read(&self, method: &str, resp: reqwest::Response) -> Attempt {
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = crate::http::limiter::retry_after(resp.headers());
         let text = resp.text().await.unwrap_or_default();
         if status == 429 {
             return Attempt::Retry {
