@@ -35,12 +35,8 @@ impl Engine {
                     .await;
             }
         };
-        // Loading may compile the component (seconds): off the async workers.
-        let (sandbox, path) = (self.sandbox.clone(), step.plugin.clone());
-        let loaded = tokio::task::spawn_blocking(move || sandbox.plugin(&path))
-            .await
-            .map_err(|e| EngineError::Setup(format!("loading the plugin failed: {e}")))?;
-        let plugin = match loaded {
+        // Loading may compile the component (seconds), off the async workers.
+        let plugin = match self.sandbox.plugin_async(&step.plugin).await {
             Ok(p) => p,
             Err(e) => {
                 return self

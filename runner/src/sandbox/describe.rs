@@ -153,16 +153,9 @@ impl Sandbox {
     /// The plugin at `path`, loaded (compiling is CPU work: off the async threads, unless it is
     /// loaded already), and what it declares.
     pub async fn declared(self: &Arc<Self>, path: &Path) -> Declared {
-        let plugin = match self.loaded(path) {
-            Some(p) => p,
-            None => {
-                let (sandbox, owned) = (self.clone(), path.to_path_buf());
-                match tokio::task::spawn_blocking(move || sandbox.plugin(&owned)).await {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(e)) => return Declared::Unusable(unusable(path, &e)),
-                    Err(e) => return Declared::Unusable(format!("loading it failed: {e}")),
-                }
-            }
+        let plugin = match self.plugin_async(path).await {
+            Ok(p) => p,
+            Err(e) => return Declared::Unusable(unusable(path, &e)),
         };
         self.declared_by(&plugin).await
     }

@@ -5,15 +5,16 @@ mod bindings;
 mod describe;
 mod host;
 mod limits;
+mod loading;
 mod stdio;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTableError};
+use wasmtime::component::{HasSelf, Linker, ResourceTableError};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use bindings::{TaskPre, wit_types};
@@ -23,6 +24,7 @@ use crate::http::{Gate, GateClient, RequestRecord};
 
 pub use describe::{PluginDescription, PluginInput};
 pub use limits::{SandboxConfig, SandboxLimits};
+pub use loading::in_background;
 
 /// How often the epoch ticks; timeouts are enforced to this granularity.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -202,79 +204,6 @@ impl Sandbox {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
             .map(|d| d.join("offramp").join("components"))
-    }
-
-    /// Loads (or returns the already loaded) plugin at `path`.
-    pub fn plugin(&self, path: &Path) -> Result<Arc<Plugin>, SandboxError> {
-        if let Some(p) = self.loaded(path) {
-            return Ok(p);
-        }
-        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        let plugin = Arc::new(self.load(path)?);
-        if let Ok(mut m) = self.plugins.lock() {
-            m.insert(key, plugin.clone());
-        }
-        Ok(plugin)
-    }
-
-    /// The plugin at `path` if it is already loaded (no compiling).
-    pub(crate) fn loaded(&self, path: &Path) -> Option<Arc<Plugin>> {
-        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        self.plugins.lock().ok().and_then(|m| m.get(&key).cloned())
-    }
-
-    /// Reads, compiles (or loads from the disk cache) and links a plugin, bypassing the
-    /// in-memory map. `plugin()` is what the engine uses; this is for tools and benchmarks.
-    pub fn load(&self, path: &Path) -> Result<Plugin, SandboxError> {
-        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| SandboxError::Read { path: shown.clone(), source })?;
-        let digest = crate::digest::sha256_hex(&bytes);
-        let component = self.compile_cached(&bytes, &digest, &shown)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| SandboxError::Link { path: shown.clone(), reason: format!("{e:#}") })?;
-        let pre =
-            TaskPre::new(pre).map_err(|e| SandboxError::Link { path: shown.clone(), reason: format!("{e:#}") })?;
-        Ok(Plugin { pre, contract: Default::default(), parsed: Default::default(), digest, path: key })
-    }
-
-    /// Compiles a component, or loads its compiled form from the disk cache.
-    fn compile_cached(&self, bytes: &[u8], digest: &str, shown: &str) -> Result<Component, SandboxError> {
-        let compile_err = |e: wasmtime::Error| {
-            let reason = format!("{e:#}");
-            if reason.contains("exceeds the configured maximum") {
-                SandboxError::OverLimits { path: shown.to_string(), reason }
-            } else {
-                SandboxError::Compile { path: shown.to_string(), reason }
-            }
-        };
-        let Some(dir) = &self.cache_dir else {
-            return Component::new(&self.engine, bytes).map_err(compile_err);
-        };
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
-        let file = dir.join(format!("{digest}-{:016x}.cwasm", h.finish()));
-        // Read into memory rather than mmap the file: a cache file truncated or replaced while
-        // we run must not be able to fault the process (SIGBUS).
-        if let Ok(compiled) = std::fs::read(&file) {
-            // SAFETY: the file was written by `Component::serialize` of this same engine
-            // configuration (its name carries the compatibility hash) into our own cache
-            // directory; wasmtime checks its header and version before using it.
-            if let Ok(c) = unsafe { Component::deserialize(&self.engine, &compiled) } {
-                return Ok(c);
-            }
-        }
-        let component = Component::new(&self.engine, bytes).map_err(compile_err)?;
-        if let Ok(serialized) = component.serialize() {
-            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-            if std::fs::write(&tmp, serialized).is_ok() {
-                let _ = std::fs::rename(&tmp, &file);
-            }
-        }
-        Ok(component)
     }
 
     /// The interfaces a plugin imports, each with what this host gives it there.

@@ -253,13 +253,17 @@ impl AppState {
     /// The pipelines that do not validate, each with why: `serve` says so when it starts
     /// (requests for them are refused with the same messages).
     pub async fn invalid_pipelines(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for name in self.pipeline_names() {
-            if let Err(why) = self.load_pipeline(&name).await {
-                out.push((name, why));
+        // Nobody waits for this: its compiles must not hold up a step's or a request's.
+        crate::sandbox::in_background(async {
+            let mut out = Vec::new();
+            for name in self.pipeline_names() {
+                if let Err(why) = self.load_pipeline(&name).await {
+                    out.push((name, why));
+                }
             }
-        }
-        out
+            out
+        })
+        .await
     }
 
     fn pipeline_names(&self) -> Vec<String> {
