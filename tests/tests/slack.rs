@@ -933,6 +933,23 @@ impl Store for SlowStore {
     ) -> Result<bool, offramp::store::StoreError> {
         slow!(self.create_run_for_request(request_id, by, run, event))
     }
+    async fn create_batch_for_request(
+        &self,
+        request_id: &str,
+        by: &str,
+        batch: &offramp::store::NewBatch,
+        runs: &[(offramp::store::NewRun, offramp::store::Event)],
+    ) -> Result<bool, offramp::store::StoreError> {
+        slow!(self.create_batch_for_request(request_id, by, batch, runs))
+    }
+    async fn set_batch_message(
+        &self,
+        batch_id: &str,
+        channel: &str,
+        ts: &str,
+    ) -> Result<(), offramp::store::StoreError> {
+        slow!(self.set_batch_message(batch_id, channel, ts))
+    }
     async fn cancel_request(
         &self,
         id: &str,

@@ -99,6 +99,8 @@ fn request(id: &str, needed: u32) -> RunRequest {
         message_ts: None,
         created_at: "2026-11-28T00:00:00.000Z".into(),
         decided_at: None,
+        batch: vec![],
+        batch_id: None,
     }
 }
 
@@ -173,6 +175,7 @@ async fn batches_round_trip() {
             requested_by: "cli:root".into(),
             approved_by: Some("U0ADMIN".into()),
             size: 2,
+            request_id: None,
         };
         s.create_batch(&batch).await.unwrap();
         for id in ["b1", "b2"] {
@@ -401,6 +404,78 @@ async fn approvers_and_requests() {
         assert!(!store.create_run_for_request("q2", "U1", &new_run("late", &["a"]), ev("x")).await.unwrap(), "{kind}");
         assert!(store.run("late").await.is_err(), "{kind}");
         assert_eq!(store.request("q2").await.unwrap().decided_by.as_deref(), Some("U1"));
+    }
+    stores.finish().await;
+}
+
+/// A request for several people keeps each one's inputs; starting it records the batch and all
+/// its runs in one go, once (racing Starts make one batch), and remembers the batch's message.
+#[tokio::test]
+async fn a_request_for_several_starts_one_batch_once() {
+    let stores = stores().await;
+    for (kind, s) in &stores.list {
+        let mut req = request("qb", 1);
+        req.subject = "2 people: alice@example.com, bob@example.com".into();
+        req.batch = ["alice", "bob"]
+            .iter()
+            .map(|who| offramp::store::BatchItem {
+                subject: format!("{who}@example.com"),
+                inputs: json!({ "email": format!("{who}@example.com"), "manager": "dana@example.com" })
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            })
+            .collect();
+        s.create_request(&req, ev("run_requested")).await.unwrap();
+        let back = s.request("qb").await.unwrap();
+        assert_eq!(back.batch, req.batch, "{kind}");
+        assert_eq!(s.request("q-none").await.map(|r| r.batch.len()).ok(), None);
+
+        let batch = |n: usize| NewBatch {
+            id: format!("{kind}-batch{n}"),
+            pipeline_name: "offboarding".into(),
+            requested_by: "slack:U1".into(),
+            approved_by: Some(format!("slack:U{n}")),
+            size: 2,
+            request_id: Some("qb".into()),
+        };
+        let runs = |n: usize| -> Vec<(NewRun, Event)> {
+            ["alice", "bob"]
+                .iter()
+                .map(|who| {
+                    let mut run = new_run(&format!("{kind}-{n}-{who}"), &["a", "b"]);
+                    run.batch_id = Some(format!("{kind}-batch{n}"));
+                    (run, ev("run_created"))
+                })
+                .collect()
+        };
+        let mut tasks = Vec::new();
+        for n in 0..4 {
+            let (s, batch, runs) = (s.clone(), batch(n), runs(n));
+            tasks.push(tokio::spawn(
+                async move { s.create_batch_for_request("qb", "U9", &batch, &runs).await.unwrap() },
+            ));
+        }
+        let mut won = Vec::new();
+        for (n, t) in tasks.into_iter().enumerate() {
+            if t.await.unwrap() {
+                won.push(n);
+            }
+        }
+        assert_eq!(won.len(), 1, "{kind}: one Start wins");
+        let winner = format!("{kind}-batch{}", won[0]);
+        let q = s.request("qb").await.unwrap();
+        assert_eq!((q.status, q.batch_id.as_deref()), (RequestStatus::Started, Some(winner.as_str())), "{kind}");
+        assert_eq!(s.runs(100).await.unwrap().len(), 2, "{kind}: the losers created nothing");
+        let runs = s.batch_runs(&winner).await.unwrap();
+        assert_eq!(runs.len(), 2, "{kind}");
+        assert!(runs.iter().all(|r| r.plan.is_null()), "{kind}: a batch's runs are listed without their plans");
+        assert_eq!(s.steps(&runs[0].id).await.unwrap().len(), 2, "{kind}: steps created with the runs");
+        let b = s.batch(&winner).await.unwrap();
+        assert_eq!((b.request_id.as_deref(), b.message_ts.as_deref()), (Some("qb"), None), "{kind}");
+        s.set_batch_message(&winner, "C1", "1700.0002").await.unwrap();
+        let b = s.batch(&winner).await.unwrap();
+        assert_eq!((b.message_channel.as_deref(), b.message_ts.as_deref()), (Some("C1"), Some("1700.0002")), "{kind}");
     }
     stores.finish().await;
 }

@@ -139,6 +139,7 @@ pub(super) async fn run(engine: &Engine, plan: &Plan, args: BatchArgs<'_>) -> Re
         requested_by: args.requested_by.clone(),
         approved_by: None,
         size: u32::try_from(requests.len()).unwrap_or(u32::MAX),
+        request_id: None,
     };
     engine.store().create_batch(&batch).await.context("recording the batch")?;
     // All runs recorded before any is driven: a crash leaves them for `offramp recover`.

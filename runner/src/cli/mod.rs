@@ -398,6 +398,7 @@ async fn engine_with(g: &Global, sandbox: Arc<Sandbox>) -> Result<Engine> {
         lease: g.lease,
         network: network(g)?,
         credentials: operator_config(g)?.credentials.clone(),
+        batches: operator_config(g)?.batches.clone(),
         ..EngineConfig::default()
     };
     Ok(Engine::new(store, sandbox, secrets(g)?, config)?)

@@ -93,6 +93,9 @@ pub(crate) struct FileConfig {
     /// (see [`crate::credentials`]).
     #[serde(default)]
     pub(super) credentials: crate::credentials::CredentialsConfig,
+    /// Requests naming several people (see [`crate::engine::BatchPolicy`]).
+    #[serde(default)]
+    pub(super) batches: crate::engine::BatchPolicy,
 }
 
 pub(super) fn read_config(path: &Path) -> Result<FileConfig> {

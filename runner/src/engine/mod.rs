@@ -36,7 +36,7 @@ mod lease;
 mod requests;
 use attempt::Failure;
 use lease::{Driving, Heartbeat};
-pub use requests::{Approval, NewRequest, Person, RequestRefused};
+pub use requests::{Approval, BatchPolicy, NewBatchRequest, NewRequest, Person, RequestRefused, Started};
 
 /// Engine failures callers act on.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +86,8 @@ pub struct EngineConfig {
     /// The operator's `credentials:`: which credential names are minted, and how. Every other
     /// name is a static secret.
     pub credentials: CredentialsConfig,
+    /// The operator's rules for requests naming several people.
+    pub batches: BatchPolicy,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +99,7 @@ impl Default for EngineConfig {
             lease: Duration::from_secs(30),
             store_patience: Duration::from_secs(15 * 60),
             credentials: CredentialsConfig::default(),
+            batches: BatchPolicy::default(),
         }
     }
 }
@@ -225,6 +228,11 @@ impl Engine {
     }
 
     /// Subscribe to step transitions (for the CLI's live output and Slack's message).
+    /// The operator's rules for requests naming several people.
+    pub fn batch_policy(&self) -> &BatchPolicy {
+        &self.config.batches
+    }
+
     pub fn progress(&self) -> &Progress {
         &self.progress
     }

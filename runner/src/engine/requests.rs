@@ -2,7 +2,9 @@
 //! the requester starts a request that needs no approval; the two-person rule counts approvers
 //! other than the requester unless the pipeline allows self-approval; a pipeline edited since
 //! the request is not started — so every front door (Slack today) applies the same ones and
-//! only decides how to say the outcome.
+//! only decides how to say the outcome. A request may name several people (a batch): one
+//! confirmation for all of them, and above the operator's [`BatchPolicy::two_person_over`] the
+//! two-person rule applies whatever the pipeline says.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +12,47 @@ use serde_json::{Value, json};
 
 use super::{Engine, EngineError, StartRequest, inputs};
 use crate::pipeline::Plan;
-use crate::store::{Event, EventKind, RequestStatus, RunRequest, StoreError};
+use crate::store::{BatchItem, Event, EventKind, NewBatch, RequestStatus, RunRequest, StoreError};
+
+/// The operator's rules for requests naming several people (`batches:` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchPolicy {
+    /// A request naming more people than this needs another approver's Start (the
+    /// two-person rule), even for a pipeline that asks for none:
+    ///
+    /// ```yaml
+    /// batches: { two_person_over: 10 }
+    /// ```
+    pub two_person_over: u32,
+    /// The most people one request may name (`batches: { max_size: 1000 }`).
+    pub max_size: u32,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        BatchPolicy { two_person_over: 10, max_size: 1000 }
+    }
+}
+
+/// What starting a request made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// A request for one person: its run.
+    Run(String),
+    /// A request for several: the batch, and its runs in the request's order.
+    Batch { id: String, runs: Vec<String> },
+}
+
+impl Started {
+    /// The runs it made.
+    pub fn runs(&self) -> &[String] {
+        match self {
+            Started::Run(id) => std::slice::from_ref(id),
+            Started::Batch { runs, .. } => runs,
+        }
+    }
+}
 
 /// Who acts on a request: their id where they act (a Slack user id) and the front door, which
 /// together name them in the event log (`slack:U123`).
@@ -24,6 +66,17 @@ impl Person<'_> {
     /// How the event log names them.
     pub fn actor(&self) -> String {
         format!("{}:{}", self.via, self.id)
+    }
+
+    /// How a request records who asked: a Slack user by their id (the messages mention
+    /// them), anyone else with their front door (`api:workday`), so whoever starts the
+    /// request later (in Slack) does not rename them.
+    fn as_requester(&self) -> String {
+        if self.via == "slack" { self.id.to_string() } else { self.actor() }
+    }
+
+    fn asked_for(&self, req: &RunRequest) -> bool {
+        req.requested_by == self.as_requester()
     }
 }
 
@@ -46,6 +99,9 @@ pub enum RequestRefused {
     /// The pipeline changed since the request was made: the request is cancelled.
     #[error("pipeline {pipeline} changed since the request was made")]
     PipelineChanged { pipeline: String },
+    /// More people than the operator's `batches: { max_size }`.
+    #[error("{size} people in one request; at most {max} (the operator's `batches: {{ max_size }}`)")]
+    TooMany { size: usize, max: u32 },
     /// The inputs do not fit the pipeline ([`EngineError::Inputs`]), or the engine failed.
     #[error("{0}")]
     Engine(#[from] EngineError),
@@ -70,6 +126,24 @@ pub struct NewRequest {
     pub channel_id: Option<String>,
 }
 
+/// A new request for several people: each one's inputs (one run each), in order.
+#[derive(Debug, Clone)]
+pub struct NewBatchRequest {
+    pub pipeline: String,
+    pub rows: Vec<BTreeMap<String, String>>,
+    pub channel_id: Option<String>,
+}
+
+/// How a batch request names its people in one line: the first few, then how many more.
+fn batch_subject(items: &[BatchItem]) -> String {
+    const SHOWN: usize = 3;
+    let names: Vec<&str> = items.iter().take(SHOWN).map(|i| i.subject.as_str()).collect();
+    match items.len().saturating_sub(SHOWN) {
+        0 => format!("{} people: {}", items.len(), names.join(", ")),
+        more => format!("{} people: {} and {more} more", items.len(), names.join(", ")),
+    }
+}
+
 impl Engine {
     /// Records a `pending` request to run `plan` (its inputs checked now, so a request that
     /// could never start is refused at once). Nothing runs until it is approved and started.
@@ -86,7 +160,7 @@ impl Engine {
             pipeline_hash: plan.content_hash.clone(),
             inputs: new.inputs.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
             subject,
-            requested_by: by.id.to_string(),
+            requested_by: by.as_requester(),
             channel_id: new.channel_id,
             approvals_needed: plan.approval.approvers,
             allow_self: plan.approval.allow_self,
@@ -97,11 +171,92 @@ impl Engine {
             message_ts: None,
             created_at: crate::store::now(),
             decided_at: None,
+            batch: vec![],
+            batch_id: None,
         };
         let event = Event::new(
             &by.actor(),
             EventKind::RunRequested,
             json!({ "request": req.id, "pipeline": req.pipeline, "subject": req.subject }),
+        );
+        self.store().create_request(&req, event).await?;
+        Ok(req)
+    }
+
+    /// Records a `pending` request for several people, each row one run of `plan`. Every row
+    /// is checked now; the errors of all of them come back together, each naming its row (and
+    /// its person, where known), and nothing is recorded. One person is a plain request.
+    pub async fn request_batch(
+        &self,
+        plan: &Plan,
+        new: NewBatchRequest,
+        by: Person<'_>,
+    ) -> Result<RunRequest, RequestRefused> {
+        let policy = &self.config.batches;
+        if new.rows.len() > policy.max_size as usize {
+            return Err(RequestRefused::TooMany { size: new.rows.len(), max: policy.max_size });
+        }
+        if new.rows.len() == 1 {
+            let inputs = new.rows.into_iter().next().unwrap_or_default();
+            return self
+                .request_run(plan, NewRequest { pipeline: new.pipeline, inputs, channel_id: new.channel_id }, by)
+                .await;
+        }
+        let mut items = Vec::with_capacity(new.rows.len());
+        let mut errors = Vec::new();
+        let mut seen = std::collections::HashMap::new();
+        for (i, row) in new.rows.iter().enumerate() {
+            match inputs::preview(plan, row) {
+                Ok(subject) => {
+                    if let Some(first) = seen.insert(subject.clone(), i + 1) {
+                        errors.push(format!("{subject} is named twice (#{first} and #{})", i + 1));
+                    }
+                    let inputs = row.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+                    items.push(BatchItem { subject, inputs });
+                }
+                Err(EngineError::Inputs(why)) => {
+                    let who = row.values().next().map(|v| format!(" ({v})")).unwrap_or_default();
+                    errors.extend(why.into_iter().map(|w| format!("#{}{who}: {w}", i + 1)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if items.is_empty() && errors.is_empty() {
+            errors.push("nobody to offboard: the request names no one".into());
+        }
+        if !errors.is_empty() {
+            return Err(EngineError::Inputs(errors).into());
+        }
+        let over = items.len() > policy.two_person_over as usize;
+        let (approvals_needed, allow_self) = if over {
+            (plan.approval.approvers.max(1), false)
+        } else {
+            (plan.approval.approvers, plan.approval.allow_self)
+        };
+        let req = RunRequest {
+            id: uuid::Uuid::new_v4().to_string(),
+            pipeline: new.pipeline,
+            pipeline_hash: plan.content_hash.clone(),
+            inputs: serde_json::Map::new(),
+            subject: batch_subject(&items),
+            requested_by: by.as_requester(),
+            channel_id: new.channel_id,
+            approvals_needed,
+            allow_self,
+            status: RequestStatus::Pending,
+            decided_by: None,
+            run_id: None,
+            message_channel: None,
+            message_ts: None,
+            created_at: crate::store::now(),
+            decided_at: None,
+            batch: items,
+            batch_id: None,
+        };
+        let event = Event::new(
+            &by.actor(),
+            EventKind::RunRequested,
+            json!({ "request": req.id, "pipeline": req.pipeline, "subject": req.subject, "size": req.batch.len() }),
         );
         self.store().create_request(&req, event).await?;
         Ok(req)
@@ -130,12 +285,12 @@ impl Engine {
         let req = self.pending_request(id).await?;
         let needed = req.approvals_needed;
         if needed == 0 {
-            if by.id != req.requested_by {
+            if !by.asked_for(&req) {
                 return Err(RequestRefused::OnlyRequester { requested_by: req.requested_by });
             }
             return Ok((req, Approval::Start));
         }
-        if by.id == req.requested_by && !req.allow_self {
+        if by.asked_for(&req) && !req.allow_self {
             return Err(RequestRefused::OwnRequest { needed });
         }
         let Some(count) = self.store().approve_request(&req.id, by.id).await? else {
@@ -156,7 +311,12 @@ impl Engine {
     /// Marking the request started and creating the run are one transaction, so two racing
     /// Starts start one run and a failure leaves the request pending. A pipeline edited since
     /// the request was made cancels it instead: its approvers approved other steps.
-    pub async fn start_request(&self, plan: &Plan, req: &RunRequest, by: Person<'_>) -> Result<String, RequestRefused> {
+    pub async fn start_request(
+        &self,
+        plan: &Plan,
+        req: &RunRequest,
+        by: Person<'_>,
+    ) -> Result<Started, RequestRefused> {
         if plan.content_hash != req.pipeline_hash {
             let event = Event::new("offramp", EventKind::RequestStale, json!({ "request": req.id }));
             if let Err(e) = self.store().cancel_request(&req.id, "offramp", event).await {
@@ -164,22 +324,55 @@ impl Engine {
             }
             return Err(RequestRefused::PipelineChanged { pipeline: req.pipeline.clone() });
         }
-        let inputs = req
-            .inputs
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
-            .collect();
-        let requester = Person { via: by.via, id: &req.requested_by };
-        let start = StartRequest { inputs, requested_by: requester.actor(), dry_run: false };
+        let raw = |inputs: &serde_json::Map<String, Value>| -> BTreeMap<String, String> {
+            inputs.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect()
+        };
+        // A requester named with their front door (`api:workday`) keeps it; a bare id is a
+        // Slack user's (requests made in Slack are started in Slack).
+        let requester = if req.requested_by.contains(':') {
+            req.requested_by.clone()
+        } else {
+            Person { via: by.via, id: &req.requested_by }.actor()
+        };
         let actor = by.actor();
-        let Some(run_id) = self.start_for_request(plan, start, &req.id, &actor).await? else {
+        let started = if req.batch.is_empty() {
+            let start = StartRequest { inputs: raw(&req.inputs), requested_by: requester, dry_run: false };
+            self.start_for_request(plan, start, &req.id, &actor).await?.map(Started::Run)
+        } else {
+            let batch = NewBatch {
+                id: super::new_run_id(),
+                pipeline_name: plan.name.clone(),
+                requested_by: requester.clone(),
+                approved_by: Some(actor.clone()),
+                size: u32::try_from(req.batch.len()).unwrap_or(u32::MAX),
+                request_id: Some(req.id.clone()),
+            };
+            let mut runs = Vec::with_capacity(req.batch.len());
+            for item in &req.batch {
+                let start = StartRequest { inputs: raw(&item.inputs), requested_by: requester.clone(), dry_run: false };
+                let (mut run, mut event) = self.new_run(plan, &start, super::new_run_id())?;
+                run.batch_id = Some(batch.id.clone());
+                event.detail["batch"] = json!(batch.id);
+                event.detail["request"] = json!(req.id);
+                event.detail["approved_by"] = json!(actor);
+                runs.push((run, event));
+            }
+            let ids = runs.iter().map(|(r, _)| r.id.clone()).collect();
+            self.store()
+                .create_batch_for_request(&req.id, &actor, &batch, &runs)
+                .await?
+                .then_some(Started::Batch { id: batch.id, runs: ids })
+        };
+        let Some(started) = started else {
             return Err(RequestRefused::Closed(Box::new(self.request(&req.id).await?)));
         };
-        let event = Event::new(&actor, EventKind::RunApproved, json!({ "request": req.id }));
-        if let Err(e) = self.store().append_event(Some(&run_id), None, event).await {
-            tracing::warn!(target: "offramp::engine", error = %e, "cannot log a run's approval");
+        for run_id in started.runs() {
+            let event = Event::new(&actor, EventKind::RunApproved, json!({ "request": req.id }));
+            if let Err(e) = self.store().append_event(Some(run_id), None, event).await {
+                tracing::warn!(target: "offramp::engine", error = %e, "cannot log a run's approval");
+            }
         }
-        Ok(run_id)
+        Ok(started)
     }
 
     /// Cancels a pending request; returns it as it was.

@@ -76,8 +76,7 @@ pub(crate) fn request_message(
     in_channel: bool,
 ) -> (String, Value) {
     let mut blocks = Vec::new();
-    let inputs: Vec<String> = req
-        .inputs
+    let inputs: Vec<String> = shared_inputs(req)
         .iter()
         .map(|(k, v)| format!("`{k}={}`", v.as_str().map_or_else(|| v.to_string(), str::to_string)))
         .collect();
@@ -87,6 +86,9 @@ pub(crate) fn request_message(
         format!("Offboard {} with `{}`?", req.subject, req.pipeline)
     };
     blocks.push(mrkdwn(format!("*{text}*\n{}", plan.description)));
+    if !req.batch.is_empty() {
+        blocks.push(mrkdwn(people_lines(req)));
+    }
     blocks.push(mrkdwn(format!("*Steps*\n{}", steps_lines(plan).join("\n"))));
     let mut ctx = format!("Inputs: {}", if inputs.is_empty() { "none".into() } else { inputs.join(" ") });
     if req.approvals_needed > 0 {
@@ -107,18 +109,66 @@ pub(crate) fn request_message(
         let mut b = button(START, if in_channel { "Approve and start" } else { "Start" }, &req.id, Some("danger"));
         b["confirm"] = confirm(
             "Start offboarding?",
-            &format!(
-                "This runs {} steps of `{}` for {} against your live systems.",
-                plan.steps.len(),
-                req.pipeline,
-                req.subject
-            ),
+            &match req.batch.len() {
+                0 => format!(
+                    "This runs {} steps of `{}` for {} against your live systems.",
+                    plan.steps.len(),
+                    req.pipeline,
+                    req.subject
+                ),
+                n => format!(
+                    "This runs {} steps of `{}` for each of {n} people against your live systems.",
+                    plan.steps.len(),
+                    req.pipeline
+                ),
+            },
             "Start",
         );
         b
     };
     blocks.push(json!({ "type": "actions", "block_id": format!("request:{}", req.id), "elements": [start, button(CANCEL, "Cancel", &req.id, None)] }));
     (text, Value::Array(blocks))
+}
+
+/// The inputs every run of a request gets: a request for one, its inputs; for several, those
+/// with the same value for everyone (the rest differ by person and show in the list).
+fn shared_inputs(req: &RunRequest) -> serde_json::Map<String, Value> {
+    let Some((first, rest)) = req.batch.split_first() else { return req.inputs.clone() };
+    first
+        .inputs
+        .iter()
+        .filter(|(k, v)| {
+            first.subject != v.as_str().unwrap_or_default() && rest.iter().all(|i| i.inputs.get(*k) == Some(v))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The people of a request for several, one a line (as many as a section holds), with the
+/// inputs that are theirs alone.
+fn people_lines(req: &RunRequest) -> String {
+    let shared = shared_inputs(req);
+    let mut text = format!("*{} people*", req.batch.len());
+    for (i, item) in req.batch.iter().enumerate() {
+        let own: Vec<String> = item
+            .inputs
+            .iter()
+            .filter(|(k, v)| !shared.contains_key(*k) && v.as_str() != Some(item.subject.as_str()))
+            .map(|(k, v)| format!("`{k}={}`", v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+            .collect();
+        let line = format!(
+            "\n{}. {}{}",
+            i + 1,
+            item.subject,
+            if own.is_empty() { String::new() } else { format!(" {}", own.join(" ")) }
+        );
+        if text.len() + line.len() > 2700 {
+            text.push_str(&format!("\n… and {} more", req.batch.len() - i));
+            break;
+        }
+        text.push_str(&line);
+    }
+    text
 }
 
 /// What a finished request's message becomes (buttons gone).
@@ -248,16 +298,21 @@ pub(crate) fn run_message(v: &RunView<'_>) -> (String, Value) {
             pause: s.pauses,
         })
         .unwrap_or_default();
-        let mut abort = button(ABORT, "Abort run", &value, Some("danger"));
-        abort["confirm"] = confirm("Abort the run?", &format!("Steps after `{}` will not run.", s.step_id), "Abort");
         blocks.push(context(format!("`{}` is paused. Retry it, skip it and go on, or abort the run:", s.step_id)));
-        blocks.push(json!({
-            "type": "actions",
-            "block_id": truncate(&format!("paused:{}", s.step_id), 255),
-            "elements": [button(RETRY, "Retry", &value, Some("primary")), button(SKIP, "Skip", &value, None), abort],
-        }));
+        blocks.push(decision_buttons(&s.step_id, &value));
     }
     (text, Value::Array(blocks.into_iter().take(50).collect()))
+}
+
+/// Retry / Skip / Abort for a paused step; `value` is its [`DecisionRef`] as JSON.
+pub(crate) fn decision_buttons(step_id: &str, value: &str) -> Value {
+    let mut abort = button(ABORT, "Abort run", value, Some("danger"));
+    abort["confirm"] = confirm("Abort the run?", &format!("Steps after `{step_id}` will not run."), "Abort");
+    json!({
+        "type": "actions",
+        "block_id": truncate(&format!("paused:{}:{}", step_id, crate::digest::sha256_hex(value.as_bytes()).get(..12).unwrap_or_default()), 255),
+        "elements": [button(RETRY, "Retry", value, Some("primary")), button(SKIP, "Skip", value, None), abort],
+    })
 }
 
 /// The thread reply when a step fails or pauses.

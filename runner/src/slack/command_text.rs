@@ -1,5 +1,6 @@
-//! The slash command's text: `/offboard alice@example.com [pipeline=NAME] [key=value ...]`,
-//! `/offboard help`, `/offboard status RUN_ID`.
+//! The slash command's text: `/offboard alice@example.com [bob@example.com …] [pipeline=NAME]
+//! [key=value ...]` (several people, separated by spaces, commas or new lines, are one request
+//! for all of them), `/offboard help`, `/offboard status RUN_ID`.
 
 use std::collections::BTreeMap;
 
@@ -7,8 +8,15 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SlashCommand {
     Help,
-    Status { run_id: String },
-    Offboard { subject: String, pipeline: Option<String>, inputs: BTreeMap<String, String> },
+    Status {
+        run_id: String,
+    },
+    /// Who is leaving (one or more, in the order given), then the options every run gets.
+    Offboard {
+        subjects: Vec<String>,
+        pipeline: Option<String>,
+        inputs: BTreeMap<String, String>,
+    },
 }
 
 /// Reads the command text. The error says what was wrong; the caller adds the usage.
@@ -29,17 +37,23 @@ pub(crate) fn parse(text: &str) -> Result<SlashCommand, String> {
         }
         _ => {}
     }
-    let subject = unwrap_link(first);
-    if subject.contains('=') {
+    if first.contains('=') {
         return Err(format!(
             "start with who is leaving (e.g. `alice@example.com`), then `key=value` options; got `{first}` first"
         ));
     }
+    let mut subjects = Vec::new();
     let mut pipeline = None;
     let mut inputs = BTreeMap::new();
-    for word in words {
+    for word in std::iter::once(first).chain(words) {
         let Some((k, v)) = word.split_once('=') else {
-            return Err(format!("`{word}` is not `key=value` (one person per command)"));
+            if pipeline.is_some() || !inputs.is_empty() {
+                return Err(format!(
+                    "`{word}` comes after the `key=value` options: name everyone who is leaving first, then the options"
+                ));
+            }
+            subjects.extend(word.split(',').filter(|w| !w.is_empty()).map(unwrap_link));
+            continue;
         };
         let (k, v) = (k.trim(), unwrap_link(v));
         if k.is_empty() || v.is_empty() {
@@ -55,7 +69,10 @@ pub(crate) fn parse(text: &str) -> Result<SlashCommand, String> {
             return Err(format!("`{k}=` is given twice"));
         }
     }
-    Ok(SlashCommand::Offboard { subject, pipeline, inputs })
+    if subjects.is_empty() {
+        return Err("name who is leaving first (e.g. `alice@example.com`)".into());
+    }
+    Ok(SlashCommand::Offboard { subjects, pipeline, inputs })
 }
 
 /// A pipeline name is a file stem in the pipelines directory: no paths.
@@ -91,15 +108,23 @@ mod tests {
         assert_eq!(parse("").unwrap(), SlashCommand::Help);
         assert_eq!(parse("  HELP ").unwrap(), SlashCommand::Help);
         assert_eq!(parse("status 0190-ab").unwrap(), SlashCommand::Status { run_id: "0190-ab".into() });
-        let SlashCommand::Offboard { subject, pipeline, inputs } =
+        let SlashCommand::Offboard { subjects, pipeline, inputs } =
             parse("<mailto:alice@example.com|alice@example.com> pipeline=contractor manager=<mailto:bob@example.com|bob@example.com>")
                 .unwrap()
         else {
             panic!("not an offboard command")
         };
-        assert_eq!(subject, "alice@example.com");
+        assert_eq!(subjects, ["alice@example.com"]);
         assert_eq!(pipeline.as_deref(), Some("contractor"));
         assert_eq!(inputs.get("manager").map(String::as_str), Some("bob@example.com"));
+    }
+
+    #[test]
+    fn reads_several_people_however_they_are_separated() {
+        let text = "<mailto:a@x.com|a@x.com>, b@x.com,c@x.com\nd@x.com\t e@x.com manager=m@x.com";
+        let SlashCommand::Offboard { subjects, inputs, .. } = parse(text).unwrap() else { panic!("not offboard") };
+        assert_eq!(subjects, ["a@x.com", "b@x.com", "c@x.com", "d@x.com", "e@x.com"]);
+        assert_eq!(inputs.len(), 1);
     }
 
     #[test]
@@ -109,7 +134,8 @@ mod tests {
             ("status ../../etc", "not a run id"),
             ("status a b", "unexpected `b`"),
             ("pipeline=x alice@example.com", "start with who is leaving"),
-            ("alice@example.com bob@example.com", "not `key=value`"),
+            ("alice@example.com manager=m@x.com bob@example.com", "comes after the `key=value` options"),
+            (", ,", "name who is leaving first"),
             ("alice@example.com pipeline=../secrets", "not a pipeline name"),
             ("alice@example.com pipeline=a pipeline=b", "given twice"),
             ("alice@example.com x=1 x=2", "given twice"),

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::command_text::{self, SlashCommand};
 use super::{AppError, AppState, blocks, ephemeral};
-use crate::engine::{EngineError, NewRequest, Person, RequestRefused};
+use crate::engine::{EngineError, NewBatchRequest, Person, RequestRefused};
 use crate::pipeline::{InputType, Plan};
 use crate::store::StoreError;
 
@@ -144,6 +144,11 @@ async fn usage_text(state: &AppState) -> String {
             required_note(&plan)
         ));
     }
+    let policy = state.engine().batch_policy();
+    text.push_str(&format!(
+        "`{command} alice@example.com bob@example.com …` — several people at once (spaces, commas or new lines between them): one confirmation, one channel message; more than {} need another approver's Start\n",
+        policy.two_person_over
+    ));
     text.push_str(&format!("`{command} status RUN_ID` — where a run stands\n`{command} help` — this message"));
     text
 }
@@ -226,8 +231,8 @@ async fn answer(state: &AppState, signature: &str, form: SlashForm) -> Value {
     match parsed {
         SlashCommand::Help => usage(state, None).await,
         SlashCommand::Status { run_id } => status(state, &run_id).await,
-        SlashCommand::Offboard { subject, pipeline, inputs } => {
-            match request(state, &form, &subject, pipeline, inputs).await {
+        SlashCommand::Offboard { subjects, pipeline, inputs } => {
+            match request(state, &form, &subjects, pipeline, inputs).await {
                 Ok(v) => v,
                 Err(Refusal::Tell(msg)) => usage(state, Some(&msg)).await,
                 Err(Refusal::Store(e)) => {
@@ -254,13 +259,44 @@ async fn status(state: &AppState, run_id: &str) -> Value {
     }
 }
 
+/// The two-person rule: posts the request to the channel for other approvers, in the
+/// background (Slack may be slow); a failure is told through `response_url` if there is one.
+pub(super) fn ask_for_approval(
+    state: &AppState,
+    req: &crate::store::RunRequest,
+    plan: &Plan,
+    response_url: Option<String>,
+) {
+    let (text, blocks) = blocks::request_message(req, plan, &[], true);
+    let (st, channel, id) = (state.clone(), state.config().channel.clone(), req.id.clone());
+    tokio::spawn(async move {
+        st.api().pace(&channel).await;
+        match st.api().post_message(&channel, &text, Some(&blocks), None).await {
+            Ok(ts) => {
+                if let Err(e) = st.store().set_request_message(&id, &channel, &ts).await {
+                    tracing::error!(target: "offramp::serve", error = %e, "cannot record the approval message");
+                }
+            }
+            Err(e) => {
+                tracing::error!(target: "offramp::slack", error = %e, request = %id, "cannot post the approval request");
+                st.respond_later(
+                    response_url,
+                    ephemeral(format!(
+                        ":warning: offramp could not post the approval request to <#{channel}> ({e}); nothing will run. Is the bot in that channel?"
+                    )),
+                );
+            }
+        }
+    });
+}
+
 enum Refusal {
     Tell(String),
     Store(StoreError),
 }
 
 /// The pipeline input the subject fills: its first `email` input, else its first required one.
-fn subject_input(plan: &Plan) -> Option<&str> {
+pub(super) fn subject_input(plan: &Plan) -> Option<&str> {
     plan.inputs
         .iter()
         .find(|(_, s)| s.kind == InputType::Email)
@@ -271,20 +307,29 @@ fn subject_input(plan: &Plan) -> Option<&str> {
 async fn request(
     state: &AppState,
     form: &SlashForm,
-    subject: &str,
+    subjects: &[String],
     pipeline: Option<String>,
-    mut inputs: BTreeMap<String, String>,
+    inputs: BTreeMap<String, String>,
 ) -> Result<Value, Refusal> {
     let name = pipeline.unwrap_or_else(|| state.config().default_pipeline.clone());
     let plan = state.load_pipeline(&name).await.map_err(Refusal::Tell)?;
     let Some(field) = subject_input(&plan) else {
         return Err(Refusal::Tell(format!("pipeline `{name}` has no input for who is leaving")));
     };
-    if inputs.insert(field.to_string(), subject.to_string()).is_some() {
+    if inputs.contains_key(field) {
         return Err(Refusal::Tell(format!("`{field}` is the person being offboarded; give it once, first")));
     }
-    let new = NewRequest { pipeline: name.clone(), inputs, channel_id: Some(form.channel_id.clone()) };
-    let req = match state.engine().request_run(&plan, new, Person { via: "slack", id: &form.user_id }).await {
+    // One run per person, each with the options given.
+    let rows = subjects
+        .iter()
+        .map(|s| {
+            let mut row = inputs.clone();
+            row.insert(field.to_string(), s.clone());
+            row
+        })
+        .collect();
+    let new = NewBatchRequest { pipeline: name.clone(), rows, channel_id: Some(form.channel_id.clone()) };
+    let req = match state.engine().request_batch(&plan, new, Person { via: "slack", id: &form.user_id }).await {
         Ok(req) => req,
         Err(RequestRefused::Engine(EngineError::Inputs(errors))) => return Err(Refusal::Tell(errors.join("; "))),
         Err(RequestRefused::Store(e)) => return Err(Refusal::Store(e)),
@@ -295,29 +340,7 @@ async fn request(
         let (text, blocks) = blocks::request_message(&req, &plan, &[], false);
         return Ok(json!({ "response_type": "ephemeral", "text": text, "blocks": blocks }));
     }
-    // Two-person rule: ask the channel, in the background (Slack may be slow).
-    let (text, blocks) = blocks::request_message(&req, &plan, &[], true);
-    let (st, channel, id) = (state.clone(), state.config().channel.clone(), req.id.clone());
-    let response_url = Some(form.response_url.clone());
-    tokio::spawn(async move {
-        st.api().pace(&channel).await;
-        match st.api().post_message(&channel, &text, Some(&blocks), None).await {
-            Ok(ts) => {
-                if let Err(e) = st.store().set_request_message(&id, &channel, &ts).await {
-                    tracing::error!(target: "offramp::serve", error = %e, "cannot record the approval message");
-                }
-            }
-            Err(e) => {
-                tracing::error!(target: "offramp::slack", error = %e, "cannot post the approval request");
-                st.respond_later(
-                    response_url,
-                    ephemeral(format!(
-                        ":warning: offramp could not post the approval request to <#{channel}> ({e}); nothing will run. Is the bot in that channel?"
-                    )),
-                );
-            }
-        }
-    });
+    ask_for_approval(state, &req, &plan, Some(form.response_url.clone()));
     Ok(ephemeral(format!(
         "Asked for approval in <#{}>: {} approver{}{} must press Start before `{name}` runs for {subject}.",
         state.config().channel,

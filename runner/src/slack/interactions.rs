@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::blocks::{self, DecisionRef, mention};
 use super::{AppError, AppState, ephemeral};
-use crate::engine::{Approval, Decision, DecisionOutcome, EngineError, Person, RequestRefused};
+use crate::engine::{Approval, Decision, DecisionOutcome, EngineError, Person, RequestRefused, Started};
 use crate::store::{RequestStatus, RunRequest, StoreError};
 
 #[derive(Debug, Deserialize)]
@@ -145,9 +145,12 @@ fn closed_text(req: &RunRequest) -> String {
     match req.status {
         RequestStatus::Pending => "This request is still waiting.".into(),
         RequestStatus::Started => format!(
-            "This request was already started by {} (run `{}`).",
+            "This request was already started by {} ({}).",
             req.decided_by.as_deref().map_or_else(|| "someone".into(), mention),
-            req.run_id.as_deref().unwrap_or("?")
+            match (&req.run_id, &req.batch_id) {
+                (_, Some(batch)) => format!("batch `{batch}`"),
+                (run, None) => format!("run `{}`", run.as_deref().unwrap_or("?")),
+            }
         ),
         RequestStatus::Cancelled => format!(
             "This request was cancelled by {}.",
@@ -169,6 +172,7 @@ fn refusal_text(refused: RequestRefused) -> String {
             if needed == 1 { "" } else { "s" }
         ),
         RequestRefused::AlreadyApproved => "You have already approved this request.".into(),
+        e @ RequestRefused::TooMany { .. } => format!("{e}."),
         RequestRefused::PipelineChanged { pipeline } => format!(
             "Pipeline `{pipeline}` changed since this request was made, so it was not started. Run the command again to see the new steps."
         ),
@@ -216,11 +220,20 @@ async fn refresh_request_message(state: &AppState, req: &RunRequest) {
 /// of two racing clicks one starts it), then drives it and closes the request's messages.
 async fn launch(state: &AppState, req: &RunRequest, user: &str, reply_to: &Option<String>) -> Result<(), String> {
     let plan = state.load_pipeline(&req.pipeline).await?;
-    let run_id = state.engine().start_request(&plan, req, slack(user)).await.map_err(refusal_text)?;
+    let started = state.engine().start_request(&plan, req, slack(user)).await.map_err(refusal_text)?;
     let actor = slack(user).actor();
-    state.spawn_run(&run_id, Some(req.id.clone()));
+    let what = match &started {
+        Started::Run(run_id) => {
+            state.spawn_run(run_id, Some(req.id.clone()));
+            format!("run `{run_id}`")
+        }
+        Started::Batch { id, runs } => {
+            state.spawn_batch(id, runs);
+            format!("batch `{id}` ({} runs)", runs.len())
+        }
+    };
     let text = format!(
-        "Started run `{run_id}`: `{}` for {} (approved by {}). Follow it in <#{}>.",
+        "Started {what}: `{}` for {} (approved by {}). Follow it in <#{}>.",
         req.pipeline,
         req.subject,
         mention(&actor),

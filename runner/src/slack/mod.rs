@@ -9,6 +9,7 @@
 //! background and answers through the `response_url`.
 
 pub mod api;
+mod batches;
 pub mod blocks;
 mod command_text;
 mod commands;
@@ -16,6 +17,7 @@ mod form;
 mod interactions;
 mod reminders;
 mod reporter;
+mod rest;
 mod verify;
 
 use std::collections::{HashMap, HashSet};
@@ -24,12 +26,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 pub use api::{SlackApi, SlackApiConfig, SlackError};
 
@@ -96,6 +97,9 @@ pub enum AppError {
     BadRequest,
     #[error("unavailable")]
     Unavailable,
+    /// What the caller sent does not fit (the problems are theirs to see: no internals).
+    #[error("invalid request")]
+    Invalid(Vec<String>),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -116,6 +120,10 @@ impl IntoResponse for AppError {
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::BadRequest => StatusCode::BAD_REQUEST,
             AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Invalid(problems) => {
+                let body = json!({ "error": self.to_string(), "problems": problems });
+                return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response();
+            }
             AppError::Internal(e) => {
                 tracing::error!(target: "offramp::serve", error = format!("{e:#}"), "request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -303,6 +311,18 @@ impl AppState {
     /// driver, so a step that is still running is never mistaken for an interrupted one.
     pub(crate) fn spawn_run(&self, run_id: &str, request_id: Option<String>) {
         reporter::ensure(self, run_id, request_id);
+        self.drive_in_background(run_id);
+    }
+
+    /// Drives every run of a batch just started, reported in the batch's one message.
+    pub(crate) fn spawn_batch(&self, batch_id: &str, runs: &[String]) {
+        batches::ensure(self, batch_id);
+        for run_id in runs {
+            self.drive_in_background(run_id);
+        }
+    }
+
+    fn drive_in_background(&self, run_id: &str) {
         {
             let Ok(mut drivers) = self.inner.drivers.lock() else { return };
             if let Some(again) = drivers.get_mut(run_id) {
@@ -483,8 +503,9 @@ pub fn app(state: AppState) -> Router {
         .route("/slack/commands", post(commands::handle))
         .route("/slack/interactions", post(interactions::handle))
         .route("/healthz", get(healthz))
-        .route("/api/runs", get(api_runs))
-        .route("/api/runs/{id}", get(api_run))
+        .route("/api/runs", get(rest::list_runs).post(rest::create_runs))
+        .route("/api/runs/{id}", get(rest::run))
+        .route("/api/batches/{id}", get(rest::batch))
         // Slack's payloads are small; an interaction carries its message, well under this.
         .layer(DefaultBodyLimit::max(512 * 1024))
         .with_state(state)
@@ -504,47 +525,4 @@ async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, App
         }
         Err(_) => Err(AppError::Unavailable),
     }
-}
-
-fn check_bearer(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    let Some(expected) = &state.config().api_token else { return Err(AppError::Unauthorized) };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(AppError::Unauthorized)?;
-    let (a, b) = (given.trim().as_bytes(), expected.expose().as_bytes());
-    if a.len() == b.len() && bool::from(a.ct_eq(b)) { Ok(()) } else { Err(AppError::Unauthorized) }
-}
-
-#[derive(serde::Deserialize)]
-struct ListQuery {
-    #[serde(default = "default_limit")]
-    limit: u32,
-}
-
-fn default_limit() -> u32 {
-    50
-}
-
-async fn api_runs(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Result<impl IntoResponse, AppError> {
-    check_bearer(&state, &headers)?;
-    let runs = state.store().runs(q.limit.clamp(1, 500)).await?;
-    Ok(axum::Json(json!({ "runs": runs })))
-}
-
-async fn api_run(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, AppError> {
-    check_bearer(&state, &headers)?;
-    let run = state.store().run(&id).await?;
-    let steps = state.store().steps(&id).await?;
-    let events = state.store().events(&id).await?;
-    Ok(axum::Json(json!({ "run": run, "steps": steps, "events": events })))
 }

@@ -48,6 +48,12 @@ pub(super) fn ensure(state: &AppState, run_id: &str, request_id: Option<String>)
                 }
             }
         });
+        // A batch's run is reported in the batch's message, not one of its own.
+        if let Ok(run) = state.store().run(&run_id).await
+            && let Some(batch) = &run.batch_id
+        {
+            return super::batches::ensure(&state, batch);
+        }
         report(&state, &run_id, request_id, rx).await;
     });
 }

@@ -83,6 +83,12 @@ impl<'a> From<&'a Value> for Arg<'a> {
     }
 }
 
+impl<'a> From<Option<&'a Value>> for Arg<'a> {
+    fn from(v: Option<&'a Value>) -> Self {
+        Arg::Json(v)
+    }
+}
+
 /// A statement and its arguments, for either database.
 pub(crate) struct Query<'a> {
     sql: std::borrow::Cow<'a, str>,

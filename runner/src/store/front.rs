@@ -1,6 +1,6 @@
 //! Rows of the Slack front door: approvers, run requests, run messages.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 
@@ -63,6 +63,20 @@ pub struct RunRequest {
     pub message_ts: Option<String>,
     pub created_at: String,
     pub decided_at: Option<String>,
+    /// A request for several people (`/offboard a@x b@x`, `POST /api/runs`): each one and the
+    /// inputs of their run; empty for a request for one (`inputs`, `subject`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<BatchItem>,
+    /// The batch a request for several made when it started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
+}
+
+/// One person of a request for several: who leaves, and the inputs of their run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchItem {
+    pub subject: String,
+    pub inputs: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The channel message a run is reported in.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use front::{Approver, RequestStatus, RunMessage, RunRequest};
+pub use front::{Approver, BatchItem, RequestStatus, RunMessage, RunRequest};
 pub use kinds::{EventKind, Resolution};
 pub use postgres::PgStore;
 pub use sql::SqlStore;
@@ -155,6 +155,8 @@ pub struct NewBatch {
     pub approved_by: Option<String>,
     /// How many runs it asks for.
     pub size: u32,
+    /// The request it was approved as, if it came through one (Slack, the API).
+    pub request_id: Option<String>,
 }
 
 /// A batch as stored.
@@ -166,6 +168,13 @@ pub struct BatchRecord {
     pub approved_by: Option<String>,
     pub size: u32,
     pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The channel message the batch is reported in, once posted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_channel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_ts: Option<String>,
 }
 
 /// Who drives a run, and until when (unix milliseconds) unless renewed.
@@ -294,7 +303,7 @@ pub trait Store: Send + Sync {
     /// Records a batch; its runs are created after it, each naming it.
     async fn create_batch(&self, batch: &NewBatch) -> Result<(), StoreError>;
     async fn batch(&self, id: &str) -> Result<BatchRecord, StoreError>;
-    /// A batch's runs, oldest first.
+    /// A batch's runs, oldest first, without their plans (`plan` is null).
     async fn batch_runs(&self, id: &str) -> Result<Vec<RunRecord>, StoreError>;
     /// Pending or running runs that nobody drives (their lease ran out at `now_ms`: the process
     /// died, or never had one), and paused runs with no paused step left (a decision that raced
@@ -383,6 +392,18 @@ pub trait Store: Send + Sync {
         run: &NewRun,
         event: Event,
     ) -> Result<bool, StoreError>;
+    /// Starts a pending request for several people: marks it `started` by `by`, records
+    /// `batch` and creates all its runs, in one transaction. Returns false (and creates
+    /// nothing) if the request was no longer pending.
+    async fn create_batch_for_request(
+        &self,
+        request_id: &str,
+        by: &str,
+        batch: &NewBatch,
+        runs: &[(NewRun, Event)],
+    ) -> Result<bool, StoreError>;
+    /// Remembers the channel message a batch is reported in.
+    async fn set_batch_message(&self, batch_id: &str, channel: &str, ts: &str) -> Result<(), StoreError>;
     /// Cancels a pending request. Returns whether it did.
     async fn cancel_request(&self, id: &str, by: &str, event: Event) -> Result<bool, StoreError>;
     /// Remembers the channel post that asks for approval of a request.

@@ -125,6 +125,11 @@ fn request_from_row(row: &Row) -> Result<RunRequest, StoreError> {
         message_ts: row.get("message_ts")?,
         created_at: row.get("created_at")?,
         decided_at: row.get("decided_at")?,
+        batch: match row.json("batch")? {
+            Some(v) => serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("batch: {e}")))?,
+            None => vec![],
+        },
+        batch_id: row.get("batch_id")?,
     })
 }
 
@@ -139,6 +144,20 @@ fn message_from_row(row: &Row) -> Result<RunMessage, StoreError> {
         ts: row.get("ts")?,
         request_id: row.get("request_id")?,
     })
+}
+
+fn insert_batch<'a>(batch: &'a NewBatch, at: &'a str) -> Query<'a> {
+    query(
+        "INSERT INTO batches (id, pipeline_name, requested_by, approved_by, size, created_at, request_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&batch.id)
+    .bind(&batch.pipeline_name)
+    .bind(&batch.requested_by)
+    .bind(batch.approved_by.as_deref())
+    .bind(i64::from(batch.size))
+    .bind(at)
+    .bind(batch.request_id.as_deref())
 }
 
 /// Appends `event` to the event log.
@@ -238,20 +257,7 @@ impl<D: sqlx::Database> Store for SqlStore<D> {
     }
 
     async fn create_batch(&self, batch: &NewBatch) -> Result<(), StoreError> {
-        self.db
-            .execute(
-                query(
-                    "INSERT INTO batches (id, pipeline_name, requested_by, approved_by, size, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&batch.id)
-                .bind(&batch.pipeline_name)
-                .bind(&batch.requested_by)
-                .bind(batch.approved_by.as_deref())
-                .bind(i64::from(batch.size))
-                .bind(&now()),
-            )
-            .await?;
+        self.db.execute(insert_batch(batch, &now())).await?;
         Ok(())
     }
 
@@ -265,12 +271,25 @@ impl<D: sqlx::Database> Store for SqlStore<D> {
             approved_by: row.get("approved_by")?,
             size: row.count("size")?,
             created_at: row.get("created_at")?,
+            request_id: row.get("request_id")?,
+            message_channel: row.get("message_channel")?,
+            message_ts: row.get("message_ts")?,
         })
     }
 
     async fn batch_runs(&self, id: &str) -> Result<Vec<RunRecord>, StoreError> {
-        let rows =
-            self.db.fetch_all(query("SELECT * FROM runs WHERE batch_id = $1 ORDER BY created_at, id").bind(id)).await?;
+        // Without the plans: a batch of a thousand would read a thousand copies of one pipeline.
+        let rows = self
+            .db
+            .fetch_all(
+                query(
+                    "SELECT id, pipeline_name, pipeline_hash, NULL AS plan, subject, inputs, requested_by, dry_run,
+                         status, created_at, updated_at, finished_at, lease_owner, lease_until, batch_id
+                     FROM runs WHERE batch_id = $1 ORDER BY created_at, id",
+                )
+                .bind(id),
+            )
+            .await?;
         rows.iter().map(run_from_row).collect()
     }
 
@@ -493,10 +512,14 @@ impl<D: sqlx::Database> Store for SqlStore<D> {
 
     async fn create_request(&self, req: &RunRequest, event: Event) -> Result<(), StoreError> {
         let inputs = Value::Object(req.inputs.clone());
+        let batch = match req.batch.as_slice() {
+            [] => None,
+            items => Some(serde_json::to_value(items).map_err(|e| StoreError::Corrupt(format!("batch: {e}")))?),
+        };
         let q = query(
             "INSERT INTO run_requests (id, pipeline, pipeline_hash, inputs, subject, requested_by, channel_id,
-                 approvals_needed, allow_self, status, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10)",
+                 approvals_needed, allow_self, status, created_at, batch)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11)",
         )
         .bind(&req.id)
         .bind(&req.pipeline)
@@ -507,7 +530,8 @@ impl<D: sqlx::Database> Store for SqlStore<D> {
         .bind(&req.channel_id)
         .bind(req.approvals_needed)
         .bind(req.allow_self)
-        .bind(&req.created_at);
+        .bind(&req.created_at)
+        .bind(batch.as_ref());
         let mut tx = self.db.begin().await?;
         tx.execute(q).await?;
         tx.execute(insert_event(None, None, &req.created_at, &event)).await?;
@@ -567,6 +591,38 @@ impl<D: sqlx::Database> Store for SqlStore<D> {
         insert_run(&mut tx, run, &event).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn create_batch_for_request(
+        &self,
+        request_id: &str,
+        by: &str,
+        batch: &NewBatch,
+        runs: &[(NewRun, Event)],
+    ) -> Result<bool, StoreError> {
+        let at = now();
+        let mut tx = self.db.begin().await?;
+        let q = query(
+            "UPDATE run_requests SET status = 'started', decided_by = $1, decided_at = $2, batch_id = $3
+             WHERE id = $4 AND status = 'pending'",
+        );
+        let claimed = tx.execute(q.bind(by).bind(&at).bind(&batch.id).bind(request_id)).await? == 1;
+        if !claimed {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.execute(insert_batch(batch, &at)).await?;
+        for (run, event) in runs {
+            insert_run(&mut tx, run, event).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn set_batch_message(&self, batch_id: &str, channel: &str, ts: &str) -> Result<(), StoreError> {
+        let q = query("UPDATE batches SET message_channel = $1, message_ts = $2 WHERE id = $3");
+        self.db.execute(q.bind(channel).bind(ts).bind(batch_id)).await?;
+        Ok(())
     }
 
     async fn cancel_request(&self, id: &str, by: &str, event: Event) -> Result<bool, StoreError> {
