@@ -5,7 +5,7 @@
 mod common;
 
 use common::Harness;
-use offramp::engine::{Approval, EngineError, NewRequest, Person, RequestRefused};
+use offramp::engine::{Approval, EngineError, NewRequest, Person, RequestRefused, Started};
 use offramp::pipeline::Plan;
 use offramp::store::{EventKind, RequestStatus, RunStatus};
 
@@ -64,7 +64,9 @@ async fn two_approvers_other_than_the_requester_start_one_run() {
 
     let (req, second) = h.engine.approve_request(&id, web("cat")).await.unwrap();
     assert_eq!(second, Approval::Start);
-    let run_id = h.engine.start_request(&plan, &req, web("cat")).await.unwrap();
+    let Started::Run(run_id) = h.engine.start_request(&plan, &req, web("cat")).await.unwrap() else {
+        panic!("a request for one person starts one run")
+    };
 
     // A second Start finds the request closed, naming the run it started.
     let twice = h.engine.start_request(&plan, &req, web("bob")).await.unwrap_err();
@@ -89,7 +91,8 @@ async fn without_approvers_only_the_requester_starts_and_anyone_can_cancel_once(
     let id = request(&h, &plan, "ann").await;
 
     let other = h.engine.approve_request(&id, web("bob")).await.unwrap_err();
-    assert!(matches!(&other, RequestRefused::OnlyRequester { requested_by } if requested_by == "ann"), "{other:?}");
+    // A requester who is not a Slack user is recorded with their front door.
+    assert!(matches!(&other, RequestRefused::OnlyRequester { requested_by } if requested_by == "web:ann"), "{other:?}");
     let (_, mine) = h.engine.approve_request(&id, web("ann")).await.unwrap();
     assert_eq!(mine, Approval::Start);
 

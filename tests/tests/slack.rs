@@ -573,7 +573,8 @@ async fn ssl_check_and_bad_text_never_fail() {
     let reply = s.send("/slack/commands", "ssl_check=1&token=abc".into(), now(), None).await;
     assert_eq!(reply.status, StatusCode::OK);
     for text in [
-        "alice@example.com bob@example.com",
+        // Several people are fine; one after the options is not.
+        "alice@example.com nope=1 bob@example.com",
         "status",
         "alice@example.com pipeline=../../etc/passwd",
         "alice@example.com nope=1",
@@ -1280,4 +1281,186 @@ async fn every_usage_example_works_as_written() {
         "{}",
         wrong.raw
     );
+}
+
+/// The channel messages that are not thread replies.
+fn top_level(s: &Slack) -> Vec<offramp_mock::slack::Message> {
+    s.h.mock.state.slack.messages().into_iter().filter(|m| m.thread_ts.is_none()).collect()
+}
+
+/// Several people in one command are one request: one confirmation listing them all, one
+/// Start, a batch of runs reported in one channel message (none of their own), a summary in
+/// its thread.
+#[tokio::test]
+async fn several_people_are_one_request_one_batch_and_one_message() {
+    let s = Slack::new().await;
+    let reply = s.command(ADMIN, "alice@example.com, bob@example.com\ncarol@example.com").await;
+    let shown = slack::blocks::render_text(&reply.body);
+    assert!(shown.contains("Offboard 3 people: alice@example.com, bob@example.com, carol@example.com"), "{shown}");
+    for (i, who) in ["alice", "bob", "carol"].iter().enumerate() {
+        assert!(shown.contains(&format!("{}. {who}@example.com", i + 1)), "{shown}");
+    }
+    let request = button(&reply.body["blocks"], "start").unwrap();
+    s.click(ADMIN, "start", &request).await;
+    let closed = s.wait_response(1).await;
+    assert!(closed["text"].as_str().unwrap().starts_with("Started batch"), "{closed}");
+
+    let msg = s.wait_message("the batch over", |m| m.text.contains("3 of 3 finished")).await;
+    assert!(
+        msg.text.contains("Offboarding 3 people with `okta-offboarding`") || msg.text.contains("Offboarding 3 people")
+    );
+    assert!(msg.text.contains("(3 succeeded)"), "{}", msg.text);
+    let runs = s.runs().await;
+    assert_eq!(runs.len(), 3);
+    let batch_id = runs[0].batch_id.clone().expect("the runs name their batch");
+    assert!(runs.iter().all(|r| r.batch_id.as_deref() == Some(batch_id.as_str()) && r.status == RunStatus::Succeeded));
+    let mut subjects: Vec<&str> = runs.iter().map(|r| r.subject.as_str()).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["alice@example.com", "bob@example.com", "carol@example.com"]);
+    let batch = s.store().batch(&batch_id).await.unwrap();
+    assert_eq!(batch.size, 3);
+    assert_eq!(batch.approved_by.as_deref(), Some("slack:U0ADMIN"));
+    assert_eq!(batch.request_id.as_deref(), Some(request.as_str()));
+    assert_eq!(batch.message_ts.as_deref(), Some(msg.ts.as_str()));
+    // One channel message for the three runs; the summary in its thread.
+    let top = top_level(&s);
+    assert_eq!(top.len(), 1, "one message for the batch, none per run: {top:#?}");
+    let ws = s.h.mock.state.slack.clone();
+    let summary = wait("the batch summary", || {
+        ws.messages()
+            .into_iter()
+            .find(|m| m.thread_ts.as_deref() == Some(msg.ts.as_str()) && m.text.contains("is over"))
+    })
+    .await;
+    assert!(summary.text.contains("3 succeeded") && summary.reply_broadcast, "{summary:?}");
+}
+
+/// A person the pipeline cannot take is refused with the others, naming them: nothing is
+/// recorded, nothing runs.
+#[tokio::test]
+async fn a_request_for_several_with_one_bad_person_records_nothing() {
+    let s = Slack::new().await;
+    let reply = s.command(ADMIN, "alice@example.com not-an-email bob@example.com bob@example.com").await;
+    let text = reply.body["text"].as_str().unwrap_or_default();
+    assert!(text.contains("#2 (not-an-email)"), "{text}");
+    assert!(text.contains("bob@example.com is named twice (#3 and #4)"), "{text}");
+    assert!(button(&reply.body["blocks"], "start").is_none());
+    assert!(s.runs().await.is_empty());
+}
+
+/// More people than the operator's `batches: { two_person_over }` (10 by default) need
+/// another approver's Start, even on a pipeline that asks for none. The batch message shows the
+/// paused runs with their buttons (ten, then a count), and a click there decides that run.
+#[tokio::test]
+async fn a_request_for_more_than_the_limit_needs_another_approver() {
+    let s = Slack::new().await;
+    // Unknown to the mock Okta: every run pauses at its first step.
+    let people: Vec<String> = (1..=11).map(|i| format!("leaver{i}@example.com")).collect();
+    let reply = s.command(ADMIN, &people.join(" ")).await;
+    assert!(reply.raw.contains("Asked for approval"), "{}", reply.raw);
+    let ws = s.h.mock.state.slack.clone();
+    let post =
+        wait("the approval request", || ws.messages().into_iter().find(|m| m.text.contains("asks to offboard"))).await;
+    let shown = slack::blocks::render_text(&json!({ "blocks": post.blocks }));
+    assert!(shown.contains("11 people") && shown.contains("11. leaver11@example.com"), "{shown}");
+    let request = button(&post.blocks, "start").unwrap();
+    s.click(ADMIN, "start", &request).await;
+    let answer = s.wait_response(1).await;
+    assert!(answer["text"].as_str().unwrap().contains("your Start does not count"), "{answer}");
+    assert!(s.runs().await.is_empty());
+
+    s.click(OTHER_ADMIN, "start", &request).await;
+    let msg = s.wait_message("every run paused", |m| m.text.contains("(11 paused)")).await;
+    let retries = msg.blocks.as_array().unwrap().iter().filter(|b| b["type"] == "actions").count();
+    assert_eq!(retries, 10, "ten paused runs with buttons");
+    let shown = slack::blocks::render_text(&json!({ "blocks": msg.blocks }));
+    assert!(shown.contains("and 1 more paused"), "{shown}");
+    assert_eq!(s.runs().await.len(), 11);
+    // Each paused run is told in the thread, with its buttons.
+    let told = wait("a thread reply per paused run", || {
+        let n = ws.messages().iter().filter(|m| m.thread_ts.as_deref() == Some(msg.ts.as_str())).count();
+        (n >= 11).then_some(n)
+    })
+    .await;
+    assert_eq!(told, 11);
+
+    let abort = button(&msg.blocks, "abort").unwrap();
+    s.click(OTHER_ADMIN, "abort", &abort).await;
+    s.wait_message("one aborted", |m| m.text.contains("1 aborted, 10 paused")).await;
+    assert_eq!(top_level(&s).iter().filter(|m| m.text.contains("Offboarding")).count(), 1);
+}
+
+/// `POST /api/runs` for machines: one run or many under the same rules as `/offboard`.
+#[tokio::test]
+async fn the_api_starts_one_or_many_runs_under_the_same_rules() {
+    let s = Slack::new().await;
+    let call = |method: &'static str, path: String, body: Option<Value>, auth: bool| {
+        let app = s.app.clone();
+        async move {
+            let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
+            if auth {
+                req = req.header("authorization", "Bearer api-token-for-tests");
+            }
+            let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+            let resp = app.oneshot(req.body(body).unwrap()).await.unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+        }
+    };
+    let post = |body: Value| call("POST", "/api/runs".into(), Some(body), true);
+    let two = json!({ "requested_by": "workday", "runs": [{ "email": "alice@example.com" }, { "email": "bob@example.com" }] });
+    assert_eq!(call("POST", "/api/runs".into(), Some(two.clone()), false).await.0, StatusCode::UNAUTHORIZED);
+
+    // Every problem at once, nothing recorded.
+    let (status, body) =
+        post(json!({ "runs": [{ "email": "alice@example.com" }, { "email": "nope" }, { "email": ["x"] }] })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let problems = body["problems"].to_string();
+    assert!(problems.contains("runs[2]: `email` must be a string"), "{problems}");
+    let (status, body) = post(json!({ "rows": [] })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["problems"][0].as_str().unwrap().contains("unknown field `rows`"), "{body}");
+    let (_, body) = post(json!({ "runs": [{ "email": "alice@example.com" }, { "email": "nope" }] })).await;
+    assert!(body["problems"][0].as_str().unwrap().starts_with("#2 (nope):"), "{body}");
+    assert!(s.runs().await.is_empty());
+
+    // Two people: a batch, started at once (no approvers asked for).
+    let (status, body) = post(two).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let batch = body["batch"].as_str().unwrap().to_string();
+    assert_eq!(body["runs"].as_array().unwrap().len(), 2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, b) = call("GET", format!("/api/batches/{batch}"), None, true).await;
+        assert_eq!(status, StatusCode::OK);
+        if b["runs"].as_array().unwrap().iter().all(|r| r["status"] == "succeeded") {
+            assert_eq!(b["batch"]["requested_by"], "api:workday");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s.runs().await.iter().all(|r| r.requested_by == "api:workday"));
+
+    // One person: a plain run.
+    let (status, body) = post(json!({ "inputs": { "email": "carol@example.com" } })).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(body.get("batch").is_none() && body["runs"].as_array().unwrap().len() == 1, "{body}");
+
+    // Eleven: the two-person rule; approvers start it in Slack.
+    let eleven: Vec<Value> = (1..=11).map(|i| json!({ "email": format!("leaver{i}@example.com") })).collect();
+    let (status, body) = post(json!({ "requested_by": "workday", "runs": eleven })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!((body["status"].as_str(), body["approvals_needed"].as_u64()), (Some("pending"), Some(1)));
+    let ws = s.h.mock.state.slack.clone();
+    let ask =
+        wait("the approval request", || ws.messages().into_iter().find(|m| m.text.contains("asks to offboard 11")))
+            .await;
+    assert!(ask.text.starts_with("`api:workday` asks"), "{}", ask.text);
+    s.click(ADMIN, "start", &button(&ask.blocks, "start").unwrap()).await;
+    s.wait_message("the batch", |m| m.text.contains("Offboarding 11 people")).await;
+    let runs = s.runs().await;
+    assert_eq!(runs.len(), 2 + 1 + 11);
+    assert!(runs.iter().all(|r| r.requested_by == "api:workday" || r.subject == "carol@example.com"), "{runs:#?}");
 }

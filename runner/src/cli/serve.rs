@@ -67,6 +67,7 @@ pub(super) struct ServeArgs {
 /// sandbox: { max_instances: 32, max_output_bytes: 1MiB, max_log_lines: 1000 }
 /// credentials:
 ///   OKTA_API_TOKEN: { kind: okta, org_url: https://acme.okta.com, client_id: 0oa1…, private_key: OKTA_KEY, scopes: [okta.users.manage] }
+/// batches: { two_person_over: 10, max_size: 1000 }
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -334,5 +335,18 @@ mod tests {
         assert!(user_id("alice").unwrap_err().to_string().contains("Copy member ID"));
         assert!(user_id("u024be7lh").is_err());
         assert!(user_id("U1; DROP TABLE").is_err());
+    }
+
+    #[test]
+    fn the_batches_section_is_read_and_a_typo_in_it_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offramp.yaml");
+        std::fs::write(&path, "batches: { two_person_over: 3 }\n").unwrap();
+        let file = super::read_config(&path).unwrap();
+        assert_eq!(file.batches, crate::engine::BatchPolicy { two_person_over: 3, max_size: 1000 });
+        assert!(super::read_config(&dir.path().join("none.yaml")).is_err());
+        std::fs::write(&path, "batches: { two_persons_over: 3 }\n").unwrap();
+        let err = super::read_config(&path).unwrap_err().to_string();
+        assert!(err.contains("unknown field `two_persons_over`"), "{err}");
     }
 }

@@ -123,11 +123,18 @@ async fn usage_text(state: &AppState) -> String {
     let default = &state.config().default_pipeline;
     let mut text = String::from("*Usage*\n");
     match state.load_pipeline(default).await {
-        Ok(plan) => text.push_str(&format!(
-            "`{command} {}` — offboard someone with the default pipeline (`{default}`{})\n",
-            example_args(&plan, None),
-            required_note(&plan)
-        )),
+        Ok(plan) => {
+            let args = example_args(&plan, None);
+            text.push_str(&format!(
+                "`{command} {args}` — offboard someone with the default pipeline (`{default}`{})\n",
+                required_note(&plan)
+            ));
+            text.push_str(&format!(
+                "`{command} {}` — several people at once (spaces, commas or new lines between them): one confirmation, one channel message; more than {} need another approver's Start\n",
+                args.replacen("alice@example.com", "alice@example.com bob@example.com", 1),
+                state.engine().batch_policy().two_person_over
+            ));
+        }
         Err(e) => text.push_str(&format!(":warning: the default pipeline `{default}` cannot be loaded: {e}\n")),
     }
     let mut another = None;
@@ -144,11 +151,6 @@ async fn usage_text(state: &AppState) -> String {
             required_note(&plan)
         ));
     }
-    let policy = state.engine().batch_policy();
-    text.push_str(&format!(
-        "`{command} alice@example.com bob@example.com …` — several people at once (spaces, commas or new lines between them): one confirmation, one channel message; more than {} need another approver's Start\n",
-        policy.two_person_over
-    ));
     text.push_str(&format!("`{command} status RUN_ID` — where a run stands\n`{command} help` — this message"));
     text
 }

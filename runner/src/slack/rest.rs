@@ -93,7 +93,7 @@ pub(super) struct CreateRuns {
     /// A pipeline of the pipelines directory; the default pipeline without one.
     #[serde(default)]
     pipeline: Option<String>,
-    /// Who asks, for the event log and the approvers (`api:NAME`); `api` without one.
+    /// Who asks, for the event log and the approvers (`api:NAME`); `api:client` without one.
     #[serde(default)]
     requested_by: Option<String>,
     /// Inputs every run gets (a row's own value wins).
@@ -122,7 +122,7 @@ pub(super) async fn create_runs(
     check_bearer(&state, &headers)?;
     let ask: CreateRuns = serde_json::from_slice(&body)
         .map_err(|e| AppError::Invalid(vec![format!("the body is not a run request: {e}")]))?;
-    let requester = ask.requested_by.unwrap_or_else(|| "api".into());
+    let requester = ask.requested_by.unwrap_or_else(|| "client".into());
     if requester.is_empty() || requester.len() > 64 || requester.chars().any(|c| c.is_control() || c == ':') {
         return Err(AppError::Invalid(vec!["`requested_by` must be 1-64 characters, without `:`".into()]));
     }
