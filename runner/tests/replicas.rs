@@ -3,7 +3,9 @@
 //! once the lease runs out and finishes them. Checked against the mock's request log: no step
 //! finished before the kill ran again.
 //!
-//! Needs `OFFRAMP_TEST_DATABASE_URL` (CI sets it); without it the test says it was skipped.
+//! Also: two replicas driving batches against one vendor share its rate limit (each takes half).
+//!
+//! Needs `OFFRAMP_TEST_DATABASE_URL` (CI sets it); without it the tests say they were skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -59,9 +61,16 @@ impl Drop for Schema {
 }
 
 fn replica(db: &str, dir: &Path, mock: &str, name: &str) -> (Replica, String) {
+    let (replica, owner, _) = replica_with(db, dir, mock, name, &[]);
+    (replica, owner)
+}
+
+/// A replica with more arguments; also returns the address it listens on.
+fn replica_with(db: &str, dir: &Path, mock: &str, name: &str, extra: &[&str]) -> (Replica, String, String) {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(env!("CARGO_BIN_EXE_offramp"))
+        .args(extra)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--channel", "C0OFFRAMP"])
         .args(["--pipelines-dir", &dir.display().to_string(), "--default-pipeline", "replicas"])
         .args(["--var", &format!("base={mock}"), "--slack-api-url", &format!("{mock}/slack/api")])
@@ -70,17 +79,142 @@ fn replica(db: &str, dir: &Path, mock: &str, name: &str) -> (Replica, String) {
         .env("OFFRAMP_LEASE", LEASE)
         .env("SLACK_SIGNING_SECRET", "test-signing-secret")
         .env("SLACK_BOT_TOKEN", "xoxb-mock-token")
+        .env("OFFRAMP_API_TOKEN", API_TOKEN)
         .env("OFFRAMP_CACHE_DIR", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("offramp-component-cache"))
         .env_remove("OFFRAMP_PLUGINS_DIR")
         .env_remove("OFFRAMP_SECRETS_FILE")
         .current_dir(dir)
-        .env("RUST_LOG", "info")
+        .env("OFFRAMP_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();
     let pid = child.id();
-    (Replica(child), format!(":{pid}:"))
+    (Replica(child), format!(":{pid}:"), format!("127.0.0.1:{port}"))
+}
+
+const API_TOKEN: &str = "replica-api-token";
+
+/// One HTTP/1.1 request over a plain connection; the status code and body, or `None` if the
+/// server is not answering (yet).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {API_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()))
+}
+
+/// Two replicas each drive a batch against one vendor whose operator limit is 300 requests a
+/// minute: together they keep to it (about 5 a second), where each alone would take it all
+/// (10 a second between them). Every step still runs exactly once.
+#[test]
+fn two_replicas_share_a_vendors_rate_limit() {
+    let Ok(url) = std::env::var("OFFRAMP_TEST_DATABASE_URL") else {
+        eprintln!("skipped: needs OFFRAMP_TEST_DATABASE_URL=postgres://USER@HOST/DB");
+        return;
+    };
+    const PER_MINUTE: u32 = 300;
+    const RUNS_EACH: usize = 12;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let schema = format!("share_{}", std::process::id());
+    let store: Arc<dyn Store> = Arc::new(rt.block_on(PgStore::open_in_schema(&url, &schema)).unwrap());
+    let _cleanup = Schema { url: url.clone(), name: schema.clone() };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let db = format!("{url}{sep}options[search_path]={schema}");
+    let mock = rt.block_on(MockServer::start("unused")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    pipeline(dir.path());
+    let etc = tempfile::tempdir().unwrap();
+    let config = etc.path().join("offramp.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "network: {{ rate_limits: {{ \"{}\": {{ per_minute: {PER_MINUTE} }} }} }}\nbatches: {{ two_person_over: 100 }}\n",
+            mock.url()
+        ),
+    )
+    .unwrap();
+    let extra = ["--config", config.to_str().unwrap()];
+    let (_a, _, a_addr) = replica_with(&db, dir.path(), &mock.url(), "a", &extra);
+    let (_b, _, b_addr) = replica_with(&db, dir.path(), &mock.url(), "b", &extra);
+    let logs = || {
+        let read = |n: &str| std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap_or_default();
+        format!("--- replica A ---\n{}\n--- replica B ---\n{}", read("a"), read("b"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for addr in [&a_addr, &b_addr] {
+        while http(addr, "GET", "/healthz", "").is_none_or(|(s, _)| s != 200) {
+            assert!(Instant::now() < deadline, "{addr} did not come up\n{}", logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let mut batches = Vec::new();
+    for (addr, who) in [(&a_addr, "a"), (&b_addr, "b")] {
+        let runs: Vec<String> = (0..RUNS_EACH).map(|i| format!("{{\"email\":\"{who}{i}@example.com\"}}")).collect();
+        let body = format!("{{\"requested_by\":\"hr\",\"runs\":[{}]}}", runs.join(","));
+        let (status, reply) = http(addr, "POST", "/api/runs", &body).expect("the replica answers");
+        assert_eq!(status, 201, "{reply}\n{}", logs());
+        let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        batches.push(v["batch"].as_str().unwrap().to_string());
+    }
+    let echoes = || mock.state.requests().iter().filter(|r| r.path.starts_with("/__echo/")).count();
+    // Past the start (each replica counts the other at its next heartbeat), over six seconds.
+    std::thread::sleep(Duration::from_secs(3));
+    let (n0, t0) = (echoes(), Instant::now());
+    std::thread::sleep(Duration::from_secs(6));
+    let (n1, t1) = (echoes(), Instant::now());
+    let rate = (n1 - n0) as f64 / (t1 - t0).as_secs_f64();
+    let limit = f64::from(PER_MINUTE) / 60.0;
+    eprintln!("two replicas together: {rate:.1} requests/s, the operator's limit {limit:.1}/s");
+    assert!(
+        rate <= limit * 1.3 && rate >= limit * 0.6,
+        "{rate:.1} requests/s against a shared limit of {limit:.1}/s (unshared, two replicas would make {:.1}/s)\n{}",
+        limit * 2.0,
+        logs()
+    );
+    // Both were driving their own batch all along.
+    let counted = |n: &str| {
+        std::fs::read_to_string(dir.path().join(format!("{n}.log")))
+            .unwrap_or_default()
+            .contains("vendor rate limits shared with the processes driving runs")
+    };
+    assert!(counted("a") && counted("b"), "each replica counted the other\n{}", logs());
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let ids: Vec<String> = rt.block_on(async {
+        let mut ids = Vec::new();
+        for b in &batches {
+            ids.extend(store.batch_runs(b).await.unwrap().into_iter().map(|r| r.id));
+        }
+        ids
+    });
+    assert_eq!(ids.len(), 2 * RUNS_EACH);
+    let done = loop {
+        let all = rt.block_on(futures_runs(&store, &ids));
+        if all.iter().all(|(_, r, _)| r.status.is_finished()) {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "not every run finished\n{}", logs());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = mock.state.requests();
+    for (id, run, steps) in &done {
+        assert_eq!(run.status, RunStatus::Succeeded, "{id}");
+        for s in steps {
+            let sent = log.iter().filter(|r| r.path == format!("/__echo/{id}/{}", s.step_id)).count();
+            assert_eq!(sent, 1, "{id}/{}: each step's request sent once", s.step_id);
+        }
+    }
+    drop(store);
 }
 
 #[test]

@@ -847,6 +847,9 @@ impl Store for SlowStore {
     ) -> Result<u64, offramp::store::StoreError> {
         slow!(self.renew_leases(owner, run_ids, until_ms))
     }
+    async fn busy_owners(&self, owner: &str, now_ms: i64) -> Result<u32, offramp::store::StoreError> {
+        slow!(self.busy_owners(owner, now_ms))
+    }
     async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), offramp::store::StoreError> {
         slow!(self.release_run(run_id, owner))
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 
+use crate::http::limiter::ReplicaShare;
 use crate::store::{Store, StoreError, now_ms};
 
 /// `host:pid:random`: unique per process, readable in `offramp runs` and the event log.
@@ -53,14 +54,21 @@ impl Drop for DrivingGuard {
 }
 
 /// Renews the leases of the runs this process is driving, every third of the lease, until
-/// dropped.
+/// dropped; and counts the other processes driving runs on the same database, with whom every
+/// vendor's rate limit is shared.
 pub(crate) struct Heartbeat {
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Heartbeat {
     /// `None` outside a Tokio runtime (nothing to drive runs with there either).
-    pub(crate) fn start(store: Arc<dyn Store>, owner: String, lease: Duration, driving: Driving) -> Option<Heartbeat> {
+    pub(crate) fn start(
+        store: Arc<dyn Store>,
+        owner: String,
+        lease: Duration,
+        driving: Driving,
+        share: ReplicaShare,
+    ) -> Option<Heartbeat> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let every = (lease / 3).max(Duration::from_millis(50));
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
@@ -69,6 +77,17 @@ impl Heartbeat {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                // Counted whether this process drives anything or not, so its first requests
+                // after being idle already take only its share.
+                match store.busy_owners(&owner, now_ms()).await {
+                    Ok(others) => {
+                        if others + 1 != share.get() {
+                            tracing::info!(target: "offramp::engine", processes = others + 1, "vendor rate limits shared with the processes driving runs");
+                        }
+                        share.set(others + 1);
+                    }
+                    Err(e) => tracing::warn!(target: "offramp::engine", error = %e, "cannot count the processes driving runs"),
+                }
                 let runs = driving.snapshot();
                 if runs.is_empty() {
                     continue;

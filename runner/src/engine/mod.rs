@@ -139,8 +139,9 @@ impl Engine {
         let credentials = Credentials::new(secrets, &config.credentials, &client)
             .map_err(|errors| EngineError::Setup(errors.join("; ")))?;
         let driving = Driving::default();
+        let share = client.replica_share().clone();
         let heartbeat =
-            Heartbeat::start(store.clone(), config.owner.clone(), config.lease, driving.clone()).map(Arc::new);
+            Heartbeat::start(store.clone(), config.owner.clone(), config.lease, driving.clone(), share).map(Arc::new);
         Ok(Engine {
             store,
             sandbox,

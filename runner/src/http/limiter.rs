@@ -10,6 +10,14 @@
 //! crossed; a 429 closes the origin until the vendor's
 //! `Retry-After` (or reset) and the gate sends the request again — a wait, never a failed step.
 //!
+//! **Replicas.** Several processes on one database (`offramp serve` replicas, a CLI batch
+//! beside them) call the same vendors, whose budget is per tenant. Each process divides the
+//! operator's `per_minute` and `concurrency`, and what the vendor says is left, by the
+//! processes driving runs right now — counted from the run leases in the database by every
+//! heartbeat ([`ReplicaShare`]). An idle replica holds no lease and takes no share; one that
+//! starts driving is counted at the next heartbeat (a third of the lease), and a 429 meanwhile
+//! is waited out like any other.
+//!
 //! ```yaml
 //! network:
 //!   rate_limits:
@@ -18,6 +26,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,11 +59,33 @@ const FREE_BUDGET: u64 = 20;
 /// Closed for this long after a 429 that says nothing about when to come back.
 const UNSTATED_CLOSED: Duration = Duration::from_secs(1);
 
+/// How many processes share each vendor's budget, this one included (at least 1). The
+/// engine's heartbeat keeps it current; every origin's limiter divides by it.
+#[derive(Debug, Clone)]
+pub struct ReplicaShare(Arc<AtomicU32>);
+
+impl Default for ReplicaShare {
+    fn default() -> Self {
+        ReplicaShare(Arc::new(AtomicU32::new(1)))
+    }
+}
+
+impl ReplicaShare {
+    pub fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed).max(1)
+    }
+
+    pub fn set(&self, processes: u32) {
+        self.0.store(processes.max(1), Ordering::Relaxed);
+    }
+}
+
 /// Every origin's limiter, made on first use.
 #[derive(Default)]
 pub(crate) struct Limiters {
     rules: Vec<(Origin, RateLimitConfig)>,
     origins: Mutex<HashMap<String, Arc<OriginLimiter>>>,
+    share: ReplicaShare,
 }
 
 impl std::fmt::Debug for Limiters {
@@ -65,7 +96,12 @@ impl std::fmt::Debug for Limiters {
 
 impl Limiters {
     pub(crate) fn new(rules: Vec<(Origin, RateLimitConfig)>) -> Self {
-        Limiters { rules, origins: Mutex::default() }
+        Limiters { rules, origins: Mutex::default(), share: ReplicaShare::default() }
+    }
+
+    /// The processes every origin's budget is shared with.
+    pub(crate) fn share(&self) -> &ReplicaShare {
+        &self.share
     }
 
     /// The limiter of `url`'s origin (scheme, host, port), configured by the first rule that
@@ -73,13 +109,13 @@ impl Limiters {
     pub(crate) fn of(&self, url: &url::Url) -> Arc<OriginLimiter> {
         let key = url.origin().ascii_serialization();
         let Ok(mut origins) = self.origins.lock() else {
-            return Arc::new(OriginLimiter::new(RateLimitConfig::default()));
+            return Arc::new(OriginLimiter::new(RateLimitConfig::default(), self.share.clone()));
         };
         origins
             .entry(key)
             .or_insert_with(|| {
                 let config = self.rules.iter().find(|(o, _)| o.matches(url)).map(|(_, c)| *c).unwrap_or_default();
-                Arc::new(OriginLimiter::new(config))
+                Arc::new(OriginLimiter::new(config, self.share.clone()))
             })
             .clone()
     }
@@ -88,10 +124,36 @@ impl Limiters {
 /// One origin's pace.
 pub(crate) struct OriginLimiter {
     /// The operator's `concurrency`.
-    slots: Option<Arc<Semaphore>>,
-    /// The operator's `per_minute`, as the gap between two requests.
+    slots: Option<Slots>,
+    /// The operator's `per_minute`, as the gap between two requests (of all processes).
     gap: Option<Duration>,
     pace: Mutex<Pace>,
+    share: ReplicaShare,
+}
+
+/// The operator's `concurrency`, of which this process uses its share: the permits of the
+/// others' shares are held (parked) by the limiter itself.
+struct Slots {
+    permits: Arc<Semaphore>,
+    total: u32,
+    parked: Mutex<Vec<OwnedSemaphorePermit>>,
+}
+
+impl Slots {
+    /// Parks or frees permits so this process uses `ceil(total / processes)`. Permits in use
+    /// are parked as they come back (at a later turn).
+    fn rebalance(&self, processes: u32) {
+        let mine = self.total.div_ceil(processes.max(1));
+        let park = (self.total - mine) as usize;
+        let Ok(mut parked) = self.parked.lock() else { return };
+        parked.truncate(park);
+        while parked.len() < park {
+            match self.permits.clone().try_acquire_owned() {
+                Ok(p) => parked.push(p),
+                Err(_) => break,
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -128,11 +190,16 @@ impl Drop for Turn {
 pub(crate) struct Wait(pub Duration);
 
 impl OriginLimiter {
-    fn new(config: RateLimitConfig) -> Self {
+    fn new(config: RateLimitConfig, share: ReplicaShare) -> Self {
         OriginLimiter {
-            slots: config.concurrency.filter(|n| *n > 0).map(|n| Arc::new(Semaphore::new(n as usize))),
+            slots: config.concurrency.filter(|n| *n > 0).map(|n| Slots {
+                permits: Arc::new(Semaphore::new(n as usize)),
+                total: n,
+                parked: Mutex::default(),
+            }),
             gap: config.per_minute.filter(|n| *n > 0).map(|n| Duration::from_secs(60) / n),
             pace: Mutex::default(),
+            share,
         }
     }
 
@@ -140,10 +207,13 @@ impl OriginLimiter {
     /// and says how long it would have been.
     pub(crate) async fn turn(self: &Arc<Self>, deadline: Instant) -> Result<Turn, Wait> {
         let slot = match &self.slots {
-            Some(s) => match tokio::time::timeout_at(deadline, s.clone().acquire_owned()).await {
-                Ok(Ok(p)) => Some(p),
-                _ => return Err(Wait(Duration::ZERO)),
-            },
+            Some(s) => {
+                s.rebalance(self.share.get());
+                match tokio::time::timeout_at(deadline, s.permits.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => Some(p),
+                    _ => return Err(Wait(Duration::ZERO)),
+                }
+            }
             None => None,
         };
         let at = self.reserve(deadline)?;
@@ -154,6 +224,7 @@ impl OriginLimiter {
     /// Books the earliest moment the next request may leave.
     fn reserve(&self, deadline: Instant) -> Result<Instant, Wait> {
         let now = Instant::now();
+        let processes = self.share.get();
         let Ok(mut p) = self.pace.lock() else { return Ok(now) };
         let mut at = now;
         if let Some(until) = p.closed_until {
@@ -166,27 +237,28 @@ impl OriginLimiter {
         if let Some(next) = p.next_configured {
             at = at.max(next);
         }
-        // The vendor's budget: nothing left → wait for the reset; otherwise spread what is left
-        // over the rest of the window.
+        // The vendor's budget (this process's share of it): nothing left → wait for the reset;
+        // otherwise spread what is left over the rest of the window.
         let mut adaptive_gap = None;
         if let Some((left, reset)) = p.budget {
+            let mine = left / u64::from(processes);
             if reset <= at {
                 p.budget = None;
                 p.next_adaptive = None;
-            } else if left == 0 {
+            } else if mine == 0 {
                 at = reset;
-            } else if left <= FREE_BUDGET {
+            } else if mine <= FREE_BUDGET {
                 if let Some(next) = p.next_adaptive {
                     at = at.max(next);
                 }
-                adaptive_gap = Some((reset - at) / u32::try_from(left).unwrap_or(u32::MAX));
+                adaptive_gap = Some((reset - at) / u32::try_from(mine).unwrap_or(u32::MAX));
             }
         }
         if at > deadline {
             return Err(Wait(at - now));
         }
         if let Some(gap) = self.gap {
-            p.next_configured = Some(at + gap);
+            p.next_configured = Some(at + gap * processes);
         }
         if let Some(gap) = adaptive_gap {
             p.next_adaptive = Some(at + gap);
@@ -286,7 +358,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_429_closes_the_origin_until_the_vendor_says() {
-        let l = Arc::new(OriginLimiter::new(RateLimitConfig::default()));
+        let l = Arc::new(OriginLimiter::new(RateLimitConfig::default(), ReplicaShare::default()));
         let far = Instant::now() + Duration::from_secs(60);
         drop(l.turn(far).await.unwrap());
         let wait = l.observe(429, &headers(&[("retry-after", "2".into())]));
@@ -304,7 +376,7 @@ mod tests {
     /// lasts the window instead of running out in its first second.
     #[tokio::test(start_paused = true)]
     async fn the_vendors_budget_is_spread_over_its_window() {
-        let l = Arc::new(OriginLimiter::new(RateLimitConfig::default()));
+        let l = Arc::new(OriginLimiter::new(RateLimitConfig::default(), ReplicaShare::default()));
         let far = Instant::now() + Duration::from_secs(600);
         let t = l.turn(far).await.unwrap();
         l.observe(200, &headers(&[("ratelimit-remaining", "10".into()), ("ratelimit-reset", "10".into())]));
@@ -322,7 +394,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_operators_rate_and_concurrency_hold_for_every_step() {
-        let l = Arc::new(OriginLimiter::new(RateLimitConfig { per_minute: Some(120), concurrency: Some(2) }));
+        let l = Arc::new(OriginLimiter::new(
+            RateLimitConfig { per_minute: Some(120), concurrency: Some(2) },
+            ReplicaShare::default(),
+        ));
         let far = Instant::now() + Duration::from_secs(600);
         let start = Instant::now();
         let a = l.turn(far).await.unwrap();
@@ -335,5 +410,51 @@ mod tests {
         drop(a);
         let at = third.await.unwrap().unwrap();
         assert!(at - start >= Duration::from_secs(3), "120/min: half a second apart at least");
+    }
+
+    /// Two processes driving runs: each goes at half the operator's rate, one request in
+    /// flight of two, and half of what the vendor says is left; back to all of it alone.
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_is_divided_by_the_processes_driving_runs() {
+        let share = ReplicaShare::default();
+        let l = Arc::new(OriginLimiter::new(
+            RateLimitConfig { per_minute: Some(120), concurrency: Some(2) },
+            share.clone(),
+        ));
+        let far = Instant::now() + Duration::from_secs(600);
+        share.set(2);
+        let start = Instant::now();
+        let a = l.turn(far).await.unwrap();
+        let l2 = l.clone();
+        let second = tokio::spawn(async move { l2.turn(far).await.map(|t| (Instant::now(), t)) });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!second.is_finished(), "one of the two slots is the other process's");
+        drop(a);
+        let (at, b) = second.await.unwrap().unwrap();
+        assert!(at - start >= Duration::from_secs(3));
+        drop(b);
+        // 120/min shared by two: a second apart.
+        let t0 = Instant::now();
+        drop(l.turn(far).await.unwrap());
+        drop(l.turn(far).await.unwrap());
+        assert!(Instant::now() - t0 >= Duration::from_secs(1), "{:?}", Instant::now() - t0);
+        // Alone again: both slots, half a second apart.
+        share.set(1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let x = l.turn(far).await.unwrap();
+        let y = tokio::time::timeout(Duration::from_secs(1), l.turn(far)).await;
+        assert!(y.is_ok(), "both slots are this process's again");
+        drop((x, y));
+
+        // The vendor's word: 30 left in 30 s, shared by three → 10 each, spread a few seconds apart.
+        let v = Arc::new(OriginLimiter::new(RateLimitConfig::default(), share.clone()));
+        share.set(3);
+        let t = v.turn(far).await.unwrap();
+        v.observe(200, &headers(&[("ratelimit-remaining", "30".into()), ("ratelimit-reset", "30".into())]));
+        drop(t);
+        let t0 = Instant::now();
+        drop(v.turn(far).await.unwrap());
+        drop(v.turn(far).await.unwrap());
+        assert!(Instant::now() - t0 >= Duration::from_secs(2), "{:?}: alone it would go at once", Instant::now() - t0);
     }
 }

@@ -155,6 +155,11 @@ impl GateClient {
         &self.policy
     }
 
+    /// How many processes this one shares every vendor's rate limit with (itself included).
+    pub fn replica_share(&self) -> &limiter::ReplicaShare {
+        self.limiters.share()
+    }
+
     /// The client for a request to `url` (a plugin's, or one the host makes itself, to a token
     /// endpoint): the one whose resolver lets a `host:port` entry of `network.allow_private`
     /// through on that port. A host written as an address never reaches the resolver, so it is

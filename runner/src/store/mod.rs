@@ -325,6 +325,10 @@ pub trait Store: Send + Sync {
     /// could not release it) is not renewed, so it runs out and the run is picked up again.
     /// Returns how many were renewed.
     async fn renew_leases(&self, owner: &str, run_ids: &[String], until_ms: i64) -> Result<u64, StoreError>;
+    /// How many processes other than `owner` are driving runs right now (hold a lease that
+    /// has not run out at `now_ms` on a pending or running run): the replicas a vendor's rate
+    /// limit is shared with.
+    async fn busy_owners(&self, owner: &str, now_ms: i64) -> Result<u32, StoreError>;
     /// Gives up `owner`'s lease on a run (it paused or finished, or `owner` stops).
     async fn release_run(&self, run_id: &str, owner: &str) -> Result<(), StoreError>;
     /// Paused runs due a reminder: paused (unchanged) since before `cutoff` and not reminded

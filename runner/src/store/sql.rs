@@ -328,6 +328,15 @@ impl<D: sqlx::Database> Store for SqlStore<D> {
         Ok(renewed)
     }
 
+    async fn busy_owners(&self, owner: &str, now_ms: i64) -> Result<u32, StoreError> {
+        let q = query(
+            "SELECT COUNT(DISTINCT lease_owner) AS n FROM runs
+             WHERE lease_owner IS NOT NULL AND lease_owner <> $1 AND lease_until > $2 AND status IN ('pending', 'running')",
+        );
+        let rows = self.db.fetch_all(q.bind(owner).bind(now_ms)).await?;
+        rows.first().map_or(Ok(0), |r| r.count("n"))
+    }
+
     async fn due_reminders(&self, cutoff: &str, now: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
         // PostgreSQL: rows another replica is reminding right now are skipped, not waited for.
         let skip_locked = if matches!(self.db, Db::Postgres(_)) { "FOR UPDATE SKIP LOCKED" } else { "" };
