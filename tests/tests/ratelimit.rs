@@ -67,8 +67,12 @@ async fn a_vendors_429s_are_waited_out_and_no_step_fails() {
     }
     let (refused, served) = h.mock.state.okta.rate_limit_counts();
     assert_eq!(served, 24, "each lookup reached Okta once");
-    // Okta's headers told the host the budget: after the first burst, requests wait for it.
-    assert!(refused < 24, "{refused} answered 429");
+    // The first request goes alone and Okta's headers in its answer say the budget; each new
+    // window is learnt the same way, so the burst never lands on a window at once (before,
+    // 14 to 27 of these 24 lookups' requests were answered 429: everyone went at the start
+    // and again together at each reset).
+    eprintln!("{refused} of {} requests answered 429", refused + served);
+    assert!(refused <= 2, "{refused} answered 429");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,10 @@
 //! evenly over what is left of the window, so the vendor's limit is approached without being
 //! crossed; a 429 closes the origin until the vendor's
 //! `Retry-After` (or reset) and the gate sends the request again — a wait, never a failed step.
+//! While the budget is unknown — the first request to an origin, and again each time the
+//! vendor's window resets — one request goes alone and the others wait for its answer, which
+//! says what the new window holds: a burst of steps (or everyone waiting out a 429) does not
+//! land at once on a window that takes only a few.
 //!
 //! **Replicas.** Several processes on one database (`offramp serve` replicas, a CLI batch
 //! beside them) call the same vendors, whose budget is per tenant. Each process divides the
@@ -56,6 +60,9 @@ const MAX_CLOSED: Duration = Duration::from_secs(15 * 60);
 /// once; the last ones are spread over what is left of the window. (Spreading a whole budget
 /// would hold a single offboarding's few requests to GitHub's hourly average.)
 const FREE_BUDGET: u64 = 20;
+/// How long a request held for another's answer waits before it looks again (should that
+/// request never have gone).
+const LOOK_AGAIN: Duration = Duration::from_secs(1);
 /// Closed for this long after a 429 that says nothing about when to come back.
 const UNSTATED_CLOSED: Duration = Duration::from_secs(1);
 
@@ -129,6 +136,8 @@ pub(crate) struct OriginLimiter {
     gap: Option<Duration>,
     pace: Mutex<Pace>,
     share: ReplicaShare,
+    /// Woken by every answer (and every request that ends without one).
+    answered: tokio::sync::Notify,
 }
 
 /// The operator's `concurrency`, of which this process uses its share: the permits of the
@@ -169,6 +178,19 @@ struct Pace {
     budget: Option<(u64, Instant)>,
     /// Requests sent and not yet answered.
     in_flight: u64,
+    /// An answer came back since the budget was last unknown (the start, or a reset).
+    settled: bool,
+    /// A request booked to go first into a window that has not opened yet (after a 429, or
+    /// once the budget is spent): the others wait for its answer instead of going with it.
+    probe: Option<Instant>,
+}
+
+/// When a request may go.
+enum Slot {
+    At(Instant),
+    /// The budget is unknown and a request is out (or booked) to learn it: wait for its
+    /// answer, or look again at this time (if that request never goes).
+    Hold(Instant),
 }
 
 /// A request's turn: holds its concurrency slot until the answer is in.
@@ -182,6 +204,7 @@ impl Drop for Turn {
         if let Ok(mut p) = self.limiter.pace.lock() {
             p.in_flight = p.in_flight.saturating_sub(1);
         }
+        self.limiter.answered.notify_waiters();
     }
 }
 
@@ -200,6 +223,7 @@ impl OriginLimiter {
             gap: config.per_minute.filter(|n| *n > 0).map(|n| Duration::from_secs(60) / n),
             pace: Mutex::default(),
             share,
+            answered: tokio::sync::Notify::new(),
         }
     }
 
@@ -216,20 +240,36 @@ impl OriginLimiter {
             }
             None => None,
         };
-        let at = self.reserve(deadline)?;
-        tokio::time::sleep_until(at).await;
-        Ok(Turn { limiter: self.clone(), _slot: slot })
+        loop {
+            let answered = self.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            match self.reserve(deadline)? {
+                Slot::At(at) => {
+                    tokio::time::sleep_until(at).await;
+                    return Ok(Turn { limiter: self.clone(), _slot: slot });
+                }
+                Slot::Hold(again) => {
+                    if tokio::time::timeout_at(deadline.min(again), answered).await.is_err() && again >= deadline {
+                        return Err(Wait(Duration::ZERO));
+                    }
+                }
+            }
+        }
     }
 
     /// Books the earliest moment the next request may leave.
-    fn reserve(&self, deadline: Instant) -> Result<Instant, Wait> {
+    fn reserve(&self, deadline: Instant) -> Result<Slot, Wait> {
         let now = Instant::now();
         let processes = self.share.get();
-        let Ok(mut p) = self.pace.lock() else { return Ok(now) };
+        let Ok(mut p) = self.pace.lock() else { return Ok(Slot::At(now)) };
         let mut at = now;
+        // Whether the request would be the first into a window not open yet.
+        let mut opens_window = false;
         if let Some(until) = p.closed_until {
             if until > now {
                 at = until;
+                opens_window = true;
             } else {
                 p.closed_until = None;
             }
@@ -243,10 +283,13 @@ impl OriginLimiter {
         if let Some((left, reset)) = p.budget {
             let mine = left / u64::from(processes);
             if reset <= at {
+                // A new window: what it holds is learnt from the next answer.
                 p.budget = None;
                 p.next_adaptive = None;
+                p.settled = false;
             } else if mine == 0 {
-                at = reset;
+                at = at.max(reset);
+                opens_window = true;
             } else if mine <= FREE_BUDGET {
                 if let Some(next) = p.next_adaptive {
                     at = at.max(next);
@@ -256,6 +299,15 @@ impl OriginLimiter {
         }
         if at > deadline {
             return Err(Wait(at - now));
+        }
+        if !p.settled && p.in_flight > 0 {
+            return Ok(Slot::Hold(now + LOOK_AGAIN));
+        }
+        if opens_window {
+            match p.probe {
+                Some(first) if first + LOOK_AGAIN > now => return Ok(Slot::Hold(first.max(now) + LOOK_AGAIN)),
+                _ => p.probe = Some(at),
+            }
         }
         if let Some(gap) = self.gap {
             p.next_configured = Some(at + gap * processes);
@@ -267,14 +319,22 @@ impl OriginLimiter {
             *left = left.saturating_sub(1);
         }
         p.in_flight += 1;
-        Ok(at)
+        Ok(Slot::At(at))
     }
 
     /// Learns from an answer. For a 429 (or a 403 that is GitHub's rate limit), how long to
     /// wait before sending the request again.
     pub(crate) fn observe(&self, status: u16, headers: &HeaderMap) -> Option<Duration> {
         let now = Instant::now();
+        let hold = self.learn(now, status, headers);
+        self.answered.notify_waiters();
+        hold
+    }
+
+    fn learn(&self, now: Instant, status: u16, headers: &HeaderMap) -> Option<Duration> {
         let Ok(mut p) = self.pace.lock() else { return None };
+        p.settled = true;
+        p.probe = None;
         let remaining = number(headers, &["x-rate-limit-remaining", "x-ratelimit-remaining", "ratelimit-remaining"]);
         let reset = reset_in(headers);
         if let (Some(left), Some(reset)) = (remaining, reset) {
@@ -401,6 +461,7 @@ mod tests {
         let far = Instant::now() + Duration::from_secs(600);
         let start = Instant::now();
         let a = l.turn(far).await.unwrap();
+        l.observe(200, &HeaderMap::new());
         let _b = l.turn(far).await.unwrap();
         // Two in flight: a third waits for one to finish, then for its place in the rate.
         let l2 = l.clone();
@@ -425,6 +486,7 @@ mod tests {
         share.set(2);
         let start = Instant::now();
         let a = l.turn(far).await.unwrap();
+        l.observe(200, &HeaderMap::new());
         let l2 = l.clone();
         let second = tokio::spawn(async move { l2.turn(far).await.map(|t| (Instant::now(), t)) });
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -456,5 +518,41 @@ mod tests {
         drop(v.turn(far).await.unwrap());
         drop(v.turn(far).await.unwrap());
         assert!(Instant::now() - t0 >= Duration::from_secs(2), "{:?}: alone it would go at once", Instant::now() - t0);
+    }
+
+    /// A burst to an origin whose budget is unknown sends one request; the rest wait for its
+    /// answer. Again when the vendor's window resets: everyone who waited out a 429 does not
+    /// land at once on the new window.
+    #[tokio::test(start_paused = true)]
+    async fn while_the_budget_is_unknown_one_request_goes_first() {
+        let l = Arc::new(OriginLimiter::new(RateLimitConfig::default(), ReplicaShare::default()));
+        let far = Instant::now() + Duration::from_secs(600);
+        let first = l.turn(far).await.unwrap();
+        let mut burst = Vec::new();
+        for _ in 0..5 {
+            let l = l.clone();
+            burst.push(tokio::spawn(async move { l.turn(far).await.map(|t| (Instant::now(), t)) }));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(burst.iter().all(|t| !t.is_finished()), "held for the first answer");
+        // The answer: plenty left in the window, so the rest go at once.
+        l.observe(200, &headers(&[("ratelimit-remaining", "100".into()), ("ratelimit-reset", "10".into())]));
+        drop(first);
+        let mut turns = Vec::new();
+        for t in burst {
+            turns.push(t.await.unwrap().unwrap());
+        }
+        assert!(turns.iter().all(|(at, _)| *at - turns[0].0 < Duration::from_millis(10)));
+        drop(turns);
+        // Past the reset the budget is unknown again: one goes, the next waits for its answer.
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let probe = l.turn(far).await.unwrap();
+        let l2 = l.clone();
+        let next = tokio::spawn(async move { l2.turn(far).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!next.is_finished(), "the new window is learnt from one answer first");
+        l.observe(200, &headers(&[("ratelimit-remaining", "99".into()), ("ratelimit-reset", "10".into())]));
+        drop(probe);
+        next.await.unwrap().unwrap();
     }
 }
