@@ -94,70 +94,131 @@ async fn main() -> anyhow::Result<()> {
         "command", "conc", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s"
     );
     let counter = Arc::new(AtomicU64::new(0));
+    let row = |name: &str, concurrency: u64, all: &[Duration], elapsed: Duration| {
+        println!(
+            "{:<9} {:>5} {:>9} {:>9} {:>9} {:>9} {:>10.0}",
+            name,
+            concurrency,
+            ms(percentile(all, 0.50)),
+            ms(percentile(all, 0.90)),
+            ms(percentile(all, 0.99)),
+            ms(all[all.len() - 1]),
+            all.len() as f64 / elapsed.as_secs_f64()
+        );
+        all.len() as f64 / elapsed.as_secs_f64()
+    };
     for text in ["offboard", "help"] {
         for concurrency in [1u64, 8, 32, 64] {
-            let started = Instant::now();
-            let mut workers = Vec::new();
-            for _ in 0..concurrency {
-                let (url, counter) = (url.clone(), counter.clone());
-                let n = per_level / concurrency;
-                workers.push(tokio::spawn(async move {
-                    let client = reqwest::Client::new();
-                    let mut lat = Vec::with_capacity(n as usize);
-                    for _ in 0..n {
-                        let i = counter.fetch_add(1, Ordering::Relaxed);
-                        let body = serde_urlencoded::to_string([
-                            ("command", "/offboard"),
-                            (
-                                "text",
-                                if text == "help" { "help" } else { "alice@example.com manager=dana@example.com" },
-                            ),
-                            ("user_id", "U0ADMIN"),
-                            ("team_id", "T0BENCH"),
-                            ("channel_id", "C0OFFRAMP"),
-                            ("response_url", "https://hooks.slack.com/commands/T0BENCH/1/bench"),
-                            ("trigger_id", &format!("bench.{i}")),
-                        ])?;
-                        let ts = slack::unix_now();
-                        let sig = slack::signature(SECRET, ts, body.as_bytes());
-                        let t = Instant::now();
-                        let resp = client
-                            .post(&url)
-                            .header("content-type", "application/x-www-form-urlencoded")
-                            .header("x-slack-request-timestamp", ts.to_string())
-                            .header("x-slack-signature", sig)
-                            .body(body)
-                            .send()
-                            .await?;
-                        let status = resp.status();
-                        let reply = resp.text().await?;
-                        lat.push(t.elapsed());
-                        anyhow::ensure!(status.is_success(), "HTTP {status}: {reply}");
-                        anyhow::ensure!(
-                            text == "help" || reply.contains("\"action_id\":\"start\""),
-                            "no confirmation: {reply}"
-                        );
-                    }
-                    Ok::<_, anyhow::Error>(lat)
-                }));
-            }
-            let mut all = Vec::new();
-            for w in workers {
-                all.extend(w.await??);
-            }
-            let elapsed = started.elapsed();
-            all.sort();
-            println!(
-                "{:<9} {:>5} {:>9} {:>9} {:>9} {:>9} {:>10.0}",
-                text,
-                concurrency,
-                ms(percentile(&all, 0.50)),
-                ms(percentile(&all, 0.90)),
-                ms(percentile(&all, 0.99)),
-                ms(all[all.len() - 1]),
-                all.len() as f64 / elapsed.as_secs_f64()
-            );
+            let (all, elapsed) = load(&url, text, concurrency, per_level, &counter).await?;
+            row(text, concurrency, &all, elapsed);
         }
     }
+    // The limit: a bare axum server that verifies the same signature and answers the same
+    // size of JSON, nothing else — side by side with `help`, alternating.
+    let bare = bare_server().await?;
+    println!("\nside by side at 64 connections, alternating, {per_level} requests each:");
+    let (mut ours, mut theirs) = (0.0, 0.0);
+    for _ in 0..2 {
+        let (all, elapsed) = load(&url, "help", 64, per_level, &counter).await?;
+        ours += row("help", 64, &all, elapsed);
+        let (all, elapsed) = load(&bare, "help", 64, per_level, &counter).await?;
+        theirs += row("bare-axum", 64, &all, elapsed);
+    }
+    println!(
+        "help: offramp {:.0} req/s, bare axum + HMAC {:.0} req/s: {:.2} of the bare server's rate",
+        ours / 2.0,
+        theirs / 2.0,
+        ours / theirs
+    );
     Ok(())
+}
+
+/// `per_level` signed commands from `concurrency` connections; every latency and the wall time.
+async fn load(
+    url: &str,
+    text: &'static str,
+    concurrency: u64,
+    per_level: u64,
+    counter: &Arc<AtomicU64>,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (url, counter) = (url.to_string(), counter.clone());
+        let n = per_level / concurrency;
+        workers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut lat = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                let body = serde_urlencoded::to_string([
+                    ("command", "/offboard"),
+                    ("text", if text == "help" { "help" } else { "alice@example.com manager=dana@example.com" }),
+                    ("user_id", "U0ADMIN"),
+                    ("team_id", "T0BENCH"),
+                    ("channel_id", "C0OFFRAMP"),
+                    ("response_url", "https://hooks.slack.com/commands/T0BENCH/1/bench"),
+                    ("trigger_id", &format!("bench.{i}")),
+                ])?;
+                let ts = slack::unix_now();
+                let sig = slack::signature(SECRET, ts, body.as_bytes());
+                let t = Instant::now();
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("x-slack-request-timestamp", ts.to_string())
+                    .header("x-slack-signature", sig)
+                    .body(body)
+                    .send()
+                    .await?;
+                let status = resp.status();
+                let reply = resp.text().await?;
+                lat.push(t.elapsed());
+                anyhow::ensure!(status.is_success(), "HTTP {status}: {reply}");
+                anyhow::ensure!(
+                    text == "help" || reply.contains("\"action_id\":\"start\""),
+                    "no confirmation: {reply}"
+                );
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await??);
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    Ok((all, elapsed))
+}
+
+/// A bare axum server: checks `v0=HMAC-SHA256(v0:ts:body)` in constant time and the
+/// timestamp's age, answers a fixed ephemeral message. Returns its URL.
+async fn bare_server() -> anyhow::Result<String> {
+    use axum::http::{HeaderMap, StatusCode};
+    use hmac::{Hmac, Mac};
+    use subtle::ConstantTimeEq;
+    async fn handle(headers: HeaderMap, body: axum::body::Bytes) -> Result<axum::Json<serde_json::Value>, StatusCode> {
+        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        let (Some(ts), Some(sig)) = (h("x-slack-request-timestamp"), h("x-slack-signature")) else {
+            return Err(StatusCode::UNAUTHORIZED);
+        };
+        let age = ts.parse::<i64>().map(|t| (slack::unix_now() - t).abs()).unwrap_or(i64::MAX);
+        let given = sig.strip_prefix("v0=").and_then(|x| hex::decode(x).ok()).ok_or(StatusCode::UNAUTHORIZED)?;
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).map_err(|_| StatusCode::UNAUTHORIZED)?;
+        mac.update(format!("v0:{ts}:").as_bytes());
+        mac.update(&body);
+        if age > 300 || !bool::from(mac.finalize().into_bytes().as_slice().ct_eq(&given)) {
+            return Err(StatusCode::UNAUTHORIZED);
+        }
+        Ok(axum::Json(
+            serde_json::json!({ "response_type": "ephemeral", "text": "*Usage*\n`/offboard alice@example.com` — offboard someone" }),
+        ))
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/slack/commands", listener.local_addr()?);
+    tokio::spawn(
+        axum::serve(listener, axum::Router::new().route("/slack/commands", axum::routing::post(handle))).into_future(),
+    );
+    Ok(url)
 }

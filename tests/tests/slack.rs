@@ -452,9 +452,25 @@ async fn a_replayed_request_starts_nothing_twice() {
     let again = s.send("/slack/commands", body, ts, Some(sig)).await;
     assert_eq!(again.status, StatusCode::OK);
     assert!(again.raw.contains("already handled"), "{}", again.raw);
+    // Sent to another replica on the same database: refused there too.
+    let other = Slack::with(|_| {}, Some(s.store().clone())).await;
+    let body = s.command_body(ADMIN, "alice@example.com");
+    let ts = now();
+    let sig = sign(SIGNING_SECRET, ts, &body);
+    assert!(
+        button(&s.send("/slack/commands", body.clone(), ts, Some(sig.clone())).await.body["blocks"], "start").is_some()
+    );
+    let elsewhere = other.send("/slack/commands", body, ts, Some(sig)).await;
+    assert!(elsewhere.raw.contains("already handled"), "{}", elsewhere.raw);
     let requested =
         s.store().recent_events(100).await.unwrap().into_iter().filter(|e| e.kind == "run_requested").count();
-    assert_eq!(requested, 1);
+    assert_eq!(requested, 2);
+    // A read-only command is refused when replayed to the same process (no database write).
+    let help = s.command_body(ADMIN, "help");
+    let ts = now();
+    let sig = sign(SIGNING_SECRET, ts, &help);
+    assert!(s.send("/slack/commands", help.clone(), ts, Some(sig.clone())).await.raw.contains("Usage"));
+    assert!(s.send("/slack/commands", help, ts, Some(sig)).await.raw.contains("already handled"));
 
     // The same signed Start click, twice.
     let click = s.click_body(ADMIN, "start", &request);

@@ -193,7 +193,14 @@ const UNAVAILABLE: &str = "offramp cannot reach its database right now; nothing 
 
 async fn answer(state: &AppState, signature: &str, form: SlashForm) -> Value {
     let cmd_name = &state.config().command;
-    match state.first_sighting(signature).await {
+    let parsed = command_text::parse(&form.text);
+    // Only a run request changes anything: its signature is recorded for every replica.
+    let durable = if matches!(parsed, Ok(SlashCommand::Offboard { .. })) && form.command == *cmd_name {
+        super::Durable::Yes
+    } else {
+        super::Durable::No
+    };
+    match state.first_sighting(signature, durable).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(target: "offramp::serve", user = %form.user_id, "replayed slash command refused");
@@ -207,7 +214,7 @@ async fn answer(state: &AppState, signature: &str, form: SlashForm) -> Value {
     if form.command != *cmd_name {
         return ephemeral(format!("This offramp answers `{cmd_name}`, not `{}`.", form.command));
     }
-    let parsed = match command_text::parse(&form.text) {
+    let parsed = match parsed {
         Ok(c) => c,
         Err(problem) => return usage(state, Some(&problem)).await,
     };

@@ -87,7 +87,7 @@ pub(super) fn parse_untrusted(body: &[u8]) -> Option<usize> {
 async fn click(state: AppState, signature: String, payload: Payload) {
     let reply_to = payload.response_url.clone();
     let tell = |text: String| state.respond_later(reply_to.clone(), with_no_replace(ephemeral(text)));
-    match state.first_sighting(&signature).await {
+    match state.first_sighting(&signature, super::Durable::Yes).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(target: "offramp::serve", user = %payload.user.id, "replayed interaction ignored");

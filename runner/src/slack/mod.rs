@@ -133,6 +133,15 @@ impl IntoResponse for AppError {
     }
 }
 
+/// Whether a request's signature must be recorded where every replica sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durable {
+    /// It changes something (a run request, a click).
+    Yes,
+    /// It only reads (help, status, a mistake answered with the usage).
+    No,
+}
+
 /// Shared state of the server.
 #[derive(Clone)]
 pub struct AppState {
@@ -144,6 +153,8 @@ struct Inner {
     engine: Engine,
     verifier: verify::Verifier,
     api: SlackApi,
+    /// Signatures this process saw lately (the replay guard's first line).
+    replays: verify::ReplayGuard,
     /// Runs with a live reporter (one per run per process).
     reporters: Mutex<HashSet<String>>,
     /// Runs being driven here, and whether another pass was asked for meanwhile.
@@ -176,6 +187,7 @@ impl AppState {
                 engine,
                 verifier,
                 api,
+                replays: verify::ReplayGuard::default(),
                 reporters: Mutex::default(),
                 drivers: Mutex::default(),
                 plans: Mutex::default(),
@@ -288,10 +300,21 @@ impl AppState {
         names
     }
 
-    /// Verifies a Slack request, then records its signature: a replay is refused even inside
-    /// the five-minute window. Returns whether the request is new.
-    pub(crate) async fn first_sighting(&self, signature: &str) -> Result<bool, StoreError> {
-        self.store().first_sighting(signature, verify::unix_now(), 2 * verify::MAX_SKEW_SECS + 60).await
+    /// Whether a verified request is new: a replay is refused even inside the five-minute
+    /// window. This process's own memory answers first, with no database work (so `help` and
+    /// `status` cost no write); a request that changes something (`durable`: a run request, a
+    /// click) is also recorded in the database, so a replay sent to another replica is refused
+    /// too. A read-only request replayed to another replica is answered again — it reads
+    /// nothing its signer could not.
+    pub(crate) async fn first_sighting(&self, signature: &str, durable: Durable) -> Result<bool, StoreError> {
+        let now = verify::unix_now();
+        if !self.inner.replays.first(signature, now) {
+            return Ok(false);
+        }
+        match durable {
+            Durable::No => Ok(true),
+            Durable::Yes => self.store().first_sighting(signature, now, verify::REPLAY_WINDOW_SECS).await,
+        }
     }
 
     /// Logs a refused request (not on the approvers list) in the event log.

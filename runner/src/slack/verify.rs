@@ -90,6 +90,41 @@ impl Verifier {
     }
 }
 
+/// The signatures this process has seen lately (within the skew window, both ways, and a
+/// minute more): a replay to the same process is refused here, before any database work.
+/// Only verified requests are remembered, so only Slack can fill it.
+#[derive(Default)]
+pub(crate) struct ReplayGuard {
+    seen: std::sync::Mutex<ReplaySet>,
+}
+
+#[derive(Default)]
+struct ReplaySet {
+    at: std::collections::HashMap<String, i64>,
+    /// When the set was last swept of signatures too old to be replayed.
+    swept: i64,
+}
+
+/// How long a signature must be remembered: a request is accepted up to `MAX_SKEW_SECS` either
+/// side of our clock.
+pub(crate) const REPLAY_WINDOW_SECS: i64 = 2 * MAX_SKEW_SECS + 60;
+
+impl ReplayGuard {
+    /// Whether `signature` is new to this process (and remembers it).
+    pub(crate) fn first(&self, signature: &str, now_secs: i64) -> bool {
+        let Ok(mut s) = self.seen.lock() else { return false };
+        if now_secs - s.swept >= 60 {
+            s.at.retain(|_, at| now_secs - *at < REPLAY_WINDOW_SECS);
+            s.swept = now_secs;
+        }
+        if s.at.get(signature).is_some_and(|at| now_secs - *at < REPLAY_WINDOW_SECS) {
+            return false;
+        }
+        s.at.insert(signature.to_string(), now_secs);
+        true
+    }
+}
+
 /// Now, in unix seconds.
 pub(crate) fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -104,6 +139,19 @@ mod tests {
         h.insert("x-slack-request-timestamp", ts.parse().unwrap());
         h.insert("x-slack-signature", sig.parse().unwrap());
         h
+    }
+
+    #[test]
+    fn the_replay_guard_refuses_a_signature_within_its_window_and_forgets_it_after() {
+        let g = ReplayGuard::default();
+        assert!(g.first("a", 1000));
+        assert!(!g.first("a", 1000 + REPLAY_WINDOW_SECS - 1));
+        assert!(g.first("b", 1000));
+        // Past the window it is new again (its timestamp is out of the skew window by now)...
+        assert!(g.first("a", 1000 + REPLAY_WINDOW_SECS));
+        // ...and swept (at most a minute late) once it can no longer be replayed.
+        assert!(g.first("c", 1000 + 2 * REPLAY_WINDOW_SECS));
+        assert_eq!(g.seen.lock().unwrap().at.len(), 1, "only `c` is left");
     }
 
     /// The worked example from Slack's "Verifying requests from Slack" page.
