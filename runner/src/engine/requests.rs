@@ -134,6 +134,30 @@ pub struct NewBatchRequest {
     pub channel_id: Option<String>,
 }
 
+/// A new pending request of `plan`, under the pipeline's approval rule, with no inputs yet.
+fn pending(plan: &Plan, pipeline: String, subject: String, channel_id: Option<String>, by: Person<'_>) -> RunRequest {
+    RunRequest {
+        id: uuid::Uuid::new_v4().to_string(),
+        pipeline,
+        pipeline_hash: plan.content_hash.clone(),
+        inputs: serde_json::Map::new(),
+        subject,
+        requested_by: by.as_requester(),
+        channel_id,
+        approvals_needed: plan.approval.approvers,
+        allow_self: plan.approval.allow_self,
+        status: RequestStatus::Pending,
+        decided_by: None,
+        run_id: None,
+        message_channel: None,
+        message_ts: None,
+        created_at: crate::store::now(),
+        decided_at: None,
+        batch: vec![],
+        batch_id: None,
+    }
+}
+
 /// How a batch request names its people in one line: the first few, then how many more.
 fn batch_subject(items: &[BatchItem]) -> String {
     const SHOWN: usize = 3;
@@ -154,26 +178,8 @@ impl Engine {
         by: Person<'_>,
     ) -> Result<RunRequest, RequestRefused> {
         let subject = inputs::preview(plan, &new.inputs)?;
-        let req = RunRequest {
-            id: uuid::Uuid::new_v4().to_string(),
-            pipeline: new.pipeline,
-            pipeline_hash: plan.content_hash.clone(),
-            inputs: new.inputs.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
-            subject,
-            requested_by: by.as_requester(),
-            channel_id: new.channel_id,
-            approvals_needed: plan.approval.approvers,
-            allow_self: plan.approval.allow_self,
-            status: RequestStatus::Pending,
-            decided_by: None,
-            run_id: None,
-            message_channel: None,
-            message_ts: None,
-            created_at: crate::store::now(),
-            decided_at: None,
-            batch: vec![],
-            batch_id: None,
-        };
+        let mut req = pending(plan, new.pipeline, subject, new.channel_id, by);
+        req.inputs = new.inputs.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
         let event = Event::new(
             &by.actor(),
             EventKind::RunRequested,
@@ -227,32 +233,12 @@ impl Engine {
         if !errors.is_empty() {
             return Err(EngineError::Inputs(errors).into());
         }
-        let over = items.len() > policy.two_person_over as usize;
-        let (approvals_needed, allow_self) = if over {
-            (plan.approval.approvers.max(1), false)
-        } else {
-            (plan.approval.approvers, plan.approval.allow_self)
-        };
-        let req = RunRequest {
-            id: uuid::Uuid::new_v4().to_string(),
-            pipeline: new.pipeline,
-            pipeline_hash: plan.content_hash.clone(),
-            inputs: serde_json::Map::new(),
-            subject: batch_subject(&items),
-            requested_by: by.as_requester(),
-            channel_id: new.channel_id,
-            approvals_needed,
-            allow_self,
-            status: RequestStatus::Pending,
-            decided_by: None,
-            run_id: None,
-            message_channel: None,
-            message_ts: None,
-            created_at: crate::store::now(),
-            decided_at: None,
-            batch: items,
-            batch_id: None,
-        };
+        let mut req = pending(plan, new.pipeline, batch_subject(&items), new.channel_id, by);
+        if items.len() > policy.two_person_over as usize {
+            req.approvals_needed = plan.approval.approvers.max(1);
+            req.allow_self = false;
+        }
+        req.batch = items;
         let event = Event::new(
             &by.actor(),
             EventKind::RunRequested,

@@ -8,13 +8,12 @@
 //! renders the batch afresh from it, and bursts are coalesced behind the channel's pacer.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::AppState;
 use super::blocks::{self, DecisionRef, mention};
+use super::reporter::{Follower, follow};
 use crate::engine::ProgressEvent;
 use crate::store::{BatchRecord, RunRecord, RunStatus, StepRecord, StepStatus};
 
@@ -48,11 +47,32 @@ pub(crate) struct Stopped<'a> {
     pub step: &'a StepRecord,
 }
 
-const RETRY_FIRST: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(60);
+/// The batch's message.
+struct BatchFollower {
+    batch_id: String,
+    channel: String,
+    members: HashSet<String>,
+    told: HashSet<ErrorKey>,
+    first: bool,
+}
 
-async fn report(state: &AppState, batch_id: &str, mut rx: tokio::sync::broadcast::Receiver<ProgressEvent>) {
-    let channel = state.config().channel.clone();
+impl Follower for BatchFollower {
+    fn follows(&self, run_id: &str) -> bool {
+        self.members.contains(run_id)
+    }
+
+    async fn publish(&mut self, state: &AppState) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+        let over = publish(state, &self.batch_id, &self.channel, &mut self.told, self.first).await?;
+        self.first = false;
+        Ok(over)
+    }
+
+    fn name(&self) -> String {
+        format!("batch {}", self.batch_id)
+    }
+}
+
+async fn report(state: &AppState, batch_id: &str, rx: tokio::sync::broadcast::Receiver<ProgressEvent>) {
     let members: HashSet<String> = match state.store().batch_runs(batch_id).await {
         Ok(runs) => runs.into_iter().map(|r| r.id).collect(),
         Err(e) => {
@@ -60,54 +80,15 @@ async fn report(state: &AppState, batch_id: &str, mut rx: tokio::sync::broadcast
             HashSet::new()
         }
     };
-    // Problems already told by an earlier reporter (before a restart) are in the thread.
-    let mut told: HashSet<ErrorKey> = HashSet::new();
-    let mut first = true;
-    let mut backoff = RETRY_FIRST;
-    loop {
-        state.api().pace(&channel).await;
-        while matches!(rx.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}
-        let failed = match publish(state, batch_id, &channel, &mut told, first).await {
-            Ok(true) => return,
-            Ok(false) => {
-                first = false;
-                backoff = RETRY_FIRST;
-                false
-            }
-            Err(e) => {
-                tracing::warn!(target: "offramp::slack", batch = %batch_id, error = %e, retry_in_s = backoff.as_secs(), "cannot update the batch message");
-                true
-            }
-        };
-        let next_event = async {
-            loop {
-                match rx.recv().await {
-                    Ok(e) if members.contains(run_of(&e)) => return true,
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => return true,
-                    Err(RecvError::Closed) => return false,
-                }
-            }
-        };
-        if failed {
-            tokio::select! {
-                alive = next_event => if !alive { return },
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(RETRY_MAX);
-        } else if !next_event.await {
-            return;
-        }
-    }
-}
-
-fn run_of(e: &ProgressEvent) -> &str {
-    match e {
-        ProgressEvent::RunStatus { run_id, .. }
-        | ProgressEvent::Step { run_id, .. }
-        | ProgressEvent::Retrying { run_id, .. }
-        | ProgressEvent::Decided { run_id, .. } => run_id,
-    }
+    let follower = BatchFollower {
+        batch_id: batch_id.to_string(),
+        channel: state.config().channel.clone(),
+        members,
+        // Problems already told by an earlier reporter (before a restart) are in the thread.
+        told: HashSet::new(),
+        first: true,
+    };
+    follow(state, follower, rx).await;
 }
 
 /// A problem worth a thread reply: the run, the step, which pause, the status.

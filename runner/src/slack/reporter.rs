@@ -17,7 +17,7 @@ use super::blocks::{self, RunView};
 use crate::engine::ProgressEvent;
 use crate::store::{EventRecord, RunMessage, RunRecord, RunRequest, StepRecord, StepStatus, StoreError};
 
-fn run_of(e: &ProgressEvent) -> &str {
+pub(super) fn run_of(e: &ProgressEvent) -> &str {
     match e {
         ProgressEvent::RunStatus { run_id, .. }
         | ProgressEvent::Step { run_id, .. }
@@ -100,41 +100,46 @@ pub(super) async fn view(state: &AppState, run_id: &str) -> Result<(String, Valu
     Ok(Snapshot::load(state, run_id).await?.render())
 }
 
-async fn report(
+/// A channel message that follows some runs: [`follow`] calls `publish` whenever one of them
+/// moves (coalesced behind the channel's pacer), and again on a timer after a failure.
+pub(super) trait Follower {
+    /// Whether a progress event of `run_id` concerns this message.
+    fn follows(&self, run_id: &str) -> bool;
+    /// Posts or updates the message; whether what it follows is over and reported.
+    async fn publish(&mut self, state: &AppState) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>;
+    /// What the log calls it when an update fails.
+    fn name(&self) -> String;
+}
+
+/// Keeps `follower`'s message current until what it follows is over (or the engine goes).
+pub(super) async fn follow(
     state: &AppState,
-    run_id: &str,
-    request_id: Option<String>,
+    mut follower: impl Follower,
     mut rx: tokio::sync::broadcast::Receiver<ProgressEvent>,
 ) {
     let channel = state.config().channel.clone();
-    let api = state.api();
-    // Errors already in the run when this reporter started were reported by an earlier one.
-    let mut reported: HashSet<ErrorKey> = match state.store().steps(run_id).await {
-        Ok(steps) => steps.iter().filter_map(error_key).collect(),
-        Err(_) => HashSet::new(),
-    };
     let mut backoff = RETRY_FIRST;
     loop {
-        api.pace(&channel).await;
+        state.api().pace(&channel).await;
         // Coalesce: everything that happened while waiting is in the one render below.
         while matches!(rx.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}
-        let failed = match publish(state, run_id, &channel, request_id.as_deref(), &mut reported).await {
+        let failed = match follower.publish(state).await {
             Ok(true) => return,
             Ok(false) => {
                 backoff = RETRY_FIRST;
                 false
             }
             Err(e) => {
-                tracing::warn!(target: "offramp::slack", run = %run_id, error = %e, retry_in_s = backoff.as_secs(), "cannot update the run message");
+                tracing::warn!(target: "offramp::slack", message = %follower.name(), error = %e, retry_in_s = backoff.as_secs(), "cannot update the channel message");
                 true
             }
         };
-        // Wait for something about this run; after a failure, also try again on a timer (the
+        // Wait for something it follows; after a failure, also try again on a timer (the
         // update that failed may have been the last one: the pause, or the end of the run).
         let next_event = async {
             loop {
                 match rx.recv().await {
-                    Ok(e) if run_of(&e) == run_id => return true,
+                    Ok(e) if follower.follows(run_of(&e)) => return true,
                     Ok(_) => continue,
                     Err(RecvError::Lagged(_)) => return true,
                     Err(RecvError::Closed) => return false,
@@ -151,6 +156,43 @@ async fn report(
             return;
         }
     }
+}
+
+/// One run's message.
+struct RunFollower {
+    run_id: String,
+    channel: String,
+    request_id: Option<String>,
+    reported: HashSet<ErrorKey>,
+}
+
+impl Follower for RunFollower {
+    fn follows(&self, run_id: &str) -> bool {
+        run_id == self.run_id
+    }
+
+    async fn publish(&mut self, state: &AppState) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+        publish(state, &self.run_id, &self.channel, self.request_id.as_deref(), &mut self.reported).await
+    }
+
+    fn name(&self) -> String {
+        format!("run {}", self.run_id)
+    }
+}
+
+async fn report(
+    state: &AppState,
+    run_id: &str,
+    request_id: Option<String>,
+    rx: tokio::sync::broadcast::Receiver<ProgressEvent>,
+) {
+    // Errors already in the run when this reporter started were reported by an earlier one.
+    let reported: HashSet<ErrorKey> = match state.store().steps(run_id).await {
+        Ok(steps) => steps.iter().filter_map(error_key).collect(),
+        Err(_) => HashSet::new(),
+    };
+    let channel = state.config().channel.clone();
+    follow(state, RunFollower { run_id: run_id.to_string(), channel, request_id, reported }, rx).await;
 }
 
 const RETRY_FIRST: Duration = Duration::from_secs(1);
