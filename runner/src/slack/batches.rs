@@ -53,7 +53,9 @@ struct BatchFollower {
     channel: String,
     members: HashSet<String>,
     told: HashSet<ErrorKey>,
-    first: bool,
+    /// Until the first update: when this reporter started (what stopped before it was told
+    /// by an earlier one, if the message exists already).
+    started: Option<String>,
 }
 
 impl Follower for BatchFollower {
@@ -62,8 +64,8 @@ impl Follower for BatchFollower {
     }
 
     async fn publish(&mut self, state: &AppState) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
-        let over = publish(state, &self.batch_id, &self.channel, &mut self.told, self.first).await?;
-        self.first = false;
+        let over = publish(state, &self.batch_id, &self.channel, &mut self.told, self.started.as_deref()).await?;
+        self.started = None;
         Ok(over)
     }
 
@@ -86,7 +88,7 @@ async fn report(state: &AppState, batch_id: &str, rx: tokio::sync::broadcast::Re
         members,
         // Problems already told by an earlier reporter (before a restart) are in the thread.
         told: HashSet::new(),
-        first: true,
+        started: Some(crate::store::now()),
     };
     follow(state, follower, rx).await;
 }
@@ -101,7 +103,7 @@ async fn publish(
     batch_id: &str,
     channel: &str,
     told: &mut HashSet<ErrorKey>,
-    first: bool,
+    started: Option<&str>,
 ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     let store = state.store();
     let api = state.api();
@@ -124,9 +126,9 @@ async fn publish(
     let ts = match (&batch.message_channel, &batch.message_ts) {
         (Some(c), Some(ts)) => {
             api.update(c, ts, &text, &blocks).await?;
-            if first {
-                // A reporter after a restart: what is stopped now was told by the one before.
-                told.extend(stopped.iter().map(key));
+            if let Some(started) = started {
+                // A reporter after a restart: what stopped before it was told by the one before.
+                told.extend(stopped.iter().filter(|s| s.step.updated_at.as_str() < started).map(key));
             }
             ts.clone()
         }

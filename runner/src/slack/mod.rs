@@ -333,8 +333,11 @@ impl AppState {
     /// second call while the run is being driven asks for one more pass instead of a second
     /// driver, so a step that is still running is never mistaken for an interrupted one.
     pub(crate) fn spawn_run(&self, run_id: &str, request_id: Option<String>) {
-        reporter::ensure(self, run_id, request_id);
-        self.drive_in_background(run_id);
+        let (state, run_id) = (self.clone(), run_id.to_string());
+        tokio::spawn(async move {
+            reporter::ensure(&state, &run_id, request_id).await;
+            state.drive_in_background(&run_id);
+        });
     }
 
     /// Drives every run of a batch just started, reported in the batch's one message.

@@ -26,35 +26,45 @@ pub(super) fn run_of(e: &ProgressEvent) -> &str {
     }
 }
 
-/// Starts a reporter for `run_id` unless this process already has one.
-pub(super) fn ensure(state: &AppState, run_id: &str, request_id: Option<String>) {
+/// Starts a reporter for `run_id` unless this process already has one. Returns once the
+/// reporter knows what the run's thread already holds, so the caller drives the run only then:
+/// a step failing meanwhile is not mistaken for one an earlier reporter told.
+pub(super) async fn ensure(state: &AppState, run_id: &str, request_id: Option<String>) {
     {
         let Ok(mut live) = state.inner.reporters.lock() else { return };
         if !live.insert(run_id.to_string()) {
             return;
         }
     }
+    // Leaves the set however the reporter ends (a panic included), so a later click can start
+    // a new one.
+    let release = super::OnDrop::new({
+        let (state, run_id) = (state.clone(), run_id.to_string());
+        move || {
+            if let Ok(mut live) = state.inner.reporters.lock() {
+                live.remove(&run_id);
+            }
+        }
+    });
     // Subscribe before the run is driven, so no transition is missed.
     let rx = state.engine().progress().subscribe();
-    let (state, run_id) = (state.clone(), run_id.to_string());
+    // A batch's run is reported in the batch's message, not one of its own.
+    if let Ok(run) = state.store().run(run_id).await
+        && let Some(batch) = &run.batch_id
+    {
+        return super::batches::ensure(state, batch);
+    }
+    // A request just started has told nothing yet; otherwise the errors already in the run
+    // were told by an earlier reporter (this process before a restart, or another replica).
+    let reported: HashSet<ErrorKey> = match (&request_id, state.store().steps(run_id).await) {
+        (None, Ok(steps)) => steps.iter().filter_map(error_key).collect(),
+        _ => HashSet::new(),
+    };
+    let (state, channel) = (state.clone(), state.config().channel.clone());
+    let follower = RunFollower { run_id: run_id.to_string(), channel, request_id, reported };
     tokio::spawn(async move {
-        // Leaves the set however the task ends (a panic included), so a later click can start
-        // a new reporter.
-        let _release = super::OnDrop::new({
-            let (state, run_id) = (state.clone(), run_id.clone());
-            move || {
-                if let Ok(mut live) = state.inner.reporters.lock() {
-                    live.remove(&run_id);
-                }
-            }
-        });
-        // A batch's run is reported in the batch's message, not one of its own.
-        if let Ok(run) = state.store().run(&run_id).await
-            && let Some(batch) = &run.batch_id
-        {
-            return super::batches::ensure(&state, batch);
-        }
-        report(&state, &run_id, request_id, rx).await;
+        let _release = release;
+        follow(&state, follower, rx).await;
     });
 }
 
@@ -178,21 +188,6 @@ impl Follower for RunFollower {
     fn name(&self) -> String {
         format!("run {}", self.run_id)
     }
-}
-
-async fn report(
-    state: &AppState,
-    run_id: &str,
-    request_id: Option<String>,
-    rx: tokio::sync::broadcast::Receiver<ProgressEvent>,
-) {
-    // Errors already in the run when this reporter started were reported by an earlier one.
-    let reported: HashSet<ErrorKey> = match state.store().steps(run_id).await {
-        Ok(steps) => steps.iter().filter_map(error_key).collect(),
-        Err(_) => HashSet::new(),
-    };
-    let channel = state.config().channel.clone();
-    follow(state, RunFollower { run_id: run_id.to_string(), channel, request_id, reported }, rx).await;
 }
 
 const RETRY_FIRST: Duration = Duration::from_secs(1);
