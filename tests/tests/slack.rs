@@ -1359,10 +1359,10 @@ async fn several_people_are_one_request_one_batch_and_one_message() {
 #[tokio::test]
 async fn a_request_for_several_with_one_bad_person_records_nothing() {
     let s = Slack::new().await;
-    let reply = s.command(ADMIN, "alice@example.com not-an-email bob@example.com bob@example.com").await;
+    let reply = s.command(ADMIN, "alice@example.com not-an-email bob@example.com Bob@Example.com").await;
     let text = reply.body["text"].as_str().unwrap_or_default();
     assert!(text.contains("#2 (not-an-email)"), "{text}");
-    assert!(text.contains("bob@example.com is named twice (#3 and #4)"), "{text}");
+    assert!(text.contains("Bob@Example.com is named twice (#3 and #4)"), "{text}");
     assert!(button(&reply.body["blocks"], "start").is_none());
     assert!(s.runs().await.is_empty());
 }
@@ -1442,6 +1442,15 @@ async fn the_api_starts_one_or_many_runs_under_the_same_rules() {
     assert!(body["problems"][0].as_str().unwrap().contains("unknown field `rows`"), "{body}");
     let (_, body) = post(json!({ "runs": [{ "email": "alice@example.com" }, { "email": "nope" }] })).await;
     assert!(body["problems"][0].as_str().unwrap().starts_with("#2 (nope):"), "{body}");
+    // A name shown in Slack carries no markup; more rows than the operator allows are refused
+    // before any is looked at.
+    let (status, body) =
+        post(json!({ "requested_by": "<!channel>", "inputs": { "email": "alice@example.com" } })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let many: Vec<Value> = (0..1001).map(|_| json!({})).collect();
+    let (status, body) = post(json!({ "runs": many })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["problems"][0].as_str().unwrap().contains("at most 1000"), "{body}");
     assert!(s.runs().await.is_empty());
 
     // Two people: a batch, started at once (no approvers asked for).

@@ -77,23 +77,23 @@ impl Heartbeat {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                // Counted whether this process drives anything or not, so its first requests
-                // after being idle already take only its share.
-                match store.busy_owners(&owner, now_ms()).await {
-                    Ok(others) => {
+                let runs = driving.snapshot();
+                if !runs.is_empty()
+                    && let Err(e) = store.renew_leases(&owner, &runs, now_ms().saturating_add(lease_ms)).await
+                {
+                    tracing::warn!(target: "offramp::engine", error = %e, "cannot renew this process's leases");
+                }
+                // After the renewal (which must not wait on it), and whether this process drives
+                // anything or not, so its first requests after being idle take only its share.
+                match tokio::time::timeout(every, store.busy_owners(&owner, now_ms())).await {
+                    Ok(Ok(others)) => {
                         if others + 1 != share.get() {
                             tracing::info!(target: "offramp::engine", processes = others + 1, "vendor rate limits shared with the processes driving runs");
                         }
                         share.set(others + 1);
                     }
-                    Err(e) => tracing::warn!(target: "offramp::engine", error = %e, "cannot count the processes driving runs"),
-                }
-                let runs = driving.snapshot();
-                if runs.is_empty() {
-                    continue;
-                }
-                if let Err(e) = store.renew_leases(&owner, &runs, now_ms().saturating_add(lease_ms)).await {
-                    tracing::warn!(target: "offramp::engine", error = %e, "cannot renew this process's leases");
+                    Ok(Err(e)) => tracing::warn!(target: "offramp::engine", error = %e, "cannot count the processes driving runs"),
+                    Err(_) => tracing::warn!(target: "offramp::engine", "counting the processes driving runs took too long"),
                 }
             }
         });

@@ -214,14 +214,17 @@ impl Engine {
         for (i, row) in new.rows.iter().enumerate() {
             match inputs::preview(plan, row) {
                 Ok(subject) => {
-                    if let Some(first) = seen.insert(subject.clone(), i + 1) {
+                    // One person named twice, in whatever case: two runs on the same accounts.
+                    if let Some(first) = seen.insert(subject.to_lowercase(), i + 1) {
                         errors.push(format!("{subject} is named twice (#{first} and #{})", i + 1));
                     }
                     let inputs = row.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
                     items.push(BatchItem { subject, inputs });
                 }
                 Err(EngineError::Inputs(why)) => {
-                    let who = row.values().next().map(|v| format!(" ({v})")).unwrap_or_default();
+                    let raw = row.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+                    let who = inputs::pick_subject(plan, &raw);
+                    let who = if who == plan.name { String::new() } else { format!(" ({who})") };
                     errors.extend(why.into_iter().map(|w| format!("#{}{who}: {w}", i + 1)));
                 }
                 Err(e) => return Err(e.into()),

@@ -145,21 +145,44 @@ pub(crate) struct OriginLimiter {
 struct Slots {
     permits: Arc<Semaphore>,
     total: u32,
-    parked: Mutex<Vec<OwnedSemaphorePermit>>,
+    parked: Arc<Mutex<Parked>>,
+}
+
+#[derive(Default)]
+struct Parked {
+    held: Vec<OwnedSemaphorePermit>,
+    /// How many the others' shares need now.
+    want: usize,
+    /// Waiting in the semaphore's queue to be parked.
+    queued: usize,
 }
 
 impl Slots {
-    /// Parks or frees permits so this process uses `ceil(total / processes)`. Permits in use
-    /// are parked as they come back (at a later turn).
+    /// Parks or frees permits so this process uses `ceil(total / processes)`. A permit in use
+    /// is parked by queueing for it like any request (the semaphore is fair), so a busy
+    /// process gives the others' share back as its requests finish.
     fn rebalance(&self, processes: u32) {
         let mine = self.total.div_ceil(processes.max(1));
-        let park = (self.total - mine) as usize;
-        let Ok(mut parked) = self.parked.lock() else { return };
-        parked.truncate(park);
-        while parked.len() < park {
+        let Ok(mut p) = self.parked.lock() else { return };
+        p.want = (self.total - mine) as usize;
+        let want = p.want;
+        p.held.truncate(want);
+        while p.held.len() + p.queued < want {
             match self.permits.clone().try_acquire_owned() {
-                Ok(p) => parked.push(p),
-                Err(_) => break,
+                Ok(permit) => p.held.push(permit),
+                Err(_) => {
+                    p.queued += 1;
+                    let (permits, parked) = (self.permits.clone(), self.parked.clone());
+                    tokio::spawn(async move {
+                        let permit = permits.acquire_owned().await;
+                        if let (Ok(permit), Ok(mut p)) = (permit, parked.lock()) {
+                            p.queued -= 1;
+                            if p.held.len() < p.want {
+                                p.held.push(permit);
+                            }
+                        }
+                    });
+                }
             }
         }
     }
@@ -218,7 +241,7 @@ impl OriginLimiter {
             slots: config.concurrency.filter(|n| *n > 0).map(|n| Slots {
                 permits: Arc::new(Semaphore::new(n as usize)),
                 total: n,
-                parked: Mutex::default(),
+                parked: Arc::default(),
             }),
             gap: config.per_minute.filter(|n| *n > 0).map(|n| Duration::from_secs(60) / n),
             pace: Mutex::default(),
@@ -246,8 +269,11 @@ impl OriginLimiter {
             answered.as_mut().enable();
             match self.reserve(deadline)? {
                 Slot::At(at) => {
+                    // The turn exists before the wait: a request dropped while it waits (its
+                    // step ended) still gives its place back.
+                    let turn = Turn { limiter: self.clone(), _slot: slot };
                     tokio::time::sleep_until(at).await;
-                    return Ok(Turn { limiter: self.clone(), _slot: slot });
+                    return Ok(turn);
                 }
                 Slot::Hold(again) => {
                     if tokio::time::timeout_at(deadline.min(again), answered).await.is_err() && again >= deadline {
@@ -554,5 +580,27 @@ mod tests {
         l.observe(200, &headers(&[("ratelimit-remaining", "99".into()), ("ratelimit-reset", "10".into())]));
         drop(probe);
         next.await.unwrap().unwrap();
+    }
+
+    /// A request dropped while it waits for its turn (its step ended) gives its place back:
+    /// after the next reset the origin is learnt again from one request, not held forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_given_up_while_waiting_is_not_counted_as_in_flight() {
+        let l = Arc::new(OriginLimiter::new(RateLimitConfig::default(), ReplicaShare::default()));
+        let far = Instant::now() + Duration::from_secs(600);
+        let t = l.turn(far).await.unwrap();
+        l.observe(200, &headers(&[("ratelimit-remaining", "0".into()), ("ratelimit-reset", "5".into())]));
+        drop(t);
+        // Booked for the reset, then given up.
+        let waiting = tokio::spawn({
+            let l = l.clone();
+            async move { l.turn(far).await.map(|_| ()) }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        waiting.abort();
+        let _ = waiting.await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let next = tokio::time::timeout(Duration::from_secs(3), l.turn(far)).await;
+        assert!(next.is_ok(), "the origin is not held for an answer that never comes");
     }
 }

@@ -27,6 +27,8 @@ pub(super) fn ensure(state: &AppState, batch_id: &str) {
         }
     }
     let rx = state.engine().progress().subscribe();
+    // Before anything of the batch moves on: what stops after this is this reporter's to tell.
+    let started = crate::store::now();
     let (state, batch_id) = (state.clone(), batch_id.to_string());
     tokio::spawn(async move {
         let _release = super::OnDrop::new({
@@ -37,7 +39,7 @@ pub(super) fn ensure(state: &AppState, batch_id: &str) {
                 }
             }
         });
-        report(&state, &batch_id, rx).await;
+        report(&state, &batch_id, started, rx).await;
     });
 }
 
@@ -60,7 +62,8 @@ struct BatchFollower {
 
 impl Follower for BatchFollower {
     fn follows(&self, run_id: &str) -> bool {
-        self.members.contains(run_id)
+        // Unknown members (the batch could not be read at start): anything may concern it.
+        self.members.is_empty() || self.members.contains(run_id)
     }
 
     async fn publish(&mut self, state: &AppState) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
@@ -74,7 +77,12 @@ impl Follower for BatchFollower {
     }
 }
 
-async fn report(state: &AppState, batch_id: &str, rx: tokio::sync::broadcast::Receiver<ProgressEvent>) {
+async fn report(
+    state: &AppState,
+    batch_id: &str,
+    started: String,
+    rx: tokio::sync::broadcast::Receiver<ProgressEvent>,
+) {
     let members: HashSet<String> = match state.store().batch_runs(batch_id).await {
         Ok(runs) => runs.into_iter().map(|r| r.id).collect(),
         Err(e) => {
@@ -88,7 +96,7 @@ async fn report(state: &AppState, batch_id: &str, rx: tokio::sync::broadcast::Re
         members,
         // Problems already told by an earlier reporter (before a restart) are in the thread.
         told: HashSet::new(),
-        started: Some(crate::store::now()),
+        started: Some(started),
     };
     follow(state, follower, rx).await;
 }
@@ -140,7 +148,7 @@ async fn publish(
     };
     let channel = batch.message_channel.as_deref().unwrap_or(channel);
     for s in &stopped {
-        if told.insert(key(s)) {
+        if !told.contains(&key(s)) {
             api.pace(channel).await;
             let reply = format!("*{}* (run `{}`): {}", s.run.subject, s.run.id, blocks::step_error(s.step));
             let buttons = (s.step.status == StepStatus::Paused).then(|| {
@@ -150,6 +158,8 @@ async fn publish(
                 ])
             });
             api.post_message(channel, &reply, buttons.as_ref(), Some(&ts)).await?;
+            // Told only once it is in the thread: a failed post is tried again next pass.
+            told.insert(key(s));
         }
     }
     if runs.iter().all(|r| r.status.is_finished()) {

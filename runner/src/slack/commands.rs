@@ -340,7 +340,15 @@ async fn request(
     let new = NewBatchRequest { pipeline: name.clone(), rows, channel_id: Some(form.channel_id.clone()) };
     let req = match state.engine().request_batch(&plan, new, Person { via: "slack", id: &form.user_id }).await {
         Ok(req) => req,
-        Err(RequestRefused::Engine(EngineError::Inputs(errors))) => return Err(Refusal::Tell(errors.join("; "))),
+        Err(RequestRefused::Engine(EngineError::Inputs(errors))) => {
+            // A message Slack will show: the first problems, then how many more.
+            const SHOWN: usize = 20;
+            let mut text = errors.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
+            if errors.len() > SHOWN {
+                text.push_str(&format!("; … and {} more", errors.len() - SHOWN));
+            }
+            return Err(Refusal::Tell(text));
+        }
         Err(RequestRefused::Store(e)) => return Err(Refusal::Store(e)),
         Err(e) => return Err(Refusal::Tell(e.to_string())),
     };

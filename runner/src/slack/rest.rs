@@ -123,8 +123,19 @@ pub(super) async fn create_runs(
     let ask: CreateRuns = serde_json::from_slice(&body)
         .map_err(|e| AppError::Invalid(vec![format!("the body is not a run request: {e}")]))?;
     let requester = ask.requested_by.unwrap_or_else(|| "client".into());
-    if requester.is_empty() || requester.len() > 64 || requester.chars().any(|c| c.is_control() || c == ':') {
-        return Err(AppError::Invalid(vec!["`requested_by` must be 1-64 characters, without `:`".into()]));
+    // Shown in Slack messages: no room for markup (`<!channel>`, a link, a code span's end).
+    if requester.is_empty()
+        || requester.len() > 64
+        || !requester.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(AppError::Invalid(vec!["`requested_by` must be 1-64 of A-Z a-z 0-9 . _ -".into()]));
+    }
+    let max = state.engine().batch_policy().max_size as usize;
+    if ask.runs.as_ref().is_some_and(|r| r.len() > max) {
+        return Err(AppError::Invalid(vec![format!(
+            "{} runs in one request; at most {max} (the operator's `batches: {{ max_size }}`)",
+            ask.runs.as_ref().map_or(0, Vec::len)
+        )]));
     }
     let name = match ask.pipeline {
         Some(p) => super::command_text::pipeline_name(&p).map_err(|e| AppError::Invalid(vec![e]))?,
