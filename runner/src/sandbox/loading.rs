@@ -125,7 +125,9 @@ impl Sandbox {
         }
         let component = Component::new(&self.engine, bytes).map_err(compile_err)?;
         if let Ok(serialized) = component.serialize() {
-            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+            // Unique per writer: two loads of one plugin at once (a warm-up and a step) must not
+            // interleave their bytes in one file before the rename.
+            let tmp = file.with_extension(format!("tmp{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
             if std::fs::write(&tmp, serialized).is_ok() {
                 let _ = std::fs::rename(&tmp, &file);
             }
