@@ -60,6 +60,22 @@ impl Drop for Schema {
     }
 }
 
+/// A runtime, a fresh schema of the test database (dropped with the returned guard), the store
+/// on it and the URL replicas open it by; `None` (the test says it was skipped) without
+/// `OFFRAMP_TEST_DATABASE_URL`.
+fn database(prefix: &str) -> Option<(tokio::runtime::Runtime, Arc<dyn Store>, String, Schema)> {
+    let Ok(url) = std::env::var("OFFRAMP_TEST_DATABASE_URL") else {
+        eprintln!("skipped: needs OFFRAMP_TEST_DATABASE_URL=postgres://USER@HOST/DB");
+        return None;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let schema = format!("{prefix}_{}", std::process::id());
+    let store: Arc<dyn Store> = Arc::new(rt.block_on(PgStore::open_in_schema(&url, &schema)).unwrap());
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let db = format!("{url}{sep}options[search_path]={schema}");
+    Some((rt, store, db, Schema { url, name: schema }))
+}
+
 fn replica(db: &str, dir: &Path, mock: &str, name: &str) -> (Replica, String) {
     let (replica, owner, _) = replica_with(db, dir, mock, name, &[]);
     (replica, owner)
@@ -118,18 +134,9 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String
 /// (10 a second between them). Every step still runs exactly once.
 #[test]
 fn two_replicas_share_a_vendors_rate_limit() {
-    let Ok(url) = std::env::var("OFFRAMP_TEST_DATABASE_URL") else {
-        eprintln!("skipped: needs OFFRAMP_TEST_DATABASE_URL=postgres://USER@HOST/DB");
-        return;
-    };
+    let Some((rt, store, db, _cleanup)) = database("share") else { return };
     const PER_MINUTE: u32 = 300;
     const RUNS_EACH: usize = 12;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let schema = format!("share_{}", std::process::id());
-    let store: Arc<dyn Store> = Arc::new(rt.block_on(PgStore::open_in_schema(&url, &schema)).unwrap());
-    let _cleanup = Schema { url: url.clone(), name: schema.clone() };
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let db = format!("{url}{sep}options[search_path]={schema}");
     let mock = rt.block_on(MockServer::start("unused")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     pipeline(dir.path());
@@ -219,16 +226,7 @@ fn two_replicas_share_a_vendors_rate_limit() {
 
 #[test]
 fn a_replica_that_dies_has_its_runs_finished_by_the_other() {
-    let Ok(url) = std::env::var("OFFRAMP_TEST_DATABASE_URL") else {
-        eprintln!("skipped: needs OFFRAMP_TEST_DATABASE_URL=postgres://USER@HOST/DB");
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let schema = format!("replicas_{}", std::process::id());
-    let store: Arc<dyn Store> = Arc::new(rt.block_on(PgStore::open_in_schema(&url, &schema)).unwrap());
-    let _cleanup = Schema { url: url.clone(), name: schema.clone() };
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let db = format!("{url}{sep}options[search_path]={schema}");
+    let Some((rt, store, db, _cleanup)) = database("replicas") else { return };
     let mock = rt.block_on(MockServer::start("unused")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     pipeline(dir.path());

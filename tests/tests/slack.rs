@@ -959,8 +959,9 @@ impl Store for SlowStore {
         by: &str,
         batch: &offramp::store::NewBatch,
         runs: &[(offramp::store::NewRun, offramp::store::Event)],
+        approved: &offramp::store::Event,
     ) -> Result<bool, offramp::store::StoreError> {
-        slow!(self.create_batch_for_request(request_id, by, batch, runs))
+        slow!(self.create_batch_for_request(request_id, by, batch, runs, approved))
     }
     async fn set_batch_message(
         &self,

@@ -452,9 +452,9 @@ async fn a_request_for_several_starts_one_batch_once() {
         let mut tasks = Vec::new();
         for n in 0..4 {
             let (s, batch, runs) = (s.clone(), batch(n), runs(n));
-            tasks.push(tokio::spawn(
-                async move { s.create_batch_for_request("qb", "U9", &batch, &runs).await.unwrap() },
-            ));
+            tasks.push(tokio::spawn(async move {
+                s.create_batch_for_request("qb", "U9", &batch, &runs, &ev("run_approved")).await.unwrap()
+            }));
         }
         let mut won = Vec::new();
         for (n, t) in tasks.into_iter().enumerate() {
@@ -471,6 +471,8 @@ async fn a_request_for_several_starts_one_batch_once() {
         assert_eq!(runs.len(), 2, "{kind}");
         assert!(runs.iter().all(|r| r.plan.is_null()), "{kind}: a batch's runs are listed without their plans");
         assert_eq!(s.steps(&runs[0].id).await.unwrap().len(), 2, "{kind}: steps created with the runs");
+        let kinds: Vec<String> = s.events(&runs[1].id).await.unwrap().iter().map(|e| e.kind.to_string()).collect();
+        assert_eq!(kinds, ["run_created", "run_approved"], "{kind}: each run's approval in the same transaction");
         let b = s.batch(&winner).await.unwrap();
         assert_eq!((b.request_id.as_deref(), b.message_ts.as_deref()), (Some("qb"), None), "{kind}");
         s.set_batch_message(&winner, "C1", "1700.0002").await.unwrap();

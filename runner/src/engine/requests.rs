@@ -44,16 +44,6 @@ pub enum Started {
     Batch { id: String, runs: Vec<String> },
 }
 
-impl Started {
-    /// The runs it made.
-    pub fn runs(&self) -> &[String] {
-        match self {
-            Started::Run(id) => std::slice::from_ref(id),
-            Started::Batch { runs, .. } => runs,
-        }
-    }
-}
-
 /// Who acts on a request: their id where they act (a Slack user id) and the front door, which
 /// together name them in the event log (`slack:U123`).
 #[derive(Debug, Clone, Copy)]
@@ -324,9 +314,16 @@ impl Engine {
             Person { via: by.via, id: &req.requested_by }.actor()
         };
         let actor = by.actor();
+        let approved = Event::new(&actor, EventKind::RunApproved, json!({ "request": req.id }));
         let started = if req.batch.is_empty() {
             let start = StartRequest { inputs: raw(&req.inputs), requested_by: requester, dry_run: false };
-            self.start_for_request(plan, start, &req.id, &actor).await?.map(Started::Run)
+            let Some(run_id) = self.start_for_request(plan, start, &req.id, &actor).await? else {
+                return Err(RequestRefused::Closed(Box::new(self.request(&req.id).await?)));
+            };
+            if let Err(e) = self.store().append_event(Some(&run_id), None, approved).await {
+                tracing::warn!(target: "offramp::engine", error = %e, "cannot log a run's approval");
+            }
+            Some(Started::Run(run_id))
         } else {
             let batch = NewBatch {
                 id: super::new_run_id(),
@@ -348,20 +345,15 @@ impl Engine {
             }
             let ids = runs.iter().map(|(r, _)| r.id.clone()).collect();
             self.store()
-                .create_batch_for_request(&req.id, &actor, &batch, &runs)
+                // Each run's approval in the same transaction: a thousand runs, one write.
+                .create_batch_for_request(&req.id, &actor, &batch, &runs, &approved)
                 .await?
                 .then_some(Started::Batch { id: batch.id, runs: ids })
         };
-        let Some(started) = started else {
-            return Err(RequestRefused::Closed(Box::new(self.request(&req.id).await?)));
-        };
-        for run_id in started.runs() {
-            let event = Event::new(&actor, EventKind::RunApproved, json!({ "request": req.id }));
-            if let Err(e) = self.store().append_event(Some(run_id), None, event).await {
-                tracing::warn!(target: "offramp::engine", error = %e, "cannot log a run's approval");
-            }
+        match started {
+            Some(started) => Ok(started),
+            None => Err(RequestRefused::Closed(Box::new(self.request(&req.id).await?))),
         }
-        Ok(started)
     }
 
     /// Cancels a pending request; returns it as it was.

@@ -397,14 +397,15 @@ pub trait Store: Send + Sync {
         event: Event,
     ) -> Result<bool, StoreError>;
     /// Starts a pending request for several people: marks it `started` by `by`, records
-    /// `batch` and creates all its runs, in one transaction. Returns false (and creates
-    /// nothing) if the request was no longer pending.
+    /// `batch` and creates all its runs, each with `approved` in its event log, in one
+    /// transaction. Returns false (and creates nothing) if the request was no longer pending.
     async fn create_batch_for_request(
         &self,
         request_id: &str,
         by: &str,
         batch: &NewBatch,
         runs: &[(NewRun, Event)],
+        approved: &Event,
     ) -> Result<bool, StoreError>;
     /// Remembers the channel message a batch is reported in.
     async fn set_batch_message(&self, batch_id: &str, channel: &str, ts: &str) -> Result<(), StoreError>;

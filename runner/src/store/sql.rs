@@ -146,6 +146,23 @@ fn message_from_row(row: &Row) -> Result<RunMessage, StoreError> {
     })
 }
 
+/// Marks a pending request started by `by`, naming the run or the batch it makes; false if it
+/// was not pending any more (another Start won).
+async fn claim_request(
+    tx: &mut Tx,
+    request_id: &str,
+    by: &str,
+    at: &str,
+    run_id: Option<&str>,
+    batch_id: Option<&str>,
+) -> Result<bool, StoreError> {
+    let q = query(
+        "UPDATE run_requests SET status = 'started', decided_by = $1, decided_at = $2, run_id = $3, batch_id = $4
+         WHERE id = $5 AND status = 'pending'",
+    );
+    Ok(tx.execute(q.bind(by).bind(at).bind(run_id).bind(batch_id).bind(request_id)).await? == 1)
+}
+
 fn insert_batch<'a>(batch: &'a NewBatch, at: &'a str) -> Query<'a> {
     query(
         "INSERT INTO batches (id, pipeline_name, requested_by, approved_by, size, created_at, request_id)
@@ -588,12 +605,7 @@ impl<D: sqlx::Database> Store for SqlStore<D> {
     ) -> Result<bool, StoreError> {
         let at = now();
         let mut tx = self.db.begin().await?;
-        let q = query(
-            "UPDATE run_requests SET status = 'started', decided_by = $1, decided_at = $2, run_id = $3
-             WHERE id = $4 AND status = 'pending'",
-        );
-        let claimed = tx.execute(q.bind(by).bind(&at).bind(&run.id).bind(request_id)).await? == 1;
-        if !claimed {
+        if !claim_request(&mut tx, request_id, by, &at, Some(&run.id), None).await? {
             tx.rollback().await?;
             return Ok(false);
         }
@@ -608,21 +620,18 @@ impl<D: sqlx::Database> Store for SqlStore<D> {
         by: &str,
         batch: &NewBatch,
         runs: &[(NewRun, Event)],
+        approved: &Event,
     ) -> Result<bool, StoreError> {
         let at = now();
         let mut tx = self.db.begin().await?;
-        let q = query(
-            "UPDATE run_requests SET status = 'started', decided_by = $1, decided_at = $2, batch_id = $3
-             WHERE id = $4 AND status = 'pending'",
-        );
-        let claimed = tx.execute(q.bind(by).bind(&at).bind(&batch.id).bind(request_id)).await? == 1;
-        if !claimed {
+        if !claim_request(&mut tx, request_id, by, &at, None, Some(&batch.id)).await? {
             tx.rollback().await?;
             return Ok(false);
         }
         tx.execute(insert_batch(batch, &at)).await?;
         for (run, event) in runs {
             insert_run(&mut tx, run, event).await?;
+            tx.execute(insert_event(Some(&run.id), None, &at, approved)).await?;
         }
         tx.commit().await?;
         Ok(true)
